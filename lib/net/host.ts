@@ -1,0 +1,83 @@
+/**
+ * Host normalisation shared by the rules engine and the proxy.
+ *
+ * Both sides of every comparison go through {@linkcode normaliseHost}, so an
+ * attacker cannot pick a spelling (`0x7f.1`, `BÜCHER.de.`, `[0:0::1]`) that a
+ * rule written in another spelling fails to see.
+ *
+ * @module
+ */
+
+/** A host name or IP literal that cannot be used. */
+export class HostError extends Error {
+  override name = "HostError";
+}
+
+const LABEL = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/;
+
+/**
+ * Returns the canonical spelling of a host: lower case, IDN in punycode, no
+ * trailing dot, IPv4 in dotted decimal (whatever base or shortening the input
+ * used) and IPv6 compressed inside brackets (`[::1]`). An IPv6 literal may be
+ * given with or without brackets.
+ *
+ * The WHATWG URL parser does the heavy lifting because it is what browsers and
+ * most HTTP clients use, so we agree with them on what a host means.
+ *
+ * @throws {HostError} when the input is not a usable host name or IP literal.
+ */
+export function normaliseHost(input: string): string {
+  let raw = input.trim();
+  if (raw === "") throw new HostError("empty host");
+  if (raw.includes(":") && !raw.startsWith("[")) raw = `[${raw}]`;
+  if (/[\s/?#@\\%]/.test(raw)) throw new HostError(`invalid character in host "${input}"`);
+  let host: string;
+  try {
+    host = new URL(`http://${raw}/`).hostname;
+  } catch {
+    throw new HostError(`invalid host "${input}"`);
+  }
+  if (host.startsWith("[")) return host;
+  if (host.endsWith(".")) host = host.slice(0, -1);
+  if (host === "" || host.length > 253) throw new HostError(`invalid host "${input}"`);
+  for (const label of host.split(".")) {
+    if (!LABEL.test(label)) throw new HostError(`invalid host "${input}"`);
+  }
+  return host;
+}
+
+/** True when `host` (already normalised) is an IPv4 or IPv6 literal. */
+export function isIpLiteral(host: string): boolean {
+  return host.startsWith("[") || /^\d{1,3}(?:\.\d{1,3}){3}$/.test(host);
+}
+
+/** The default port of a scheme, or undefined for schemes we do not proxy. */
+export function defaultPort(scheme: string): number | undefined {
+  return scheme === "http" ? 80 : scheme === "https" ? 443 : undefined;
+}
+
+/**
+ * Splits `host[:port]` (the CONNECT target and Host header form) into its
+ * normalised host and numeric port. IPv6 literals must be bracketed here.
+ *
+ * @throws {HostError} on a malformed authority or a port outside 1-65535.
+ */
+export function parseAuthority(
+  authority: string,
+  fallbackPort?: number,
+): { host: string; port: number } {
+  const m = /^(\[[^\]]*\]|[^:\[\]]*)(?::(\d{1,5}))?$/.exec(authority);
+  if (!m) throw new HostError(`invalid authority "${authority}"`);
+  const host = normaliseHost(m[1]);
+  const port = m[2] === undefined ? fallbackPort : Number(m[2]);
+  if (port === undefined) throw new HostError(`missing port in "${authority}"`);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new HostError(`invalid port in "${authority}"`);
+  }
+  return { host, port };
+}
+
+/** Formats host and port back to `host:port`, omitting a scheme's default port. */
+export function formatAuthority(host: string, port: number, scheme?: string): string {
+  return scheme !== undefined && defaultPort(scheme) === port ? host : `${host}:${port}`;
+}
