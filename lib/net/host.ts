@@ -37,7 +37,17 @@ export function normaliseHost(input: string): string {
   } catch {
     throw new HostError(`invalid host "${input}"`);
   }
-  if (host.startsWith("[")) return host;
+  if (host.startsWith("[")) {
+    // An IPv4-mapped IPv6 address reaches the IPv4 host: spell it as that
+    // host, or a rule for 10.0.0.1 would not see [::ffff:10.0.0.1].
+    const mapped = /^\[::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})\]$/.exec(host);
+    if (mapped) {
+      const hi = parseInt(mapped[1], 16);
+      const lo = parseInt(mapped[2], 16);
+      return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+    }
+    return host;
+  }
   if (host.endsWith(".")) host = host.slice(0, -1);
   if (host === "" || host.length > 253) throw new HostError(`invalid host "${input}"`);
   for (const label of host.split(".")) {

@@ -1,0 +1,280 @@
+/**
+ * `netmonitor rules ...`: list, add, rm, export, import, clear, check, test.
+ * @module
+ */
+
+import type { Command } from "commander";
+import { defaultPort, HostError, parseAuthority } from "../lib/net/host.ts";
+import {
+  describeIoError,
+  formatProblem,
+  makeRule,
+  parseRules,
+  type RequestTarget,
+  RuleError,
+  RulesFileError,
+  RulesStore,
+  STORED_ACTIONS,
+  type StoredAction,
+  writeFileAtomic,
+} from "../lib/rules/mod.ts";
+import { CliError, EXIT_FAILURE, UsageError } from "./_errors.ts";
+import type { CliContext } from "./mod.ts";
+
+const PATTERN_HELP = `
+Patterns:
+  github.com            that host only (any port)
+  example.com:8443      that host on that port only
+  *.github.com          every subdomain at any depth, not github.com itself
+  *                     everything not matched by a more specific rule
+  10.0.0.1, [::1]       IP literals (IPv6 in brackets)
+  https://host/path?q   that exact URL (scheme, host, port, path, query)
+
+Actions:
+  allow-domain, deny-domain   for host, wildcard and * patterns
+  allow-url, deny-url         for URL patterns
+  allow, deny                 either; the kind comes from the pattern
+
+Precedence, most specific first: exact URL, exact host, longest wildcard, *,
+then no rule (netmonitor asks). Quote patterns with * in the shell.`;
+
+/** Registers `rules` and its subcommands. */
+export function registerRulesCommand(program: Command, ctx: CliContext): void {
+  const rules = program
+    .command("rules")
+    .description("list and edit the firewall rules (network-rules.json)")
+    .addHelpText("after", PATTERN_HELP);
+  const store = () => new RulesStore(ctx.paths.rules);
+
+  rules
+    .command("list")
+    .alias("ls")
+    .description("show the rules, in file order")
+    .option("--json", "print a JSON array of {pattern, action, kind, verdict}")
+    .action(async (opts: { json?: boolean }) => {
+      const set = await store().load();
+      if (opts.json) {
+        ctx.stdout(`${JSON.stringify(set.rules, null, 2)}\n`);
+        return;
+      }
+      if (set.rules.length === 0) {
+        ctx.stdout(`No rules in ${ctx.paths.rules}\n`);
+        return;
+      }
+      const width = Math.min(60, Math.max(...set.rules.map((r) => r.pattern.length)));
+      ctx.stdout(`${plural(set.rules.length, "rule")} in ${ctx.paths.rules}:\n`);
+      for (const r of set.rules) ctx.stdout(`  ${r.pattern.padEnd(width)}  ${r.action}\n`);
+    });
+
+  rules
+    .command("add")
+    .description("add a rule, or change the action of an existing one")
+    .argument("<pattern>", "host, *.domain, *, IP, or http(s)://host/path URL")
+    .argument("<action>", STORED_ACTIONS.join(" | "))
+    .addHelpText("after", PATTERN_HELP)
+    .action(async (pattern: string, action: string) => {
+      try {
+        makeRule(pattern, action);
+      } catch (e) {
+        if (e instanceof RuleError) throw new UsageError(e.message);
+        throw e;
+      }
+      const { rule, previous } = await store().add(pattern, action as StoredAction);
+      if (!previous) ctx.stdout(`Added rule "${rule.pattern}": ${rule.action}\n`);
+      else if (previous.action === rule.action) {
+        ctx.stdout(`Rule "${rule.pattern}": ${rule.action} already exists; nothing changed\n`);
+      } else {
+        ctx.stdout(`Changed rule "${rule.pattern}": ${previous.action} -> ${rule.action}\n`);
+      }
+    });
+
+  rules
+    .command("rm")
+    .alias("remove")
+    .description("remove a rule (any spelling of the same pattern matches)")
+    .argument("<pattern>", "the pattern to remove")
+    .action(async (pattern: string) => {
+      if (!(await store().remove(pattern))) {
+        throw new CliError(`no rule "${pattern}" in ${ctx.paths.rules}`);
+      }
+      ctx.stdout(`Removed rule "${pattern}"\n`);
+    });
+
+  rules
+    .command("export")
+    .description('write the rules to a file ("-" for standard output), comments included')
+    .argument("<file>", "destination file, or - for standard output")
+    .action(async (file: string) => {
+      // Export the file's own text (comments included), after validating it.
+      let text: string;
+      try {
+        text = await Deno.readTextFile(ctx.paths.rules);
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) {
+          throw new RulesFileError(ctx.paths.rules, [], "read", e);
+        }
+        text = "{\n}\n";
+      }
+      const { rules: exported, problems } = parseRules(text);
+      if (problems.length > 0) throw new RulesFileError(ctx.paths.rules, problems);
+      if (file === "-") {
+        ctx.stdout(text);
+        return;
+      }
+      try {
+        await writeFileAtomic(file, text, 0o644);
+      } catch (e) {
+        const why = e instanceof Deno.errors.NotFound
+          ? "its directory does not exist"
+          : describeIoError(e as Error);
+        throw new CliError(`Cannot write "${file}": ${why}`);
+      }
+      ctx.stdout(`Exported ${plural(exported.length, "rule")} to ${file}\n`);
+    });
+
+  rules
+    .command("import")
+    .description("add the rules of a file (- for standard input); --replace replaces all")
+    .argument("<file>", "a rules file in the same format, or - for standard input")
+    .option("--replace", "replace every current rule instead of merging")
+    .action(async (file: string, opts: { replace?: boolean }) => {
+      const text = await readInput(file, "import");
+      const { rules: incoming, problems } = parseRules(text);
+      if (problems.length > 0) throw new RulesFileError(displayName(file), problems, "import");
+      const pairs = incoming.map((r) => [r.pattern, r.action] as const);
+      const s = store();
+      if (opts.replace) {
+        const before = (await s.load()).rules.length;
+        await s.replaceAll(pairs);
+        ctx.stdout(
+          `Replaced ${plural(before, "rule")} with ${plural(incoming.length, "rule")} from ${
+            displayName(file)
+          }\n`,
+        );
+      } else {
+        const r = await s.merge(pairs);
+        ctx.stdout(
+          `Imported ${plural(incoming.length, "rule")} from ${displayName(file)}: ` +
+            `${r.added} added, ${r.updated} changed, ${r.unchanged} unchanged\n`,
+        );
+      }
+    });
+
+  rules
+    .command("clear")
+    .description("remove every rule (asks first; comments stay)")
+    .option("-y, --yes", "do not ask for confirmation")
+    .action(async (opts: { yes?: boolean }) => {
+      const s = store();
+      const count = (await s.load()).rules.length;
+      if (count === 0) {
+        ctx.stdout(`No rules to clear in ${ctx.paths.rules}\n`);
+        return;
+      }
+      if (!opts.yes) {
+        if (!ctx.stdinIsTerminal) {
+          throw new UsageError(
+            `refusing to remove ${
+              plural(count, "rule")
+            } without confirmation: standard input is not a terminal`,
+            { hint: `Run "netmonitor rules clear --yes" to clear without asking.` },
+          );
+        }
+        const ok = await ctx.confirmer.confirm(
+          `Remove all ${plural(count, "rule")} from ${ctx.paths.rules}?`,
+        );
+        if (!ok) {
+          ctx.stderr("Aborted; no rules were removed.\n");
+          ctx.exitCode = EXIT_FAILURE;
+          return;
+        }
+      }
+      await s.replaceAll([]);
+      ctx.stdout(`Removed ${plural(count, "rule")}\n`);
+    });
+
+  rules
+    .command("check")
+    .description("validate a rules file and report every problem (exit 1 if any)")
+    .argument("[file]", "the file to check (default: the rules file in the data directory)")
+    .action(async (file: string | undefined) => {
+      const path = file ?? ctx.paths.rules;
+      let text: string;
+      if (file === undefined) {
+        try {
+          text = await Deno.readTextFile(path);
+        } catch (e) {
+          if (!(e instanceof Deno.errors.NotFound)) {
+            throw new RulesFileError(path, [], "check", e);
+          }
+          ctx.stdout(`${path}: no such file yet (no rules)\n`);
+          return;
+        }
+      } else {
+        text = await readInput(file, "check");
+      }
+      const name = file === undefined ? path : displayName(file);
+      const { rules, problems } = parseRules(text);
+      if (problems.length === 0) {
+        ctx.stdout(`${name}: OK, ${plural(rules.length, "rule")}\n`);
+        return;
+      }
+      for (const p of problems) {
+        ctx.stdout(
+          `${name}:${p.line}:${p.column}: ${formatProblem(p).replace(/ at \d+:\d+/, "")}\n`,
+        );
+      }
+      ctx.stdout(`${plural(problems.length, "problem")} in ${name}\n`);
+      ctx.exitCode = EXIT_FAILURE;
+    });
+
+  rules
+    .command("test")
+    .description("show which rule decides a URL or host, and why")
+    .argument("<target>", "a URL (https://host/path?q) or host[:port]")
+    .action(async (target: string) => {
+      const set = await store().load();
+      const t = parseTarget(target);
+      const d = set.decide(t);
+      ctx.stdout(`${d.action}: ${d.reason}\n`);
+      if (t.path === undefined && set.hasUrlRulesFor(t.host, t.port)) {
+        ctx.stdout(`(URL rules exist for ${t.host}:${t.port}; give a full URL to check them)\n`);
+      }
+    });
+}
+
+function plural(n: number, word: string): string {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+function displayName(file: string): string {
+  return file === "-" ? "standard input" : file;
+}
+
+async function readInput(file: string, verb: string): Promise<string> {
+  try {
+    if (file === "-") return await new Response(Deno.stdin.readable).text();
+    return await Deno.readTextFile(file);
+  } catch (e) {
+    throw new RulesFileError(displayName(file), [], verb, e);
+  }
+}
+
+function parseTarget(target: string): RequestTarget {
+  try {
+    const url = /^(https?):\/\/([^/?#]*)(.*)$/i.exec(target);
+    if (url) {
+      const scheme = url[1].toLowerCase() as "http" | "https";
+      const { host, port } = parseAuthority(url[2], defaultPort(scheme));
+      return { scheme, host, port, path: url[3] === "" ? "/" : url[3] };
+    }
+    if (/[/?#]/.test(target)) throw new HostError("");
+    const { host, port } = parseAuthority(target, 443);
+    return { scheme: port === 80 ? "http" : "https", host, port };
+  } catch (e) {
+    if (!(e instanceof HostError)) throw e;
+    throw new UsageError(
+      `"${target}" is not a URL (http(s)://host/path) or a host[:port]`,
+    );
+  }
+}

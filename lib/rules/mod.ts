@@ -1,0 +1,30 @@
+/**
+ * The rules engine: patterns, validation, precedence, and the rules file.
+ *
+ * ```ts
+ * const store = new RulesStore(dataPaths().rules);
+ * const rules = await store.load();
+ * rules.decide({ scheme: "https", host: "api.github.com", port: 443, path: "/" });
+ * // -> { action: "allow", reason: 'rule "*.github.com": allow-domain', rule }
+ * ```
+ *
+ * Precedence (see {@linkcode RuleSet}): exact URL > exact host > longest
+ * matching wildcard > `*` > ask.
+ *
+ * @module
+ */
+
+export * from "./types.ts";
+export { describeIoError, formatProblem, RuleError, RulesFileError } from "./errors.ts";
+export type { RuleProblem } from "./errors.ts";
+export { parseRules } from "./parse.ts";
+export {
+  canonicalPathQuery,
+  type ParsedPattern,
+  parsePattern,
+  patternIdentity,
+} from "./pattern.ts";
+export { ACTION_LIST, makeRule, RuleSet } from "./rule_set.ts";
+export { RulesStore } from "./store.ts";
+export { writeFileAtomic } from "./_fs.ts";
+export type { AddResult, MergeResult, RulesWatcher, WatchHandlers, WatchOptions } from "./store.ts";

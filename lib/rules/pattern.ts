@@ -1,0 +1,206 @@
+/**
+ * Rule patterns and their canonical forms.
+ *
+ * A pattern is one of:
+ * - `*`: every request (optionally `*:PORT`);
+ * - an exact host, `github.com`, an IPv4 literal `10.0.0.1` or a bracketed IPv6
+ *   literal `[::1]`, optionally with a port (`example.com:8443`);
+ * - a wildcard `*.github.com`: every subdomain at any depth, never the apex and
+ *   never a plain string suffix (`evilgithub.com` does not match);
+ * - an exact URL `http(s)://host[:port]/path[?query]`.
+ *
+ * Hosts go through {@linkcode normaliseHost}; URL paths and queries go through
+ * {@linkcode canonicalPathQuery}. Requests are canonicalised by the very same
+ * functions, so a spelling trick cannot make a request miss a rule.
+ *
+ * @module
+ */
+
+import { defaultPort, HostError, isIpLiteral, normaliseHost } from "../net/host.ts";
+import { RuleError } from "./errors.ts";
+
+/** A pattern parsed into its canonical parts. */
+export type ParsedPattern =
+  | { kind: "any"; port?: number }
+  | { kind: "host"; host: string; port?: number }
+  | { kind: "wildcard"; suffix: string; port?: number }
+  | {
+    kind: "url";
+    scheme: "http" | "https";
+    host: string;
+    /** Always present: the scheme's default port when the URL has none. */
+    port: number;
+    /** Canonical path, see {@linkcode canonicalPathQuery}. */
+    path: string;
+    /** Canonical query without "?", undefined when absent or empty. */
+    query?: string;
+  };
+
+const URL_START = /^([a-z][a-z0-9+.-]*):\/\/([^/?#]*)(.*)$/is;
+const HOST_PORT = /^(\[[^\]]*\]|[^:\[\]]*)(?::([^:]*))?$/;
+
+/**
+ * Parses and canonicalises a pattern.
+ * @throws {RuleError} with a message naming the pattern and what is wrong.
+ */
+export function parsePattern(pattern: string): ParsedPattern {
+  const fail = (why: string): never => {
+    throw new RuleError(`invalid pattern "${pattern}": ${why}`, "pattern");
+  };
+  const p = pattern.trim();
+  if (p === "") return fail("the pattern is empty");
+  if (p === "*") return { kind: "any" };
+
+  const url = URL_START.exec(p);
+  if (url) return parseUrlPattern(url, fail);
+  if (/^[a-z][a-z0-9+.-]*:\/(?!\/)/i.test(p)) {
+    return fail(`a URL pattern starts with "http://" or "https://"`);
+  }
+  if (/[/?#]/.test(p)) {
+    return fail(`a URL pattern needs a scheme, like "https://${p}"`);
+  }
+  if (p.includes("@")) return fail(`"@" is not allowed in a host`);
+
+  // A bare IPv6 literal (two or more colons, no brackets) has no port.
+  let hostPart: string;
+  let portPart: string | undefined;
+  if (!p.startsWith("[") && (p.match(/:/g)?.length ?? 0) >= 2) {
+    hostPart = p;
+  } else {
+    const m = HOST_PORT.exec(p);
+    if (!m) return fail('expected a host, optionally followed by ":PORT"');
+    hostPart = m[1];
+    portPart = m[2];
+  }
+  const port = portPart === undefined ? undefined : parsePort(portPart, fail);
+
+  if (hostPart === "*") return { kind: "any", port };
+  if (hostPart.startsWith("*.")) {
+    const rest = hostPart.slice(2);
+    if (rest.includes("*")) {
+      return fail(`only one "*" is allowed, as the whole first label, like "*.example.com"`);
+    }
+    const suffix = host(rest, fail);
+    if (isIpLiteral(suffix)) return fail("a wildcard cannot be applied to an IP address");
+    return { kind: "wildcard", suffix, port };
+  }
+  if (hostPart.startsWith("*")) {
+    return fail(`a wildcard is "*." followed by a domain, like "*.${hostPart.slice(1)}"`);
+  }
+  if (hostPart.includes("*")) {
+    return fail(`"*" is only allowed as the whole first label, like "*.example.com"`);
+  }
+  return { kind: "host", host: host(hostPart, fail), port };
+}
+
+function parseUrlPattern(m: RegExpExecArray, fail: (why: string) => never): ParsedPattern {
+  const scheme = m[1].toLowerCase() as "http" | "https";
+  const authority = m[2];
+  const rest = m[3];
+  if (scheme !== "http" && scheme !== "https") {
+    return fail(`only http:// and https:// URLs can be rules`);
+  }
+  if (authority === "") return fail("the URL has no host");
+  if (authority.includes("@")) return fail("a URL pattern cannot contain a user name or password");
+  if (rest.includes("#")) {
+    return fail("a URL pattern cannot contain a #fragment (clients never send it)");
+  }
+  if (authority.startsWith("*") || authority.includes("*.")) {
+    return fail(
+      `wildcards are not allowed in URL patterns; use a host pattern like "${authority}"`,
+    );
+  }
+  const hp = HOST_PORT.exec(authority);
+  if (!hp) return fail("expected scheme://host[:port]/path");
+  const h = host(hp[1], fail);
+  let port: number;
+  if (hp[2] === undefined) port = defaultPort(scheme)!;
+  else if (hp[2] === "") return fail(`the port after ":" is missing`);
+  else port = parsePort(hp[2], fail);
+  const { path, query } = canonicalPathQuery(rest);
+  return { kind: "url", scheme, host: h, port, path, query };
+}
+
+function host(raw: string, fail: (why: string) => never): string {
+  try {
+    return normaliseHost(raw);
+  } catch (e) {
+    if (e instanceof HostError) return fail(`"${raw}" is not a valid host name or IP address`);
+    throw e;
+  }
+}
+
+function parsePort(raw: string, fail: (why: string) => never): number {
+  if (!/^\d{1,5}$/.test(raw)) return fail(`"${raw}" is not a port number`);
+  const port = Number(raw);
+  if (port < 1 || port > 65535) return fail(`port ${raw} is outside 1-65535`);
+  return port;
+}
+
+/**
+ * A string that is equal for two patterns exactly when they mean the same
+ * thing (`GitHub.com.` and `github.com`; `https://h:443/%7e` and `https://h/~`).
+ */
+export function patternIdentity(p: ParsedPattern): string {
+  const port = (n?: number) => n === undefined ? "" : `:${n}`;
+  switch (p.kind) {
+    case "any":
+      return `*${port(p.port)}`;
+    case "host":
+      return `${p.host}${port(p.port)}`;
+    case "wildcard":
+      return `*.${p.suffix}${port(p.port)}`;
+    case "url":
+      return `${p.scheme}://${p.host}:${p.port}${p.path}${
+        p.query === undefined ? "" : `?${p.query}`
+      }`;
+  }
+}
+
+/** Characters that keep their escape in a path: decoding them would change its meaning. */
+const PATH_KEEP_ESCAPED = "/?#%\\";
+/** Same for a query: its separators. */
+const QUERY_KEEP_ESCAPED = "&=+;#%";
+
+/**
+ * Canonical form of a request target's path and query (the part after the
+ * authority), used for both URL rules and requests. Paths are compared
+ * case-sensitively, as servers do. The steps make every spelling that common
+ * servers treat as the same resource compare equal, so a `deny-url` cannot be
+ * dodged with another spelling:
+ *
+ * 1. the `#fragment` is dropped (never sent, but harmless to accept);
+ * 2. runs of `/` and `\` collapse to one `/` (nginx `merge_slashes`), before
+ *    dot segments are resolved, as nginx does;
+ * 3. the WHATWG URL parser resolves `.`/`..` segments, including the `%2e`
+ *    spellings, and percent-encodes what must be;
+ * 4. escapes of printable ASCII are decoded (`%7E` -> `~`, `%41` -> `A`),
+ *    except those that change meaning (`%2F`, `%3F`, `%25`, `%5C` in the path;
+ *    `%26`, `%3D`, `%2B`, `%3B` in the query); other escapes are upper-cased;
+ * 5. in the query, `+` means a space and becomes `%20`;
+ * 6. an empty query (a trailing `?`) is the same as none.
+ */
+export function canonicalPathQuery(raw: string): { path: string; query?: string } {
+  let s = raw;
+  const hash = s.indexOf("#");
+  if (hash >= 0) s = s.slice(0, hash);
+  const q = s.indexOf("?");
+  let path = q >= 0 ? s.slice(0, q) : s;
+  const rawQuery = q >= 0 ? s.slice(q + 1) : "";
+  path = path.replace(/[/\\]+/g, "/");
+  if (!path.startsWith("/")) path = `/${path}`;
+  const url = new URL(rawQuery === "" ? path : `${path}?${rawQuery}`, "http://canonical.invalid");
+  const canonPath = normaliseEscapes(url.pathname.replace(/\/{2,}/g, "/"), PATH_KEEP_ESCAPED);
+  const search = url.search.slice(1);
+  if (search === "") return { path: canonPath };
+  const canonQuery = normaliseEscapes(search, QUERY_KEEP_ESCAPED).replaceAll("+", "%20");
+  return { path: canonPath, query: canonQuery };
+}
+
+function normaliseEscapes(s: string, keep: string): string {
+  return s.replace(/%([0-9A-Fa-f]{2})/g, (_m, hex: string) => {
+    const code = parseInt(hex, 16);
+    const ch = String.fromCharCode(code);
+    return code > 0x20 && code < 0x7f && !keep.includes(ch) ? ch : `%${hex.toUpperCase()}`;
+  });
+}

@@ -1,0 +1,103 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { type CliIo, main } from "../../cli/mod.ts";
+
+/** Runs the CLI in this process with captured output and an injected confirmer. */
+async function run(args: string[], io: Partial<CliIo> = {}) {
+  let stdout = "";
+  let stderr = "";
+  const questions: string[] = [];
+  const code = await main(args, {
+    stdout: (s) => void (stdout += s),
+    stderr: (s) => void (stderr += s),
+    stdinIsTerminal: false,
+    stdoutIsTerminal: false,
+    confirmer: {
+      confirm: (q) => {
+        questions.push(q);
+        return Promise.resolve(false);
+      },
+    },
+    ...io,
+  });
+  return { code, stdout, stderr, questions };
+}
+
+async function withDir(fn: (dir: string) => Promise<void>) {
+  const dir = await Deno.makeTempDir({ prefix: "netmonitor-cli-" });
+  try {
+    await fn(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("rules clear asks through the injected confirmer", async () => {
+  await withDir(async (dir) => {
+    const file = join(dir, "network-rules.json");
+    await Deno.writeTextFile(file, '{"a.test": "allow", "b.test": "deny"}');
+    const answers: boolean[] = [false, true];
+    const asked: string[] = [];
+    const confirmer = {
+      confirm: (q: string) => {
+        asked.push(q);
+        return Promise.resolve(answers.shift()!);
+      },
+    };
+    const no = await run(["--data-dir", dir, "rules", "clear"], {
+      stdinIsTerminal: true,
+      confirmer,
+    });
+    assert.equal(no.code, 1);
+    assert.equal(no.stderr, "Aborted; no rules were removed.\n");
+    assert.equal(await Deno.readTextFile(file), '{"a.test": "allow", "b.test": "deny"}');
+
+    const yes = await run(["--data-dir", dir, "rules", "clear"], {
+      stdinIsTerminal: true,
+      confirmer,
+    });
+    assert.deepEqual([yes.code, yes.stdout, yes.stderr], [0, "Removed 2 rules\n", ""]);
+    assert.deepEqual(asked, [
+      `Remove all 2 rules from ${file}?`,
+      `Remove all 2 rules from ${file}?`,
+    ]);
+    assert.equal(await Deno.readTextFile(file), "{}");
+  });
+});
+
+Deno.test("rules clear without a terminal never asks", async () => {
+  await withDir(async (dir) => {
+    await Deno.writeTextFile(join(dir, "network-rules.json"), '{"a.test": "allow"}');
+    const r = await run(["--data-dir", dir, "rules", "clear"]);
+    assert.equal(r.code, 2);
+    assert.deepEqual(r.questions, []);
+  });
+});
+
+Deno.test("an unexpected failure is a bug: exit 1 with the stack", async () => {
+  await withDir(async (dir) => {
+    const r = await run(["--data-dir", dir, "rules", "list"], {
+      stdout: () => {
+        throw new Error("boom");
+      },
+    });
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /^error: unexpected failure \(a bug in netmonitor .*\):\nError: boom\n\s+at /,
+    );
+  });
+});
+
+Deno.test("user-facing errors from lib/ are shown without a stack", async () => {
+  await withDir(async (dir) => {
+    const r = await run(["--data-dir", join(dir, "network-rules.json"), "rules", "list"]);
+    // The data dir is a path under a file name that does not exist: no rules, exit 0.
+    assert.equal(r.code, 0);
+    await Deno.writeTextFile(join(dir, "f"), "");
+    const r2 = await run(["--data-dir", join(dir, "f"), "rules", "add", "a.test", "allow"]);
+    assert.equal(r2.code, 1);
+    assert.match(r2.stderr, /^error: .*\n$/);
+    assert.doesNotMatch(r2.stderr, /\s+at /);
+  });
+});

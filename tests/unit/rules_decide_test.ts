@@ -1,0 +1,307 @@
+import assert from "node:assert/strict";
+import { makeRule, parseRules, type RequestTarget, RuleSet } from "../../lib/rules/mod.ts";
+
+const DATA = new URL("../testdata/rules/", import.meta.url);
+
+function ruleSet(obj: Record<string, string>): RuleSet {
+  return new RuleSet(Object.entries(obj).map(([p, a]) => makeRule(p, a)));
+}
+
+/** Parses "https://host:port/path" (or "host:port" for a tunnel without a path) into a target. */
+function target(spec: string): RequestTarget {
+  const m = /^(?:(https?):\/\/)?([^/]+?)(?::(\d+))?(\/.*)?$/.exec(spec);
+  if (!m) throw new Error(`bad target ${spec}`);
+  const scheme = (m[1] ?? "https") as "http" | "https";
+  const port = m[3] ? Number(m[3]) : scheme === "https" ? 443 : 80;
+  return { scheme, host: m[2], port, path: m[4] };
+}
+
+/** [target, expected action, expected matching pattern or undefined for "no rule"] */
+type Case = [string, "allow" | "deny" | "ask", string | undefined];
+
+function check(rules: RuleSet, cases: Case[]) {
+  for (const [spec, action, pattern] of cases) {
+    const d = rules.decide(target(spec));
+    const want = pattern === undefined
+      ? "no rule"
+      : `rule "${pattern}": ${rules.rules.find((r) => r.pattern === pattern)!.action}`;
+    assert.deepEqual({ action: d.action, reason: d.reason }, { action, reason: want }, spec);
+    assert.equal(d.rule?.pattern, pattern, spec);
+  }
+}
+
+Deno.test("precedence: every step, most specific first", () => {
+  const rules = ruleSet({
+    "*": "deny",
+    "*.example.com": "allow",
+    "*.api.example.com": "deny",
+    "host.api.example.com": "allow",
+    "https://host.api.example.com/secret": "deny",
+    "https://www.example.com/open": "allow",
+  });
+  check(rules, [
+    // 1. exact URL beats exact host
+    ["https://host.api.example.com/secret", "deny", "https://host.api.example.com/secret"],
+    // 2. exact host beats every wildcard
+    ["https://host.api.example.com/other", "allow", "host.api.example.com"],
+    // 3. longest wildcard beats a shorter one
+    ["https://x.api.example.com/", "deny", "*.api.example.com"],
+    ["https://a.b.api.example.com/", "deny", "*.api.example.com"],
+    ["https://www.example.com/", "allow", "*.example.com"],
+    // an exact URL beats a wildcard and "*" as well
+    ["https://www.example.com/open", "allow", "https://www.example.com/open"],
+    // 4. "*" when nothing else matches; a wildcard never matches its apex
+    ["https://example.com/", "deny", "*"],
+    ["https://api.example.com/", "allow", "*.example.com"],
+    ["https://other.test/", "deny", "*"],
+    // a tunnel without a path cannot match URL rules: host rules decide
+    ["host.api.example.com:443", "allow", "host.api.example.com"],
+  ]);
+  // 5. no rule at all: ask
+  check(ruleSet({ "*.example.com": "allow" }), [["https://other.test/", "ask", undefined]]);
+  check(RuleSet.empty, [["https://github.com/", "ask", undefined]]);
+});
+
+Deno.test("precedence: ports", () => {
+  const rules = ruleSet({
+    "example.com": "allow",
+    "example.com:8443": "deny",
+    "*.example.com:8080": "deny",
+    "*.example.com": "allow",
+    "*:25": "deny",
+    "[::1]:8080": "allow",
+  });
+  check(rules, [
+    ["https://example.com/", "allow", "example.com"],
+    ["http://example.com:8080/", "allow", "example.com"], // port-less host matches any port
+    ["https://example.com:8443/", "deny", "example.com:8443"],
+    ["http://a.example.com:8080/", "deny", "*.example.com:8080"],
+    ["http://a.example.com:8081/", "allow", "*.example.com"],
+    ["http://mail.test:25/", "deny", "*:25"],
+    ["http://mail.test:26/", "ask", undefined],
+    ["http://[::1]:8080/", "allow", "[::1]:8080"],
+    ["http://[::1]:8081/", "ask", undefined],
+  ]);
+});
+
+Deno.test("normalisation: a request in any spelling meets the rule", () => {
+  const rules = ruleSet({
+    "github.com": "deny",
+    "*.bücher.de": "deny",
+    "127.0.0.1": "deny",
+    "[::1]": "deny",
+    "Example.ORG.": "deny",
+  });
+  check(rules, [
+    ["https://GitHub.com/", "deny", "github.com"],
+    ["https://github.com./", "deny", "github.com"],
+    ["https://GITHUB.COM./", "deny", "github.com"],
+    ["https://shop.xn--bcher-kva.de/", "deny", "*.bücher.de"],
+    ["https://shop.BÜCHER.de/", "deny", "*.bücher.de"],
+    ["http://0x7f.1/", "deny", "127.0.0.1"],
+    ["http://2130706433/", "deny", "127.0.0.1"],
+    ["http://0177.0.0.1/", "deny", "127.0.0.1"],
+    ["http://[::ffff:127.0.0.1]/", "deny", "127.0.0.1"],
+    ["http://[0:0:0:0:0:0:0:1]/", "deny", "[::1]"],
+    ["https://example.org/", "deny", "Example.ORG."],
+  ]);
+});
+
+Deno.test("wildcards never match by plain suffix, nor the apex", () => {
+  const rules = ruleSet({ "*.github.com": "allow" });
+  check(rules, [
+    ["https://api.github.com/", "allow", "*.github.com"],
+    ["https://a.b.c.github.com/", "allow", "*.github.com"],
+    ["https://github.com/", "ask", undefined],
+    ["https://evilgithub.com/", "ask", undefined],
+    ["https://github.com.evil.com/", "ask", undefined],
+    ["https://api.github.com.evil.com/", "ask", undefined],
+    ["https://xgithub.com/", "ask", undefined],
+  ]);
+});
+
+Deno.test("URL rules: default ports, host case, exact path and query", () => {
+  const rules = ruleSet({
+    "https://API.example.com:443/v1/items?id=1": "allow-url",
+    "https://api.example.com/v1/Admin": "deny-url",
+    "http://api.example.com:8080/x": "allow",
+  });
+  check(rules, [
+    ["https://api.example.com/v1/items?id=1", "allow", "https://API.example.com:443/v1/items?id=1"],
+    [
+      "https://api.example.com:443/v1/items?id=1",
+      "allow",
+      "https://API.example.com:443/v1/items?id=1",
+    ],
+    // allow is exact: another query, no query or another path is not covered
+    ["https://api.example.com/v1/items?id=2", "ask", undefined],
+    ["https://api.example.com/v1/items", "ask", undefined],
+    ["https://api.example.com/v1/items/", "ask", undefined],
+    // paths are case-sensitive
+    ["https://api.example.com/v1/Admin", "deny", "https://api.example.com/v1/Admin"],
+    ["https://api.example.com/v1/admin", "ask", undefined],
+    // explicit non-default port
+    ["http://api.example.com:8080/x", "allow", "http://api.example.com:8080/x"],
+    ["http://api.example.com/x", "ask", undefined],
+    ["https://api.example.com:8080/x", "ask", undefined],
+  ]);
+  assert.equal(rules.hasUrlRulesFor("api.example.com", 443), true);
+  assert.equal(rules.hasUrlRulesFor("API.Example.com.", 443), true);
+  assert.equal(rules.hasUrlRulesFor("api.example.com", 8080), true);
+  assert.equal(rules.hasUrlRulesFor("api.example.com", 8443), false);
+  assert.equal(rules.hasUrlRulesFor("example.com", 443), false);
+  // The deny on https's default port also covers plain http on port 80.
+  assert.equal(rules.hasUrlRulesFor("api.example.com", 80), true);
+});
+
+Deno.test("URL rules: a deny-url cannot be dodged by another spelling", () => {
+  const rules = ruleSet({
+    "github.com": "allow",
+    "https://github.com/api/sensitive": "deny",
+  });
+  const deny = "https://github.com/api/sensitive";
+  check(rules, [
+    ["https://github.com/api/sensitive", "deny", deny],
+    ["https://github.com//api//sensitive", "deny", deny],
+    ["https://github.com/api/./sensitive", "deny", deny],
+    ["https://github.com/api/x/../sensitive", "deny", deny],
+    ["https://github.com/api/x/%2e%2e/sensitive", "deny", deny],
+    ["https://github.com/api/x/%2E./sensitive", "deny", deny],
+    ["https://github.com/api/%2e/sensitive", "deny", deny],
+    ["https://github.com/api/x//../sensitive", "deny", deny],
+    ["https://github.com/api\\sensitive", "deny", deny],
+    ["https://github.com/api/%73ensitive", "deny", deny],
+    ["https://github.com/%61pi/SENSITIVE", "allow", "github.com"], // case matters in paths
+    ["https://github.com/api/sensitive?", "deny", deny],
+    ["https://github.com/api/sensitive#frag", "deny", deny],
+    ["https://github.com/api/sensitive?any=thing", "deny", deny],
+    ["http://github.com/api/sensitive", "deny", deny],
+    ["https://GITHUB.com./api/sensitive", "deny", deny],
+    ["https://github.com/api/sensitive/", "allow", "github.com"], // another resource
+    ["https://github.com/api/sensitive2", "allow", "github.com"],
+    ["https://github.com/api%2Fsensitive", "allow", "github.com"], // %2F is not "/"
+  ]);
+});
+
+Deno.test("URL rules: percent-escapes compare canonically on both sides", () => {
+  const rules = ruleSet({
+    "https://h.test/~user/a%2fb?q=a+b&x=%7e": "deny",
+    "https://h.test/caf%C3%A9": "allow",
+  });
+  const deny = "https://h.test/~user/a%2fb?q=a+b&x=%7e";
+  check(rules, [
+    ["https://h.test/%7Euser/a%2Fb?q=a%20b&x=~", "deny", deny],
+    ["https://h.test/%7euser/a%2fb?q=a+b&x=%7E", "deny", deny],
+    ["https://h.test/~user/a/b?q=a+b&x=~", "ask", undefined],
+    ["https://h.test/~user/a%2Fb?q=a%2Bb&x=~", "ask", undefined], // %2B is a literal plus
+    ["https://h.test/café", "allow", "https://h.test/caf%C3%A9"],
+    ["https://h.test/caf%c3%a9", "allow", "https://h.test/caf%C3%A9"],
+  ]);
+});
+
+Deno.test("URL rules: the most exact rule wins over a widened deny", () => {
+  const rules = ruleSet({
+    "https://h.test/api": "deny",
+    "https://h.test/api?safe=1": "allow",
+    "http://h.test/page": "allow",
+    "https://h.test/page": "deny",
+  });
+  check(rules, [
+    ["https://h.test/api?safe=1", "allow", "https://h.test/api?safe=1"],
+    ["https://h.test/api?safe=1&more", "deny", "https://h.test/api"],
+    ["https://h.test/api", "deny", "https://h.test/api"],
+    ["http://h.test/page", "allow", "http://h.test/page"],
+    ["https://h.test/page", "deny", "https://h.test/page"],
+  ]);
+});
+
+Deno.test("invalid request hosts and ports are denied", () => {
+  const rules = ruleSet({ "*": "allow" });
+  for (const host of ["", "a b", "exa%6dple.com", "a..b"]) {
+    const d = rules.decide({ scheme: "https", host, port: 443, path: "/" });
+    assert.equal(d.action, "deny", host);
+    assert.match(d.reason, /invalid host/);
+  }
+  for (const port of [0, 65536, 1.5, NaN]) {
+    assert.equal(rules.decide({ scheme: "https", host: "a.test", port }).action, "deny");
+  }
+});
+
+Deno.test("the original design's rules files load and decide as it says", async () => {
+  const load = async (name: string) => {
+    const { rules, problems } = parseRules(await Deno.readTextFile(new URL(name, DATA)));
+    assert.deepEqual(problems, [], name);
+    return new RuleSet(rules);
+  };
+
+  // The issue's combined example.
+  check(await load("design_issue.json"), [
+    ["https://github.com/user/repo", "allow", "github.com"],
+    ["https://api.github.com/repos/user/repo", "allow", "*.github.com"],
+    ["https://suspicious-site.com/", "deny", "suspicious-site.com"],
+    [
+      "https://specific-endpoint.com/api/sensitive",
+      "deny",
+      "https://specific-endpoint.com/api/sensitive",
+    ],
+    ["https://specific-endpoint.com/api/other", "deny", "*"],
+    ["https://anything-else.test/", "deny", "*"],
+  ]);
+
+  // "Rules File Format".
+  check(await load("design_format.json"), [
+    ["https://github.com/", "allow", "github.com"],
+    ["https://api.openai.com/v1/chat", "allow", "api.openai.com"],
+    ["https://suspicious-site.com/x", "deny", "suspicious-site.com"],
+    [
+      "https://specific-endpoint.com/api/sensitive",
+      "deny",
+      "https://specific-endpoint.com/api/sensitive",
+    ],
+    ["https://specific-endpoint.com/api/public", "ask", undefined],
+    ["https://api.github.com/", "ask", undefined], // github.com does not cover subdomains
+  ]);
+
+  // "Whitelist Common Services".
+  check(await load("design_whitelist.json"), [
+    ["https://github.com/", "allow", "github.com"],
+    ["https://raw.github.com/", "allow", "*.github.com"],
+    ["https://pypi.org/simple/requests/", "allow", "pypi.org"],
+    ["https://files.pythonhosted.org/packages/x.whl", "allow", "files.pythonhosted.org"],
+    ["https://registry.npmjs.org/left-pad", "allow", "registry.npmjs.org"],
+    ["https://npmjs.org/", "allow", "npmjs.org"],
+    ["https://www.npmjs.org/", "ask", undefined],
+    ["https://example.com/", "ask", undefined],
+  ]);
+
+  // "Block Telemetry/Analytics".
+  check(await load("design_telemetry.json"), [
+    ["https://analytics.google.com/collect", "deny", "analytics.google.com"],
+    ["https://region1.analytics.google.com/g/collect", "deny", "*.analytics.google.com"],
+    ["https://telemetry.microsoft.com/", "deny", "telemetry.microsoft.com"],
+    ["https://v10.events.telemetry.microsoft.com/", "deny", "*.telemetry.microsoft.com"],
+    ["https://google.com/", "ask", undefined],
+  ]);
+
+  // Example 2: "only GitHub and PyPI allowed".
+  check(await load("design_restrict.json"), [
+    ["https://github.com/", "allow", "github.com"],
+    ["https://pypi.org/", "allow", "pypi.org"],
+    ["https://files.pythonhosted.org/", "deny", "*"],
+    ["https://api.github.com/", "deny", "*"],
+  ]);
+});
+
+Deno.test("makeRule: short forms take their kind from the pattern", () => {
+  assert.deepEqual(makeRule("github.com", "allow"), {
+    pattern: "github.com",
+    action: "allow",
+    kind: "host",
+    verdict: "allow",
+  });
+  assert.equal(makeRule("*.github.com", "deny").kind, "wildcard");
+  assert.equal(makeRule("*", "deny").kind, "any");
+  assert.equal(makeRule("https://h.test/x", "deny").kind, "url");
+  assert.equal(makeRule("https://h.test/x", "allow-url").verdict, "allow");
+  assert.equal(makeRule("10.0.0.1", "deny-domain").kind, "host");
+});
