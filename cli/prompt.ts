@@ -1,0 +1,172 @@
+/**
+ * `netmonitor prompt`: answer a running proxy's prompts from another terminal,
+ * through the control socket in the data dir.
+ *
+ * @module
+ */
+
+import type { Command } from "commander";
+import { connectControl, NoProxyError } from "../lib/decide/control.ts";
+import type { CliContext } from "./mod.ts";
+import type { ResolvedMessage } from "../lib/decide/protocol.ts";
+import { PromptClosedError } from "../lib/decide/types.ts";
+import {
+  createTerminalPrompter,
+  InputClosedError,
+  type LineReader,
+  printable,
+  StdinLineReader,
+} from "./terminal_prompt.ts";
+
+/** Registers `netmonitor prompt`. */
+export function registerPromptCommand(program: Command, ctx: CliContext): void {
+  program
+    .command("prompt")
+    .description(
+      "answer a running proxy's prompts from this terminal (through the control socket " +
+        "in the data dir); several may be attached, the first answer wins",
+    )
+    .addHelpText(
+      "after",
+      "\nType a choice (1-6) and Enter; Enter alone allows once. Ctrl-C detaches.\n" +
+        "Exits 0 when detached or when the proxy stops, 1 when no proxy is running.",
+    )
+    .action(async () => {
+      ctx.exitCode = await promptCommand(ctx.paths.controlSocket, ctx);
+    });
+}
+
+/**
+ * Runs `netmonitor prompt` on the real console: stdin, and Ctrl-C (SIGINT) or
+ * SIGTERM to detach; output through `out`. Returns the exit code.
+ */
+export async function promptCommand(
+  socketPath: string,
+  out: { stdout(text: string): void; stderr(text: string): void },
+): Promise<number> {
+  // Typed-ahead lines are dropped on a terminal (a stray Enter must not answer
+  // a future prompt), kept when answers are piped in.
+  const lines = new StdinLineReader({ discardUnread: Deno.stdin.isTerminal() });
+  const ac = new AbortController();
+  const stop = () => ac.abort();
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  try {
+    return await promptLoop(socketPath, {
+      lines,
+      write: out.stdout,
+      error: out.stderr,
+    }, ac.signal);
+  } finally {
+    Deno.removeSignalListener("SIGINT", stop);
+    Deno.removeSignalListener("SIGTERM", stop);
+    await lines.close();
+  }
+}
+
+/** Where `netmonitor prompt` reads and writes. */
+export interface PromptCommandIO {
+  lines: LineReader;
+  /** Normal output (stdout). */
+  write(text: string): void;
+  /** Errors (stderr). */
+  error(text: string): void;
+}
+
+/**
+ * Attaches to the proxy at `socketPath` and answers its prompts until the
+ * proxy goes away, input ends, or `signal` aborts (Ctrl-C). Returns the exit
+ * code: 0 after a clean detach, 1 when no proxy is running.
+ */
+export async function promptLoop(
+  socketPath: string,
+  io: PromptCommandIO,
+  signal?: AbortSignal,
+): Promise<number> {
+  let client;
+  try {
+    client = await connectControl(socketPath);
+  } catch (err) {
+    if (err instanceof NoProxyError) {
+      io.error(`error: ${err.message}\n`);
+      io.error("Start one with `netmonitor run` (or docker/run-monitored.sh), then try again.\n");
+      return 1;
+    }
+    throw err;
+  }
+  const me = client.hello.name;
+  io.write(
+    `Attached to the netmonitor proxy (pid ${client.hello.pid}) as ${me}. ` +
+      `Waiting for requests; Ctrl-C to quit.\n`,
+  );
+  const prompter = createTerminalPrompter(io, me);
+  /** Prompts being asked (or answered and not yet confirmed), by id. */
+  const asking = new Map<string, { ac: AbortController; sent?: string }>();
+  let ending: "input" | "user" | undefined;
+
+  const stop = (why: "input" | "user") => {
+    ending ??= why;
+    client.close();
+  };
+  const onAbort = () => stop("user");
+  signal?.addEventListener("abort", onAbort, { once: true });
+  if (signal?.aborted) stop("user");
+
+  try {
+    for await (const m of client.messages()) {
+      if (m.type === "pending") {
+        const req = m.request;
+        const ac = new AbortController();
+        const entry: { ac: AbortController; sent?: string } = { ac };
+        asking.set(req.id, entry);
+        prompter.ask(req, ac.signal).then(
+          (answer) => {
+            entry.sent = answer;
+            return client.answer(req.id, answer);
+          },
+          (err) => {
+            if (err instanceof InputClosedError) stop("input");
+            // An abort already printed its line.
+          },
+        ).catch(() => {/* the proxy went away while sending; the loop ends */});
+      } else if (m.type === "resolved") {
+        const entry = asking.get(m.id);
+        asking.delete(m.id);
+        if (!entry) continue;
+        if (m.by === me) {
+          io.write(`Answer accepted: ${m.answer}.\n`);
+        } else if (entry.sent !== undefined) {
+          io.write(`Too late: ${describe(m)}.\n`);
+        } else {
+          entry.ac.abort(new PromptClosedError(outcomeOf(m)));
+        }
+      } else if (m.type === "error") {
+        io.error(`The proxy refused that: ${printable(m.message, 300)}\n`);
+      }
+    }
+  } catch (err) {
+    io.error(`Control socket error: ${err instanceof Error ? err.message : err}\n`);
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+    client.close();
+  }
+  for (const { ac } of asking.values()) {
+    ac.abort(new PromptClosedError({ kind: ending ? "detached" : "shutdown" }));
+  }
+  if (ending === "user") io.write("Detached from the netmonitor proxy.\n");
+  else if (ending === "input") io.write("Input closed; detached from the netmonitor proxy.\n");
+  else io.write("The netmonitor proxy went away; exiting.\n");
+  return 0;
+}
+
+function outcomeOf(m: ResolvedMessage) {
+  return {
+    kind: m.outcome,
+    ...(m.by !== undefined ? { by: m.by } : {}),
+    ...(m.answer !== undefined ? { answer: m.answer } : {}),
+  };
+}
+
+function describe(m: ResolvedMessage): string {
+  return new PromptClosedError(outcomeOf(m)).message;
+}

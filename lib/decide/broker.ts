@@ -1,0 +1,530 @@
+/**
+ * The decision broker: rules first, then the operator.
+ *
+ * The proxy calls {@linkcode DecisionBroker.decide} for every request. A rule
+ * answers at once; a request no rule covers waits for a prompt. Requests to the
+ * same host and port share one prompt; prompts are shown one at a time in
+ * arrival order; any number of prompters (the terminal, `netmonitor prompt`
+ * clients, tests) may be attached and the first answer wins. Each waiting
+ * request is denied once when no answer arrives within `promptTimeoutMs` of its
+ * arrival (or allowed, with `timeoutAction: "allow"`), so a client never waits
+ * longer than that, however long the queue.
+ *
+ * Nothing here touches the terminal: the CLI learns what happens through
+ * {@linkcode BrokerEvent}s.
+ *
+ * @module
+ */
+
+import type { DecisionSource } from "../log/record.ts";
+import { formatAuthority } from "../net/host.ts";
+import type { RequestTarget, Rule, RuleDecision, StoredAction } from "../rules/types.ts";
+import {
+  answerAvailable,
+  isPromptAnswer,
+  type NamedPrompter,
+  type PendingRequest,
+  type PromptAnswer,
+  PromptClosedError,
+  type Prompter,
+  type PromptOutcome,
+} from "./types.ts";
+
+/** What the proxy knows about a request when it asks for a decision. */
+export interface DecideInput {
+  target: RequestTarget;
+  method: string;
+  /** Client address as `ip:port`. */
+  client: string;
+  /**
+   * The exact URL an allow-url/deny-url answer saves (unredacted). Defaults to
+   * one built from `target` when it has a path; a tunnel has none.
+   */
+  url?: string;
+}
+
+/** The broker's answer for one request. */
+export interface FinalDecision {
+  action: "allow" | "deny";
+  source: DecisionSource;
+  /** Human readable; goes to the log, the terminal line and stats. */
+  reason: string;
+  rule?: Rule;
+}
+
+/** The part of the rules engine the broker uses (satisfied by `RuleSet`). */
+export interface RuleDecider {
+  decide(target: RequestTarget): RuleDecision;
+}
+
+/** The part of the rules store the broker uses (satisfied by `RulesStore`). */
+export interface BrokerRules {
+  /** The rules in force now (hot-reloaded by the store). */
+  readonly current: RuleDecider;
+  /**
+   * Saves a rule; `current` reflects it once the promise resolves. May resolve
+   * with `{ rule: { pattern } }` when an equivalent rule kept its own spelling
+   * (as `RulesStore.add` does); the reason then quotes that spelling.
+   */
+  add(pattern: string, action: StoredAction): Promise<unknown>;
+}
+
+/** Something the CLI may want to print. */
+export type BrokerEvent =
+  /** A prompt became the one shown (whether or not a prompter is attached). */
+  | { type: "prompt-shown"; request: PendingRequest; prompters: number }
+  /** A shown prompt closed: answered, timed out, withdrawn or shutdown. */
+  | { type: "prompt-closed"; request: PendingRequest; outcome: PromptOutcome }
+  /** An "always" answer was saved as a rule. */
+  | { type: "rule-saved"; pattern: string; action: StoredAction }
+  /** An "always" answer could not be saved; it was applied once anyway. */
+  | { type: "rule-save-failed"; pattern: string; action: StoredAction; error: string }
+  /** A prompter failed (threw, or gave an answer the prompt does not offer); it is ignored for that prompt. */
+  | { type: "prompter-failed"; prompter: string; error: string };
+
+/** Options for {@linkcode DecisionBroker}. */
+export interface BrokerOptions {
+  rules: BrokerRules;
+  /** How long a request waits for an answer before it is decided once by `timeoutAction`. Default 60_000. */
+  promptTimeoutMs?: number;
+  /**
+   * What a request that nobody answered in time gets (source "timeout").
+   * Default "deny"; `run --default allow` may pass "allow".
+   */
+  timeoutAction?: "allow" | "deny";
+  /**
+   * How long an answer waits for its rule to be saved before it is applied
+   * anyway, reported as not saved (a stuck lock holder must not hold requests
+   * forever); a save that completes later is still reported. Default 10_000.
+   */
+  saveTimeoutMs?: number;
+  /** Answer every uncovered request with this default instead of prompting (source "default"). */
+  nonInteractive?: { default: "allow" | "deny" };
+  /** Receives every {@linkcode BrokerEvent}; more listeners via {@linkcode DecisionBroker.subscribe}. */
+  onEvent?(e: BrokerEvent): void;
+}
+
+/** Default for {@linkcode BrokerOptions.promptTimeoutMs}. */
+export const DEFAULT_PROMPT_TIMEOUT_MS = 60_000;
+
+interface Waiter {
+  input: DecideInput;
+  url?: string;
+  /** The rules' reason for asking, e.g. `no rule`. */
+  askReason: string;
+  deadline: number;
+  timer?: ReturnType<typeof setTimeout>;
+  signal?: AbortSignal;
+  onAbort?: () => void;
+  resolve(d: FinalDecision): void;
+  done: boolean;
+}
+
+interface Group {
+  id: string;
+  key: string;
+  waiters: Waiter[];
+  state: "queued" | "shown" | "settling";
+  /** The request shown to prompters (fixed when the prompt is shown). */
+  request?: PendingRequest;
+  shown?: Waiter;
+  asks: Map<Prompter, AbortController>;
+}
+
+/**
+ * Decides requests from rules, and asks attached prompters when no rule
+ * applies. See the module documentation for the semantics.
+ */
+export class DecisionBroker {
+  readonly #rules: BrokerRules;
+  readonly #timeoutMs: number;
+  readonly #timeoutAction: "allow" | "deny";
+  readonly #saveTimeoutMs: number;
+  readonly #nonInteractive?: { default: "allow" | "deny" };
+  readonly #listeners = new Set<(e: BrokerEvent) => void>();
+  readonly #prompters = new Set<Prompter>();
+  /** Open groups by host:port key (queued, shown or settling). */
+  readonly #groups = new Map<string, Group>();
+  /** Groups waiting to be shown, oldest first. */
+  readonly #queue: Group[] = [];
+  #active?: Group;
+  #seq = 0;
+  #closed = false;
+
+  constructor(opts: BrokerOptions) {
+    this.#rules = opts.rules;
+    this.#timeoutMs = opts.promptTimeoutMs ?? DEFAULT_PROMPT_TIMEOUT_MS;
+    if (!(this.#timeoutMs > 0)) throw new RangeError("promptTimeoutMs must be positive");
+    this.#nonInteractive = opts.nonInteractive;
+    this.#timeoutAction = opts.timeoutAction ?? "deny";
+    this.#saveTimeoutMs = opts.saveTimeoutMs ?? 10_000;
+    if (opts.onEvent) this.#listeners.add(opts.onEvent);
+  }
+
+  /** Adds an event listener; returns a function that removes it. */
+  subscribe(listener: (e: BrokerEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Decides one request. Never rejects: rule errors deny (source "error"), and
+   * a request whose `signal` aborts while it waits is withdrawn from its
+   * prompt and resolved as denied with source "error".
+   */
+  decide(input: DecideInput, signal?: AbortSignal): Promise<FinalDecision> {
+    const ruled = this.#byRules(input);
+    if ("final" in ruled) return Promise.resolve(ruled.final);
+    if (this.#nonInteractive) {
+      const action = this.#nonInteractive.default;
+      return Promise.resolve({
+        action,
+        source: "default",
+        reason: `${ruled.askReason}, non-interactive default: ${action}`,
+      });
+    }
+    if (this.#closed) return Promise.resolve(shuttingDown());
+    if (signal?.aborted) return Promise.resolve(clientGone());
+    return new Promise((resolve) => {
+      const w: Waiter = {
+        input,
+        url: input.url ?? urlOf(input.target),
+        askReason: ruled.askReason,
+        deadline: Date.now() + this.#timeoutMs,
+        signal,
+        resolve,
+        done: false,
+      };
+      if (signal) {
+        w.onAbort = () => this.#withdraw(w, clientGone(), "withdrawn");
+        signal.addEventListener("abort", w.onAbort, { once: true });
+      }
+      this.#armTimer(w);
+      this.#join(w, false);
+      this.#pump();
+    });
+  }
+
+  /**
+   * Attaches a prompter. It is asked the prompt being shown right away, and
+   * every later one. Returns a function that detaches it (aborting its open
+   * ask with outcome `detached`).
+   */
+  addPrompter(p: NamedPrompter): () => void {
+    if (this.#closed) return () => {};
+    this.#prompters.add(p);
+    const g = this.#active;
+    if (g && g.state === "shown") this.#ask(g, p);
+    return () => {
+      if (!this.#prompters.delete(p)) return;
+      for (const grp of this.#groups.values()) {
+        const ac = grp.asks.get(p);
+        if (ac) {
+          grp.asks.delete(p);
+          ac.abort(new PromptClosedError({ kind: "detached" }));
+        }
+      }
+    };
+  }
+
+  /** The prompts not yet answered, the one shown first, then the queue in order. */
+  pending(): PendingRequest[] {
+    const out: PendingRequest[] = [];
+    if (this.#active?.state === "shown" && this.#active.request) {
+      out.push({ ...this.#active.request, waiting: this.#active.waiters.length });
+    }
+    for (const g of this.#queue) {
+      if (g.waiters.length > 0) out.push(this.#snapshot(g, g.waiters[0]));
+    }
+    return out;
+  }
+
+  /** Denies everything pending (source "default", reason "shutting down") and stops prompting. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const groups = [...this.#groups.values()];
+    this.#groups.clear();
+    this.#queue.length = 0;
+    this.#active = undefined;
+    for (const g of groups) {
+      if (g.state === "shown") this.#closePrompt(g, { kind: "shutdown" }, undefined);
+      for (const w of [...g.waiters]) this.#finish(w, shuttingDown());
+      g.waiters.length = 0;
+    }
+    this.#prompters.clear();
+  }
+
+  // --- internals ---------------------------------------------------------
+
+  #emit(e: BrokerEvent): void {
+    for (const l of this.#listeners) {
+      try {
+        l(e);
+      } catch {
+        // A listener's bug must not break decisions.
+      }
+    }
+  }
+
+  /** The rules' final decision, or their reason for asking. */
+  #byRules(input: DecideInput): { final: FinalDecision } | { askReason: string } {
+    let d: RuleDecision;
+    try {
+      d = this.#rules.current.decide(input.target);
+    } catch (err) {
+      // Fail closed: a rules engine bug never lets a request through.
+      return { final: { action: "deny", source: "error", reason: `rules error: ${message(err)}` } };
+    }
+    if (d.action === "ask") return { askReason: d.reason };
+    const final: FinalDecision = { action: d.action, source: "rule", reason: d.reason };
+    if (d.rule) final.rule = d.rule;
+    return { final };
+  }
+
+  #armTimer(w: Waiter): void {
+    clearTimeout(w.timer);
+    const left = Math.max(0, w.deadline - Date.now());
+    w.timer = setTimeout(() => this.#withdraw(w, this.#timedOut(), "timeout"), left);
+  }
+
+  #timedOut(): FinalDecision {
+    const action = this.#timeoutAction;
+    const reason = timeoutReason(this.#timeoutMs) + (action === "allow" ? ", default: allow" : "");
+    return { action, source: "timeout", reason };
+  }
+
+  /** Puts a waiter into its host:port group, creating (and queueing) the group if needed. */
+  #join(w: Waiter, front: boolean): void {
+    const key = `${w.input.target.host}:${w.input.target.port}`;
+    let g = this.#groups.get(key);
+    if (!g) {
+      g = { id: String(++this.#seq), key, waiters: [], state: "queued", asks: new Map() };
+      this.#groups.set(key, g);
+      if (front) this.#queue.unshift(g);
+      else this.#queue.push(g);
+    }
+    g.waiters.push(w);
+  }
+
+  #groupOf(w: Waiter): Group | undefined {
+    const g = this.#groups.get(`${w.input.target.host}:${w.input.target.port}`);
+    return g && g.waiters.includes(w) ? g : undefined;
+  }
+
+  /** Resolves one waiter and removes it from its group; closes the prompt if nobody is left. */
+  #withdraw(w: Waiter, d: FinalDecision, kind: "timeout" | "withdrawn"): void {
+    if (w.done) return;
+    const g = this.#groupOf(w);
+    this.#finish(w, d);
+    if (!g) return;
+    g.waiters.splice(g.waiters.indexOf(w), 1);
+    if (g.waiters.length > 0 || g.state === "settling") return;
+    this.#groups.delete(g.key);
+    if (g.state === "queued") {
+      this.#queue.splice(this.#queue.indexOf(g), 1);
+      return;
+    }
+    this.#active = undefined;
+    this.#closePrompt(g, { kind }, undefined);
+    this.#pump();
+  }
+
+  #finish(w: Waiter, d: FinalDecision): void {
+    if (w.done) return;
+    w.done = true;
+    clearTimeout(w.timer);
+    if (w.onAbort) w.signal?.removeEventListener("abort", w.onAbort);
+    w.resolve(d);
+  }
+
+  /** Shows the next queued prompt unless one is shown already. */
+  #pump(): void {
+    while (!this.#closed && !this.#active && this.#queue.length > 0) {
+      const g = this.#queue.shift()!;
+      // Rules may have changed while it queued (another terminal ran `rules add`),
+      // and a request whose time is up is not worth showing.
+      const now = Date.now();
+      for (const w of [...g.waiters]) {
+        const ruled = this.#byRules(w.input);
+        if ("final" in ruled || w.deadline <= now) {
+          const final = "final" in ruled ? ruled.final : this.#timedOut();
+          this.#finish(w, final);
+          g.waiters.splice(g.waiters.indexOf(w), 1);
+        } else {
+          w.askReason = ruled.askReason;
+        }
+      }
+      if (g.waiters.length === 0) {
+        this.#groups.delete(g.key);
+        continue;
+      }
+      g.state = "shown";
+      g.shown = g.waiters[0];
+      g.request = this.#snapshot(g, g.shown);
+      this.#active = g;
+      this.#emit({ type: "prompt-shown", request: g.request, prompters: this.#prompters.size });
+      for (const p of this.#prompters) this.#ask(g, p);
+    }
+  }
+
+  #snapshot(g: Group, w: Waiter): PendingRequest {
+    const t = w.input.target;
+    const req: PendingRequest = {
+      id: g.id,
+      host: t.host,
+      port: t.port,
+      scheme: t.scheme,
+      method: w.input.method,
+      client: w.input.client,
+      reason: w.askReason,
+      waiting: g.waiters.length,
+    };
+    if (t.path !== undefined) req.path = t.path;
+    if (w.url !== undefined) req.url = w.url;
+    return req;
+  }
+
+  #ask(g: Group, p: Prompter): void {
+    if (g.asks.has(p)) return;
+    const ac = new AbortController();
+    g.asks.set(p, ac);
+    const request = { ...g.request!, waiting: g.waiters.length };
+    Promise.resolve()
+      .then(() => p.ask(request, ac.signal))
+      .then(
+        (answer) => {
+          if (ac.signal.aborted || this.#active !== g || g.state !== "shown") return;
+          if (!isPromptAnswer(answer) || !answerAvailable(g.request!, answer)) {
+            g.asks.delete(p);
+            this.#emit({
+              type: "prompter-failed",
+              prompter: nameOf(p),
+              error: `answer ${JSON.stringify(answer)} is not offered for this request`,
+            });
+            return;
+          }
+          this.#settle(g, p, answer);
+        },
+        (err) => {
+          if (ac.signal.aborted) return;
+          if (g.asks.get(p) === ac) g.asks.delete(p);
+          this.#emit({ type: "prompter-failed", prompter: nameOf(p), error: message(err) });
+        },
+      );
+  }
+
+  /** Aborts every open ask of a prompt except the winner's, and tells listeners. */
+  #closePrompt(g: Group, outcome: PromptOutcome, winner: Prompter | undefined): void {
+    const reason = new PromptClosedError(outcome);
+    for (const [p, ac] of g.asks) if (p !== winner) ac.abort(reason);
+    g.asks.clear();
+    if (g.request) this.#emit({ type: "prompt-closed", request: g.request, outcome });
+  }
+
+  /** `rules.add`, bounded by `saveTimeoutMs`; a late save is still reported. */
+  #save(pattern: string, action: StoredAction): Promise<unknown> {
+    const saving = this.#rules.add(pattern, action);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        saving.then(
+          () => this.#emit({ type: "rule-saved", pattern, action }),
+          () => {},
+        );
+        reject(new Error(`still saving after ${this.#saveTimeoutMs}ms`));
+      }, this.#saveTimeoutMs);
+    });
+    return Promise.race([saving, late]).finally(() => clearTimeout(timer));
+  }
+
+  /** Applies an answer to every request waiting on the prompt. */
+  async #settle(g: Group, winner: Prompter, answer: PromptAnswer): Promise<void> {
+    g.state = "settling";
+    this.#active = undefined;
+    // Answered requests are no longer subject to the timeout.
+    for (const w of g.waiters) clearTimeout(w.timer);
+    this.#closePrompt(g, { kind: "answered", by: nameOf(winner), answer }, winner);
+    this.#pump();
+
+    const req = g.request!;
+    const verdict = answer.startsWith("allow") ? "allow" : "deny";
+    let reason = `prompt: ${answer}`;
+    if (answer !== "allow-once" && answer !== "deny-once") {
+      const pattern = answer.endsWith("-url")
+        ? req.url!
+        : formatAuthority(req.host, req.port, req.scheme);
+      try {
+        const result = await this.#save(pattern, answer);
+        const stored = (result as { rule?: { pattern?: unknown } } | undefined)?.rule?.pattern;
+        const saved = typeof stored === "string" ? stored : pattern;
+        reason += ` (saved rule ${JSON.stringify(saved)})`;
+        this.#emit({ type: "rule-saved", pattern: saved, action: answer });
+      } catch (err) {
+        reason += ` (rule not saved: ${message(err)})`;
+        this.#emit({ type: "rule-save-failed", pattern, action: answer, error: message(err) });
+      }
+    }
+    // Requests that joined while the rule was being saved are in g.waiters too.
+    if (this.#groups.get(g.key) === g) this.#groups.delete(g.key);
+    const waiters = g.waiters.splice(0).filter((w) => !w.done);
+    const decision: FinalDecision = { action: verdict, source: "prompt", reason };
+    if (!answer.endsWith("-url")) {
+      for (const w of waiters) this.#finish(w, decision);
+      return;
+    }
+    // A URL answer covers the URL shown; every other request is decided
+    // again against the updated rules, and asks again if still uncovered.
+    const again: Waiter[] = [];
+    for (const w of waiters) {
+      if (w.url === req.url) {
+        this.#finish(w, decision);
+        continue;
+      }
+      const ruled = this.#byRules(w.input);
+      if ("final" in ruled) this.#finish(w, ruled.final);
+      else if (this.#closed) this.#finish(w, shuttingDown());
+      else {
+        w.askReason = ruled.askReason;
+        again.push(w);
+      }
+    }
+    // They have waited longest: their new prompt goes to the front of the queue.
+    for (const w of again) {
+      this.#armTimer(w);
+      this.#join(w, true);
+    }
+    this.#pump();
+  }
+}
+
+/** The reason of a timeout decision, e.g. `no answer within 60s`. */
+export function timeoutReason(timeoutMs: number): string {
+  const text = timeoutMs % 1000 === 0 ? `${timeoutMs / 1000}s` : `${timeoutMs}ms`;
+  return `no answer within ${text}`;
+}
+
+function urlOf(t: RequestTarget): string | undefined {
+  if (t.path === undefined) return undefined;
+  return `${t.scheme}://${formatAuthority(t.host, t.port, t.scheme)}${t.path}`;
+}
+
+function nameOf(p: Prompter): string {
+  return (p as NamedPrompter).name ?? "prompter";
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function shuttingDown(): FinalDecision {
+  return { action: "deny", source: "default", reason: "shutting down" };
+}
+
+function clientGone(): FinalDecision {
+  return {
+    action: "deny",
+    source: "error",
+    reason: "client disconnected while waiting for an answer",
+  };
+}

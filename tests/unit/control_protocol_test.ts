@@ -1,0 +1,103 @@
+import assert from "node:assert/strict";
+import {
+  encodeMessage,
+  LineSplitter,
+  LineTooLongError,
+  parseClientMessage,
+  parseServerMessage,
+  ProtocolError,
+} from "../../lib/decide/protocol.ts";
+
+const enc = new TextEncoder();
+
+Deno.test("LineSplitter: lines across chunk boundaries, CRLF, multi-byte characters", () => {
+  const s = new LineSplitter(64);
+  const bytes = enc.encode("ab\r\ncd\nhé");
+  const lines: string[] = [];
+  // Feed one byte at a time: the é is split across two chunks.
+  for (const b of bytes) lines.push(...s.push(Uint8Array.of(b)));
+  assert.deepEqual(lines, ["ab", "cd"]);
+  assert.equal(s.buffered, 3);
+  assert.deepEqual(s.push(enc.encode("!\n")), ["hé!"]);
+  assert.equal(s.buffered, 0);
+});
+
+Deno.test("LineSplitter: refuses a line over the limit, with or without its newline", () => {
+  assert.throws(() => new LineSplitter(8).push(enc.encode("123456789")), LineTooLongError);
+  assert.throws(() => new LineSplitter(8).push(enc.encode("123456789\n")), LineTooLongError);
+  assert.deepEqual(new LineSplitter(8).push(enc.encode("12345678\n")), ["12345678"]);
+});
+
+Deno.test("client messages: valid answers parse, everything else names the problem", () => {
+  assert.deepEqual(parseClientMessage('{"type":"answer","id":"7","answer":"deny-url"}'), {
+    type: "answer",
+    id: "7",
+    answer: "deny-url",
+  });
+  const bad: [string, RegExp][] = [
+    ["", /invalid JSON/],
+    ["null", /expected a JSON object/],
+    ['"answer"', /expected a JSON object/],
+    ['{"type":"answer","id":7,"answer":"allow-once"}', /"id" must be a non-empty string/],
+    ['{"type":"answer","id":"","answer":"allow-once"}', /"id" must be/],
+    [`{"type":"answer","id":"${"9".repeat(65)}","answer":"allow-once"}`, /"id" must be/],
+    ['{"type":"answer","id":"1","answer":"allow"}', /unknown answer "allow"/],
+    ['{"type":"answer","id":"1"}', /unknown answer undefined/],
+    ['{"type":"pending"}', /unknown message type "pending"/],
+  ];
+  for (const [line, pattern] of bad) {
+    assert.throws(() => parseClientMessage(line), (e: Error) => {
+      assert.ok(e instanceof ProtocolError, line);
+      assert.match(e.message, pattern, line);
+      return true;
+    });
+  }
+});
+
+Deno.test("server messages round-trip through encodeMessage", () => {
+  const messages = [
+    { type: "hello", version: 1, name: "prompt#1", pid: 42 },
+    {
+      type: "pending",
+      request: {
+        id: "3",
+        host: "api.github.com",
+        port: 443,
+        scheme: "https",
+        method: "GET",
+        path: "/x?y=1",
+        url: "https://api.github.com/x?y=1",
+        client: "1.2.3.4:5",
+        reason: "no rule",
+        waiting: 2,
+      },
+    },
+    {
+      type: "pending",
+      request: {
+        id: "4",
+        host: "t.test",
+        port: 443,
+        scheme: "https",
+        method: "CONNECT",
+        client: "1.2.3.4:6",
+        reason: "no rule",
+        waiting: 1,
+      },
+    },
+    { type: "resolved", id: "3", outcome: "answered", by: "terminal", answer: "allow-once" },
+    { type: "resolved", id: "4", outcome: "timeout" },
+    { type: "error", message: "nope", id: "3" },
+  ] as const;
+  for (const m of messages) {
+    const line = encodeMessage(m);
+    assert.ok(line.endsWith("\n") && !line.slice(0, -1).includes("\n"));
+    assert.deepEqual(parseServerMessage(line.trimEnd()), m);
+  }
+  assert.throws(() => parseServerMessage('{"type":"pending","request":{"id":1}}'), ProtocolError);
+  assert.throws(
+    () => parseServerMessage('{"type":"resolved","id":"1","outcome":"x"}'),
+    ProtocolError,
+  );
+  assert.throws(() => parseServerMessage('{"type":"bye"}'), /unknown message type "bye"/);
+});

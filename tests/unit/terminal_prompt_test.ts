@@ -1,0 +1,353 @@
+import assert from "node:assert/strict";
+import {
+  attachTerminal,
+  closedLine,
+  createTerminalPrompter,
+  formatBrokerEvent,
+  InputClosedError,
+  parseChoice,
+  printable,
+  renderPrompt,
+  StdinLineReader,
+} from "../../cli/terminal_prompt.ts";
+import { DecisionBroker } from "../../lib/decide/broker.ts";
+import { type PendingRequest, PromptClosedError } from "../../lib/decide/types.ts";
+import { RulesStore } from "../../lib/rules/mod.ts";
+
+const designRequest: PendingRequest = {
+  id: "1",
+  host: "api.github.com",
+  port: 443,
+  scheme: "https",
+  method: "GET",
+  path: "/repos/user/repo",
+  url: "https://api.github.com/repos/user/repo",
+  client: "172.17.0.2:51234",
+  reason: "no rule",
+  waiting: 1,
+};
+
+const tunnel: PendingRequest = {
+  id: "2",
+  host: "pinned.example.test",
+  port: 443,
+  scheme: "https",
+  method: "CONNECT",
+  client: "172.17.0.2:51235",
+  reason: "no rule",
+  waiting: 1,
+};
+
+Deno.test("renders the original design's prompt verbatim, plus the client", () => {
+  assert.equal(
+    renderPrompt(designRequest) + "Your choice [1]: ",
+    `================================================================================
+Network Access Request
+Host: api.github.com
+Method: GET
+Path: /repos/user/repo
+Client: 172.17.0.2:51234
+================================================================================
+
+Choose action:
+  1. Allow this request once
+  2. Deny this request once
+  3. Always allow api.github.com
+  4. Always deny api.github.com
+  5. Always allow this exact URL
+  6. Always deny this exact URL
+
+Your choice [1]: `,
+  );
+});
+
+Deno.test("tunnels: no path, options 5 and 6 marked unavailable", () => {
+  const text = renderPrompt(tunnel);
+  assert.match(text, /^Path: \(unknown: HTTPS tunnel, not intercepted\)$/m);
+  assert.match(
+    text,
+    /^ {2}5\. Always allow this exact URL \(not available: a tunnel has no URL\)$/m,
+  );
+  assert.match(
+    text,
+    /^ {2}6\. Always deny this exact URL \(not available: a tunnel has no URL\)$/m,
+  );
+});
+
+Deno.test("non-default port, shared prompt and a special reason are shown", () => {
+  const text = renderPrompt({
+    ...designRequest,
+    host: "svc.test",
+    port: 8443,
+    waiting: 3,
+    reason: "rules file invalid",
+  });
+  assert.match(text, /^Host: svc\.test:8443$/m);
+  assert.match(text, /^ {2}3\. Always allow svc\.test:8443$/m);
+  assert.match(text, /^ {2}4\. Always deny svc\.test:8443$/m);
+  assert.match(text, /^Waiting: 3 requests to this host \(this answer releases all of them\)$/m);
+  assert.match(text, /^Reason: rules file invalid$/m);
+});
+
+Deno.test("request values cannot inject terminal control sequences", () => {
+  const text = renderPrompt({
+    ...designRequest,
+    path: "/x\x1b[2K\rHost: github.com\u202e",
+    method: "G\x07ET",
+  });
+  // deno-lint-ignore no-control-regex
+  assert.ok(!/[\x00-\x09\x0b-\x1f\x7f\u202e]/.test(text), "no control characters besides newline");
+  assert.match(text, /^Path: \/x\\u\{1b\}\[2K\\u\{d\}Host: github\.com\\u\{202e\}$/m);
+  assert.match(text, /^Method: G\\u\{7\}ET$/m);
+  assert.equal(printable("a".repeat(10), 4), "aaaa... (6 more characters)");
+});
+
+Deno.test("parses choices: digits, empty for 1, names; refuses the rest clearly", () => {
+  const cases: [string, string][] = [
+    ["", "allow-once"],
+    ["1", "allow-once"],
+    ["2", "deny-once"],
+    [" 3 ", "allow-domain"],
+    ["4", "deny-domain"],
+    ["5", "allow-url"],
+    ["6", "deny-url"],
+    ["Allow-Domain", "allow-domain"],
+  ];
+  for (const [input, answer] of cases) {
+    assert.deepEqual(parseChoice(input, designRequest), { answer }, JSON.stringify(input));
+  }
+  assert.deepEqual(parseChoice("7", designRequest), {
+    error: 'Invalid choice "7": type a number from 1 to 6 and press Enter.',
+  });
+  assert.deepEqual(parseChoice("yes", tunnel), {
+    error: 'Invalid choice "yes": type a number from 1 to 4 and press Enter.',
+  });
+  assert.deepEqual(parseChoice("5", tunnel), {
+    error: "Options 5 and 6 need a URL, and a tunnel has none: type a number from 1 to 4.",
+  });
+  assert.deepEqual(parseChoice("3", tunnel), { answer: "allow-domain" });
+});
+
+/** Lines typed into a pipe-mode reader. */
+function typed() {
+  const ts = new TransformStream<Uint8Array, Uint8Array>();
+  const writer = ts.writable.getWriter();
+  const enc = new TextEncoder();
+  return {
+    readable: ts.readable,
+    type: (s: string) => writer.write(enc.encode(s)),
+    end: () => writer.close(),
+  };
+}
+
+Deno.test("terminal prompter: asks again on invalid input, answers on a digit", async () => {
+  const input = typed();
+  const lines = new StdinLineReader({ input: input.readable, terminal: false });
+  let out = "";
+  const prompter = createTerminalPrompter({ lines, write: (s) => out += s });
+  assert.equal(prompter.name, "terminal");
+  const answer = prompter.ask(tunnel, new AbortController().signal);
+  await input.type("9\n");
+  await input.type("5\n");
+  await input.type("3\n");
+  assert.equal(await answer, "allow-domain");
+  assert.equal(out.split("Your choice [1]: ").length - 1, 3, "asked three times");
+  assert.match(out, /Invalid choice "9"/);
+  assert.match(out, /Options 5 and 6 need a URL/);
+  await input.end();
+  await lines.close();
+});
+
+Deno.test("terminal prompter: Enter alone allows once", async () => {
+  const input = typed();
+  const lines = new StdinLineReader({ input: input.readable, terminal: false });
+  const prompter = createTerminalPrompter({ lines, write: () => {} });
+  const answer = prompter.ask(designRequest, new AbortController().signal);
+  await input.type("\r\n");
+  assert.equal(await answer, "allow-once");
+  await input.end();
+  await lines.close();
+});
+
+Deno.test("terminal prompter: an abort prints why and stops reading", async () => {
+  const input = typed();
+  const lines = new StdinLineReader({ input: input.readable, terminal: false });
+  let out = "";
+  const prompter = createTerminalPrompter({ lines, write: (s) => out += s });
+  const ac = new AbortController();
+  const answer = prompter.ask(designRequest, ac.signal);
+  await new Promise((r) => setTimeout(r, 0));
+  ac.abort(new PromptClosedError({ kind: "answered", by: "prompt#1", answer: "deny-once" }));
+  await assert.rejects(answer, PromptClosedError);
+  assert.ok(
+    out.endsWith(
+      "Your choice [1]: \nPrompt closed: answered elsewhere (by prompt#1): deny-once.\n",
+    ),
+  );
+  // The line typed afterwards does not belong to that prompt (and nobody reads it).
+  await input.type("2\n");
+  await input.end();
+  await lines.close();
+  assert.equal(
+    closedLine(new PromptClosedError({ kind: "timeout" })),
+    "Prompt closed: no answer in time.",
+  );
+});
+
+Deno.test("terminal prompter: end of input rejects with InputClosedError", async () => {
+  const input = typed();
+  const lines = new StdinLineReader({ input: input.readable, terminal: false });
+  const prompter = createTerminalPrompter({ lines, write: () => {} });
+  const answer = prompter.ask(designRequest, new AbortController().signal);
+  await input.end();
+  await assert.rejects(answer, InputClosedError);
+  assert.equal(await lines.readLine(), null);
+  await lines.close();
+});
+
+Deno.test("pipe mode: lines nobody waits for are dropped unless asked to keep them", async () => {
+  for (const discardUnread of [true, false]) {
+    const input = typed();
+    const lines = new StdinLineReader({ input: input.readable, terminal: false, discardUnread });
+    // Start the pump with a read, answer it, then type a line nobody reads.
+    const first = lines.readLine();
+    await input.type("first\nstray\n");
+    assert.equal(await first, "first");
+    await new Promise((r) => setTimeout(r, 0));
+    const next = lines.readLine();
+    await input.type("next\n");
+    assert.equal(await next, discardUnread ? "next" : "stray");
+    await input.end();
+    await lines.close();
+  }
+});
+
+Deno.test("terminal mode: edits keys, echoes, drops keys typed between prompts", async () => {
+  const input = typed();
+  let echoed = "";
+  const modes: boolean[] = [];
+  const lines = new StdinLineReader({
+    input: input.readable,
+    terminal: { setRaw: (on) => modes.push(on), echo: (s) => echoed += s },
+  });
+  const first = lines.readLine();
+  // 3, Backspace, arrow-up escape sequence, 4, Enter.
+  await input.type("3\x7f\x1b[A4\r");
+  assert.equal(await first, "4");
+  assert.equal(echoed, "3\b \b4\r\n");
+  assert.deepEqual(modes, [true]);
+  // Typed while no prompt reads: not echoed, not delivered later.
+  await input.type("6");
+  await new Promise((r) => setTimeout(r, 0));
+  const second = lines.readLine();
+  await input.type("\x15abc\x15\r");
+  assert.equal(await second, "", "Ctrl-U cleared the line; the stray 6 was dropped");
+  // Partial input of an aborted read never reaches the next read.
+  const ac = new AbortController();
+  const third = lines.readLine(ac.signal);
+  await input.type("5");
+  await new Promise((r) => setTimeout(r, 0));
+  ac.abort(new Error("closed"));
+  await assert.rejects(third, /closed/);
+  const fourth = lines.readLine();
+  await input.type("1\r");
+  assert.equal(await fourth, "1");
+  // Ctrl-D on an empty line ends input and restores the terminal.
+  const fifth = lines.readLine();
+  await input.type("\x04");
+  assert.equal(await fifth, null);
+  assert.deepEqual(modes, [true, false]);
+  await input.end();
+  await lines.close();
+});
+
+Deno.test("attachTerminal: answers through the broker; detaches itself at end of input", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nm-term-" });
+  const input = typed();
+  const lines = new StdinLineReader({ input: input.readable, terminal: false });
+  const broker = new DecisionBroker({
+    rules: new RulesStore(`${dir}/network-rules.json`),
+    promptTimeoutMs: 50,
+  });
+  let out = "";
+  let closedCalls = 0;
+  const term = attachTerminal(broker, {
+    lines,
+    write: (s) => out += s,
+    onInputClosed: () => closedCalls++,
+  });
+  try {
+    const d = broker.decide({
+      target: { scheme: "http", host: "a.test", port: 80, path: "/" },
+      method: "GET",
+      client: "127.0.0.1:1",
+    });
+    while (!out.includes("Your choice [1]: ")) await new Promise((r) => setTimeout(r, 1));
+    await input.type("4\n");
+    assert.equal((await d).reason, 'prompt: deny-domain (saved rule "a.test")');
+    await input.end();
+    // Input is gone: the next prompt has no prompter and times out.
+    const later = await broker.decide({
+      target: { scheme: "http", host: "b.test", port: 80, path: "/" },
+      method: "GET",
+      client: "127.0.0.1:1",
+    });
+    assert.equal(later.source, "timeout");
+    assert.equal(closedCalls, 1);
+  } finally {
+    broker.close();
+    await term.close();
+    await lines.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("formatBrokerEvent: lines for saves, failures and unattended prompts", () => {
+  assert.equal(
+    formatBrokerEvent({ type: "rule-saved", pattern: "api.github.com", action: "allow-domain" }),
+    'Saved rule "api.github.com": allow-domain',
+  );
+  assert.equal(
+    formatBrokerEvent({
+      type: "rule-save-failed",
+      pattern: "x.test",
+      action: "deny-domain",
+      error: "disk full",
+    }),
+    'Could not save rule "x.test": deny-domain (disk full); the answer was applied once',
+  );
+  assert.equal(
+    formatBrokerEvent({ type: "prompt-shown", request: designRequest, prompters: 0 }),
+    "Waiting for an answer about api.github.com: no prompt is attached " +
+      "(run `netmonitor prompt` in another terminal)",
+  );
+  assert.equal(
+    formatBrokerEvent({ type: "prompt-shown", request: designRequest, prompters: 1 }),
+    undefined,
+  );
+});
+
+Deno.test("printLine: other output goes above an open question, which is redrawn", async () => {
+  const input = typed();
+  const lines = new StdinLineReader({
+    input: input.readable,
+    terminal: { setRaw: () => {}, echo: () => {} },
+  });
+  let out = "";
+  const prompter = createTerminalPrompter({ lines, write: (s) => out += s, ansi: true });
+  prompter.printLine("before");
+  assert.equal(out, "before\n");
+  const answer = prompter.ask(designRequest, new AbortController().signal);
+  await input.type("3");
+  while (lines.partial !== "3") await new Promise((r) => setTimeout(r, 1));
+  out = "";
+  prompter.printLine("GET http://other.test/ 200");
+  assert.equal(out, "\r\x1b[2KGET http://other.test/ 200\nYour choice [1]: 3");
+  await input.type("\r");
+  assert.equal(await answer, "allow-domain");
+  out = "";
+  prompter.printLine("after");
+  assert.equal(out, "after\n");
+  await input.end();
+  await lines.close();
+});
