@@ -21,6 +21,8 @@ import { registerRulesCommand } from "./rules.ts";
 import { registerStatsCommand } from "./stats.ts";
 import { registerManageCommand } from "./manage.ts";
 import { registerPromptCommand } from "./prompt.ts";
+import { registerRunCommand } from "./run.ts";
+import { registerCaCommand } from "./ca.ts";
 
 export { CliError, UsageError } from "./_errors.ts";
 export type { Confirmer } from "./_confirm.ts";
@@ -60,10 +62,12 @@ export type RegisterCommand = (program: Command, ctx: CliContext) => void;
 
 /** Every command, in help order. */
 const COMMANDS: RegisterCommand[] = [
+  registerRunCommand,
   registerRulesCommand,
   registerStatsCommand,
   registerManageCommand,
   registerPromptCommand,
+  registerCaCommand,
 ];
 
 function writeAll(file: { writeSync(p: Uint8Array): number }, text: string): void {

@@ -1,0 +1,270 @@
+/**
+ * Secret redaction for everything that reaches the access log.
+ *
+ * The log is meant to be grepped, shared in bug reports and kept for weeks, so
+ * it must never hold a credential. We keep the URL's shape (scheme, host, path,
+ * parameter names) so that `grep github.com` and per-host stats still work, and
+ * replace only the secret parts with {@linkcode REDACTED}.
+ *
+ * The URL is never re-serialised through `new URL()`: that would normalise
+ * spelling and make the log disagree with what the client sent.
+ *
+ * @module
+ */
+
+/** What a secret is replaced with. */
+export const REDACTED = "REDACTED";
+
+/** Query/fragment parameter names whose value is always a secret (compared lower-cased). */
+const SECRET_PARAMS = new Set([
+  "token",
+  "access_token",
+  "refresh_token",
+  "id_token",
+  "auth_token",
+  "private_token",
+  "api_key",
+  "api-key",
+  "apikey",
+  "key",
+  "secret",
+  "client_secret",
+  "password",
+  "passwd",
+  "pwd",
+  "pass",
+  "auth",
+  "authorization",
+  "bearer",
+  "signature",
+  "sig",
+  "x-amz-signature",
+  "x-amz-credential",
+  "x-amz-security-token",
+  "x-goog-signature",
+  "x-goog-credential",
+  "code",
+  "session",
+  "sessionid",
+  "session_id",
+  "sid",
+  "jwt",
+  "credential",
+  "credentials",
+]);
+
+/** Names that contain a secret-sounding fragment but describe, not carry, a secret. */
+const PUBLIC_PARAMS = new Set(["token_type", "token_type_hint", "signature_method", "sigalg"]);
+
+/** Name fragments that mark a parameter as secret wherever they appear in its name. */
+const SECRET_NAME_PARTS = [
+  "token",
+  "secret",
+  "passw",
+  "apikey",
+  "api_key",
+  "signature",
+  "credential",
+];
+
+/** Well-known token prefixes (GitHub, GitLab, Slack, OpenAI/Stripe-style, AWS access key ids). */
+const TOKEN_PREFIXES = [
+  "ghp_",
+  "gho_",
+  "ghu_",
+  "ghs_",
+  "ghr_",
+  "github_pat_",
+  "glpat-",
+  "xoxb-",
+  "xoxp-",
+  "xoxa-",
+  "xoxs-",
+  "sk-",
+  "sk_live_",
+  "rk_live_",
+  "AKIA",
+  "ASIA",
+];
+
+/** True when a parameter name says its value is a secret. */
+export function isSecretParamName(name: string): boolean {
+  let n = name;
+  if (n.includes("%") || n.includes("+")) {
+    try {
+      n = decodeURIComponent(n.replaceAll("+", " "));
+    } catch {
+      // A malformed escape: judge the raw spelling.
+    }
+  }
+  n = n.trim().toLowerCase();
+  if (SECRET_PARAMS.has(n)) return true;
+  if (PUBLIC_PARAMS.has(n)) return false;
+  for (const part of SECRET_NAME_PARTS) if (n.includes(part)) return true;
+  // `access_key`, `subscription-key`, but not `monkey` or `keyword`.
+  return n.endsWith("_key") || n.endsWith("-key") || n.endsWith(".key");
+}
+
+function isBase64UrlChar(c: number): boolean {
+  return (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c === 45 ||
+    c === 95;
+}
+
+/** A JSON Web Token: three base64url segments, the first starting with `eyJ` (`{"`). */
+function looksLikeJwt(v: string): boolean {
+  if (!v.startsWith("eyJ") || v.length < 20) return false;
+  let dots = 0;
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    if (c === 46) dots++;
+    else if (!isBase64UrlChar(c) && c !== 61) return false;
+  }
+  return dots === 2;
+}
+
+function hasTokenPrefix(v: string): boolean {
+  for (const p of TOKEN_PREFIXES) {
+    if (v.startsWith(p) && v.length >= p.length + 16) return true;
+  }
+  return false;
+}
+
+/**
+ * True when a value looks like a credential on its own: a JWT, a well-known
+ * token prefix, 32+ hex digits, or 32+ base64 characters mixing upper case,
+ * lower case and digits (ordinary words and slugs do not).
+ */
+export function looksLikeSecret(value: string): boolean {
+  let v = value;
+  if (v.includes("%")) {
+    try {
+      v = decodeURIComponent(v);
+    } catch {
+      // keep the raw spelling
+    }
+  }
+  if (v.length < 16) return false;
+  if (looksLikeJwt(v) || hasTokenPrefix(v)) return true;
+  if (v.length < 32) return false;
+  let hex = true, upper = false, lower = false, digit = false;
+  for (let i = 0; i < v.length; i++) {
+    const c = v.charCodeAt(i);
+    const isDigit = c >= 48 && c <= 57;
+    const isUpper = c >= 65 && c <= 90;
+    const isLower = c >= 97 && c <= 122;
+    if (!(isDigit || (c >= 97 && c <= 102) || (c >= 65 && c <= 70))) hex = false;
+    if (isDigit) digit = true;
+    else if (isUpper) upper = true;
+    else if (isLower) lower = true;
+    else if (c !== 43 && c !== 47 && c !== 61 && c !== 45 && c !== 95) return false;
+  }
+  return hex || (upper && lower && digit);
+}
+
+/** Redacts the values of secret parameters in `a=1&b=2` (a query or a fragment). */
+function redactParams(params: string): string {
+  if (params === "") return params;
+  const parts = params.split("&");
+  let changed = false;
+  for (let i = 0; i < parts.length; i++) {
+    const part = parts[i];
+    const eq = part.indexOf("=");
+    if (eq < 0) {
+      // A bare value (`?eyJ...`) can be a secret too.
+      if (looksLikeSecret(part)) {
+        parts[i] = REDACTED;
+        changed = true;
+      }
+      continue;
+    }
+    const value = part.slice(eq + 1);
+    if (value === "" || value === REDACTED) continue;
+    if (isSecretParamName(part.slice(0, eq)) || looksLikeSecret(value)) {
+      parts[i] = `${part.slice(0, eq + 1)}${REDACTED}`;
+      changed = true;
+    }
+  }
+  return changed ? parts.join("&") : params;
+}
+
+/** Redacts path segments that are secrets on their own (JWTs, prefixed tokens). */
+function redactPath(path: string): string {
+  if (path.length < 17) return path;
+  const segments = path.split("/");
+  let changed = false;
+  for (let i = 0; i < segments.length; i++) {
+    const s = segments[i];
+    if (s.length >= 16 && (looksLikeJwt(s) || hasTokenPrefix(s))) {
+      segments[i] = REDACTED;
+      changed = true;
+    }
+  }
+  return changed ? segments.join("/") : path;
+}
+
+/**
+ * Returns `url` with its secrets replaced by `REDACTED`:
+ * - credentials in the authority (`https://user:pass@host/` -> `https://REDACTED@host/`);
+ * - values of query and fragment parameters whose name marks a secret
+ *   (`token`, `access_token`, `api_key`, `password`, `signature`,
+ *   `X-Amz-Signature`, `client_secret`, `code`, `session`, `jwt`, anything
+ *   containing `token`/`secret`/`passw`/`credential`, or ending in `_key`);
+ * - values that look like secrets whatever their name (JWTs, `ghp_...`-style
+ *   tokens, 32+ hex digits, long mixed-case base64);
+ * - path segments that are JWTs or prefixed tokens.
+ *
+ * Anything else (tunnel targets `host:port`, ordinary paths) is returned unchanged.
+ */
+export function redactUrl(url: string): string {
+  let rest = url;
+  let head = "";
+  const schemeEnd = url.indexOf("://");
+  if (schemeEnd > 0 && schemeEnd < 16) {
+    const authStart = schemeEnd + 3;
+    let authEnd = url.length;
+    for (let i = authStart; i < url.length; i++) {
+      const c = url.charCodeAt(i);
+      if (c === 47 || c === 63 || c === 35) { // / ? #
+        authEnd = i;
+        break;
+      }
+    }
+    let authority = url.slice(authStart, authEnd);
+    const at = authority.lastIndexOf("@");
+    if (at >= 0) authority = `${REDACTED}@${authority.slice(at + 1)}`;
+    head = url.slice(0, authStart) + authority;
+    rest = url.slice(authEnd);
+  } else if (url.includes("@") && !url.includes("/")) {
+    // `user:pass@host:port` as a tunnel target.
+    const at = url.lastIndexOf("@");
+    return `${REDACTED}@${url.slice(at + 1)}`;
+  }
+
+  const hashAt = rest.indexOf("#");
+  let fragment = "";
+  if (hashAt >= 0) {
+    fragment = rest.slice(hashAt + 1);
+    rest = rest.slice(0, hashAt);
+  }
+  const queryAt = rest.indexOf("?");
+  let query: string | undefined;
+  if (queryAt >= 0) {
+    query = rest.slice(queryAt + 1);
+    rest = rest.slice(0, queryAt);
+  }
+  let out = head + redactPath(rest);
+  if (query !== undefined) out += `?${redactParams(query)}`;
+  if (hashAt >= 0) out += `#${redactParams(fragment)}`;
+  return out;
+}
+
+const URL_IN_TEXT = /[a-z][a-z0-9+.-]{0,15}:\/\/[^\s"'<>]+/gi;
+
+/**
+ * Redacts every URL embedded in free text (a decision reason such as
+ * `rule "https://x/?token=..": allow-url`, or an error message).
+ */
+export function redactText(text: string): string {
+  if (!text.includes("://")) return text;
+  return text.replace(URL_IN_TEXT, (u) => redactUrl(u));
+}

@@ -1,0 +1,98 @@
+import assert from "node:assert/strict";
+import { looksLikeSecret, redactText, redactUrl } from "../../lib/log/mod.ts";
+
+const JWT =
+  "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
+const HEX40 = "0123456789abcdef0123456789abcdef01234567";
+
+const CASES: [string, string][] = [
+  // Unchanged: nothing secret.
+  ["http://example.test/", "http://example.test/"],
+  ["example.test:443", "example.test:443"],
+  [
+    "https://api.github.test/repos/user/repo?page=2&per_page=100",
+    "https://api.github.test/repos/user/repo?page=2&per_page=100",
+  ],
+  [
+    "http://example.test/search?q=hello+world&sort=",
+    "http://example.test/search?q=hello+world&sort=",
+  ],
+  ["http://example.test/?keyword=monkey&monkey=1", "http://example.test/?keyword=monkey&monkey=1"],
+  ["http://[::1]:8080/a?b", "http://[::1]:8080/a?b"],
+  // Credentials in the authority.
+  ["https://bob:hunter2@example.test/x", "https://REDACTED@example.test/x"],
+  ["https://token@example.test", "https://REDACTED@example.test"],
+  ["http://a:b@c@example.test:81/?x=1", "http://REDACTED@example.test:81/?x=1"],
+  ["bob:pw@example.test:443", "REDACTED@example.test:443"],
+  // Secret parameter names, any case, any position.
+  ["https://x.test/?token=abc", "https://x.test/?token=REDACTED"],
+  ["https://x.test/?a=1&access_token=abc&b=2", "https://x.test/?a=1&access_token=REDACTED&b=2"],
+  ["https://x.test/?API_KEY=abc", "https://x.test/?API_KEY=REDACTED"],
+  ["https://x.test/?apikey=abc&key=k", "https://x.test/?apikey=REDACTED&key=REDACTED"],
+  [
+    "https://x.test/?secret=s&client_secret=c",
+    "https://x.test/?secret=REDACTED&client_secret=REDACTED",
+  ],
+  [
+    "https://x.test/?password=p&passwd=q&pwd=r",
+    "https://x.test/?password=REDACTED&passwd=REDACTED&pwd=REDACTED",
+  ],
+  [
+    "https://x.test/?auth=a&signature=s&sig=t",
+    "https://x.test/?auth=REDACTED&signature=REDACTED&sig=REDACTED",
+  ],
+  [
+    "https://b.s3.test/o?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20261128&X-Amz-Signature=abc",
+    "https://b.s3.test/o?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED",
+  ],
+  ["https://x.test/cb?code=xyz&state=1", "https://x.test/cb?code=REDACTED&state=1"],
+  ["https://x.test/?session=s&jwt=j", "https://x.test/?session=REDACTED&jwt=REDACTED"],
+  [
+    "https://x.test/?refresh_token=r&my_access_key=k&x-api-key=v",
+    "https://x.test/?refresh_token=REDACTED&my_access_key=REDACTED&x-api-key=REDACTED",
+  ],
+  ["https://x.test/?acc%65ss_token=a", "https://x.test/?acc%65ss_token=REDACTED"],
+  ["https://x.test/?token=", "https://x.test/?token="],
+  // Secret-looking values under innocent names.
+  [`https://x.test/?t=${JWT}`, "https://x.test/?t=REDACTED"],
+  [`https://x.test/?v=${HEX40}`, "https://x.test/?v=REDACTED"],
+  ["https://x.test/?v=ghp_abcdefghijklmnopqrstuvwxyz0123456789", "https://x.test/?v=REDACTED"],
+  ["https://x.test/?v=aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5", "https://x.test/?v=REDACTED"],
+  [`https://x.test/?${JWT}`, "https://x.test/?REDACTED"],
+  // Path segments that are tokens on their own.
+  [`https://x.test/verify/${JWT}/done`, "https://x.test/verify/REDACTED/done"],
+  ["https://hooks.x.test/bot/xoxb-123456789012-abcdefghijkl", "https://hooks.x.test/bot/REDACTED"],
+  // Fragments (OAuth implicit flow).
+  [
+    "https://x.test/cb#access_token=abc&token_type=bearer",
+    "https://x.test/cb#access_token=REDACTED&token_type=bearer",
+  ],
+];
+
+Deno.test("redactUrl: table", () => {
+  for (const [input, expected] of CASES) {
+    assert.equal(redactUrl(input), expected, input);
+    // Idempotent: redacting twice changes nothing more.
+    assert.equal(redactUrl(expected), expected, `twice: ${input}`);
+  }
+});
+
+Deno.test("looksLikeSecret: long hex and mixed base64 yes, words and slugs no", () => {
+  assert.ok(looksLikeSecret(HEX40));
+  assert.ok(looksLikeSecret(JWT));
+  assert.ok(!looksLikeSecret("hello-world-this-is-a-long-slug-name"));
+  assert.ok(!looksLikeSecret("12345"));
+  assert.ok(!looksLikeSecret("2026-11-28T00:11:17.123Z"));
+});
+
+Deno.test("redactText: URLs inside free text", () => {
+  assert.equal(
+    redactText('rule "https://api.test/x?token=abc": allow-url'),
+    'rule "https://api.test/x?token=REDACTED": allow-url',
+  );
+  assert.equal(redactText("no rule"), "no rule");
+  assert.equal(
+    redactText("upstream http://u:p@h.test/ and https://h.test/?key=1 failed"),
+    "upstream http://REDACTED@h.test/ and https://h.test/?key=REDACTED failed",
+  );
+});

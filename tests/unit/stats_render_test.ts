@@ -1,0 +1,131 @@
+import assert from "node:assert/strict";
+import {
+  bar,
+  barChart,
+  formatBytes,
+  formatDuration,
+  formatRecordLine,
+  makeStyle,
+  renderTable,
+  safeText,
+  sparkline,
+  stripAnsi,
+  visibleWidth,
+  wrap,
+} from "../../cli/_render.ts";
+import { parseSince } from "../../cli/stats.ts";
+import type { AccessRecord } from "../../lib/log/record.ts";
+
+const plain = makeStyle(false);
+const colour = makeStyle(true);
+
+const REC: AccessRecord = {
+  time: "2026-11-28T10:11:17.123Z",
+  client: "127.0.0.1:5555",
+  method: "GET",
+  url: "http://example.test/some/long/path?x=1",
+  host: "example.test",
+  decision: "allow",
+  source: "rule",
+  reason: 'rule "example.test": allow-domain',
+  status: 200,
+  bytesUp: 0,
+  bytesDown: 12345,
+  durationMs: 12.3,
+};
+
+Deno.test("render: formatRecordLine, plain, coloured and fitted", () => {
+  const line = formatRecordLine(REC, { color: false });
+  assert.match(
+    line,
+    /^\d\d:\d\d:17\.123 ALLOW GET {5}200 http:\/\/example\.test\/some\/long\/path\?x=1 {2}12\.1 KiB 12ms {2}rule "example\.test": allow-domain$/,
+  );
+  const c = formatRecordLine({ ...REC, decision: "deny", status: 403 }, { color: true });
+  assert.ok(c.includes("\x1b[31mDENY \x1b[39m"));
+  assert.equal(stripAnsi(c).replace("DENY ", "ALLOW").replace("403", "200"), line);
+  for (const width of [60, 80, 120]) {
+    assert.ok(visibleWidth(formatRecordLine(REC, { color: true, width })) <= width, `${width}`);
+  }
+  assert.match(
+    formatRecordLine({ ...REC, url: "http://x.test/?api_key=abc&q=1" }, { color: false }),
+    /http:\/\/x\.test\/\?api_key=REDACTED&q=1 /,
+  );
+  const hostile = formatRecordLine({ ...REC, url: "http://x.test/\x1b[2J", method: "G\x07T" }, {
+    color: false,
+  });
+  assert.ok(![...hostile].some((ch) => ch.charCodeAt(0) < 0x20), "no control characters");
+  assert.match(hostile, /\\u\{1b\}\[2J/);
+});
+
+Deno.test("render: tables fit the width, shrink the widest flexible column, then drop columns", () => {
+  const cols = [
+    { header: "HOST", flexible: true, minWidth: 10 },
+    { header: "REQS", align: "right" as const },
+    { header: "NOTE", flexible: true, minWidth: 6, dropOrder: 1 },
+  ];
+  const rows = [["a-very-long-host-name.example.test", "12", "some longer note here"], [
+    "b.test",
+    colour.green("3"),
+    "x",
+  ]];
+  const wide = renderTable(cols, rows, { width: 100, style: plain });
+  assert.deepEqual(wide, [
+    "  HOST                                REQS  NOTE",
+    "  a-very-long-host-name.example.test    12  some longer note here",
+    `  ${"b.test".padEnd(34)}     ${colour.green("3")}  x`,
+  ]);
+  const mid = renderTable(cols, rows, { width: 50, style: plain });
+  for (const l of mid) assert.ok(visibleWidth(l) <= 50, l);
+  assert.match(mid[1], /…/);
+  assert.equal(mid[0].split(/ +/).filter(Boolean).length, 3);
+  const narrow = renderTable(cols, rows, { width: 24, style: plain });
+  assert.deepEqual(narrow.map((l) => l.split(/ +/).filter(Boolean).length), [2, 2, 2]);
+  for (const l of narrow) assert.ok(visibleWidth(l) <= 24, l);
+  for (const l of renderTable(cols, rows, { width: 100, style: plain })) {
+    assert.equal(l, l.trimEnd(), "no trailing spaces");
+  }
+});
+
+Deno.test("render: bars, charts, sparklines", () => {
+  assert.equal(bar(0, 10, 10), "");
+  assert.equal(bar(10, 10, 10), "██████████");
+  assert.equal(bar(5, 10, 10), "█████");
+  assert.equal(bar(1, 100, 10), "▏"); // tiny but visible
+  const chart = barChart([{ label: "a.test", value: 4 }, { label: "b.test", value: 1 }], {
+    width: 40,
+    style: plain,
+  });
+  assert.equal(chart.length, 2);
+  for (const l of chart) assert.ok(visibleWidth(l) <= 40, l);
+  assert.match(chart[0], /^ {2}a\.test {2}█+ {2}4$/);
+  assert.equal(sparkline([0, 1, 2, 4, 8]), "▁▂▃▅█");
+  assert.equal(sparkline([0, 0]), "▁▁");
+  assert.equal(sparkline([]), "");
+});
+
+Deno.test("render: numbers, wrapping and safe text", () => {
+  assert.equal(formatBytes(0), "0 B");
+  assert.equal(formatBytes(1023), "1023 B");
+  assert.equal(formatBytes(1536), "1.5 KiB");
+  assert.equal(formatBytes(5 * 1024 ** 3), "5.0 GiB");
+  assert.equal(formatDuration(850), "850ms");
+  assert.equal(formatDuration(1200), "1.2s");
+  assert.equal(formatDuration(125_000), "2m05s");
+  assert.deepEqual(wrap("one two three four", 12), ["  one two", "  three four"]);
+  assert.equal(safeText("ok"), "ok");
+  assert.equal(safeText("a\u202eb\x9b"), "a\\u{202e}b\\u{9b}");
+});
+
+Deno.test("stats: --since accepts durations and times, and says what it wants", () => {
+  const now = new Date("2026-11-28T12:00:00Z");
+  assert.equal(parseSince("1h", now).toISOString(), "2026-11-28T11:00:00.000Z");
+  assert.equal(parseSince("30m", now).toISOString(), "2026-11-28T11:30:00.000Z");
+  assert.equal(parseSince("90s", now).toISOString(), "2026-11-28T11:58:30.000Z");
+  assert.equal(parseSince("2d", now).toISOString(), "2026-11-26T12:00:00.000Z");
+  assert.equal(parseSince("1w", now).toISOString(), "2026-11-21T12:00:00.000Z");
+  assert.equal(parseSince("1.5h", now).toISOString(), "2026-11-28T10:30:00.000Z");
+  assert.equal(parseSince("2026-11-28T10:00:00Z").toISOString(), "2026-11-28T10:00:00.000Z");
+  for (const bad of ["yesterday", "1y", "", "-1h", "2026-13-45"]) {
+    assert.throws(() => parseSince(bad, now), /expected a duration like 30m, 1h or 2d/, bad);
+  }
+});
