@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Shared helpers for the docker/*.sh scripts. Sourced, never run.
+# shellcheck shell=bash
+
+# The repository root (this file lives in <repo>/docker/).
+NM_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NM_DENO_VERSION=2.9.6
+
+nm_info() { printf 'netmonitor: %s\n' "$*" >&2; }
+nm_warn() { printf 'netmonitor: warning: %s\n' "$*" >&2; }
+nm_die() {
+  printf 'netmonitor: error: %s\n' "$*" >&2
+  exit 1
+}
+# A usage error: exit 2 with a hint, like the CLI.
+nm_usage_error() {
+  printf 'netmonitor: error: %s\n(try --help)\n' "$*" >&2
+  exit 2
+}
+
+# The data dir: rules, access log, CA, control socket (the original design's ~/docker-agent-data).
+nm_data_dir() {
+  printf '%s\n' "${NETMONITOR_DATA_DIR:-${HOME:-/root}/docker-agent-data}"
+}
+
+# Fills the array NM_CMD with the command that runs netmonitor:
+#   $NETMONITOR_BIN (split on spaces, e.g. "deno run -A main.ts"), else a `netmonitor` binary on
+#   PATH, else `deno run -A <repo>/main.ts`, else `npx -y deno@2.9.6 run -A <repo>/main.ts`.
+nm_resolve_cmd() {
+  NM_CMD=()
+  if [ -n "${NETMONITOR_BIN:-}" ]; then
+    read -r -a NM_CMD <<<"$NETMONITOR_BIN"
+  elif command -v netmonitor >/dev/null 2>&1; then
+    NM_CMD=(netmonitor)
+  elif command -v deno >/dev/null 2>&1; then
+    NM_CMD=(deno run -A "$NM_REPO/main.ts")
+  elif command -v npx >/dev/null 2>&1; then
+    NM_CMD=(npx -y "deno@$NM_DENO_VERSION" run -A "$NM_REPO/main.ts")
+  else
+    nm_die "cannot find netmonitor: install the binary on PATH, install Deno, or set NETMONITOR_BIN"
+  fi
+}
+
+# Runs netmonitor with the data dir exported, so every command sees the same files.
+nm_netmonitor() {
+  NETMONITOR_DATA_DIR=$(nm_data_dir) "${NM_CMD[@]}" "$@"
+}
+
+nm_require_docker() {
+  command -v docker >/dev/null 2>&1 ||
+    nm_die "docker is not installed (apt-get install docker.io)"
+  local why
+  if ! why=$(docker info --format '{{.ServerVersion}}' 2>&1); then
+    nm_die "cannot talk to the Docker engine: ${why##*$'\n'}"
+  fi
+}
+
+# True when a TCP connection to $1:$2 succeeds within a second.
+nm_port_open() {
+  # shellcheck disable=SC2016  # expanded by the inner bash
+  timeout 1 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
+}
+
+# Word-splits an environment variable holding extra arguments into the named array,
+# e.g. NETMONITOR_DOCKER_ARGS="-v /src:/src -e FOO=1". No quoting inside: use the flags
+# (--docker-arg ARG, repeatable) for arguments that contain spaces.
+nm_split_words() {
+  local -n _nm_out=$1
+  _nm_out=()
+  if [ -n "${2:-}" ]; then
+    read -r -a _nm_out <<<"$2"
+  fi
+}
+
+# Checks a --pull policy value.
+nm_check_pull() {
+  case $1 in
+    missing | always | never) ;;
+    *) nm_usage_error "invalid pull policy '$1' (expected missing, always or never)" ;;
+  esac
+}
+
+# Prints the image and docker-arguments part of --help, shared by both run scripts.
+nm_common_help() {
+  cat <<'EOF'
+Options shared by the run scripts (flags win over environment variables):
+  -i, --image IMAGE      container image (env NETMONITOR_IMAGE, default debian:bookworm-slim);
+                         a first positional argument is taken as the image as well
+  -d, --docker-arg ARG   extra argument for `docker run`, repeatable
+                         (env NETMONITOR_DOCKER_ARGS, split on spaces)
+      --name NAME        container name (default netmonitor-<random>)
+      --pull POLICY      docker's pull policy for the image: missing, always or never
+                         (env NETMONITOR_PULL, default missing)
+  -h, --help             this help
+Everything after the image (or after --) is the command to run in the container
+(default: the image's own command, usually a shell).
+EOF
+}

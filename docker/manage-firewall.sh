@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Manage netmonitor's rules and view its statistics (the original design's manage-firewall.sh).
+set -euo pipefail
+
+# shellcheck source=docker/_common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+
+usage() {
+  cat <<'USAGE'
+Usage: docker/manage-firewall.sh [ARGS...]            interactive menu (netmonitor manage)
+       docker/manage-firewall.sh --stats [ARGS...]    statistics only (netmonitor stats)
+       docker/manage-firewall.sh --prompt [ARGS...]   answer the running proxy's prompts
+                                                      (netmonitor prompt)
+
+ARGS are passed to the netmonitor command unchanged (see `netmonitor <command> --help`).
+
+Environment: NETMONITOR_DATA_DIR (default ~/docker-agent-data), NETMONITOR_BIN (the
+netmonitor command; default: `netmonitor` on PATH, else `deno run -A main.ts`, else
+`npx -y deno@2.9.6 run -A main.ts`).
+USAGE
+}
+
+command=manage
+case ${1:-} in
+  -h | --help)
+    usage
+    exit 0
+    ;;
+  --stats)
+    command=stats
+    shift
+    ;;
+  --prompt)
+    command=prompt
+    shift
+    ;;
+esac
+
+nm_resolve_cmd
+status=0
+nm_netmonitor "$command" "$@" || status=$?
+exit "$status"

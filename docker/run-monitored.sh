@@ -1,0 +1,355 @@
+#!/usr/bin/env bash
+# Run a Docker container whose only way out is the netmonitor proxy on the host.
+set -euo pipefail
+
+# shellcheck source=docker/_common.sh
+. "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
+# shellcheck source=docker/_firewall.sh
+. "$(dirname "${BASH_SOURCE[0]}")/_firewall.sh"
+
+usage() {
+  cat <<'EOF'
+Usage: docker/run-monitored.sh [OPTIONS] [IMAGE] [COMMAND...]
+
+Runs IMAGE (default: the image's command, usually a shell) on an internal Docker network
+whose only way out is the netmonitor proxy on the host:
+  - makes sure a proxy listens on the network's gateway: reuses a running one, or starts
+    `netmonitor run --listen GATEWAY --port PORT` in the background (output in
+    DATA_DIR/netmonitor-proxy.out) and stops it again when the container exits;
+  - the network is created with `docker network create --internal`; on the host, only the
+    proxy port of the gateway is open to it (iptables, when run as root or with sudo -n);
+  - sets HTTP_PROXY, HTTPS_PROXY, http_proxy, https_proxy, NO_PROXY and no_proxy;
+  - mounts the netmonitor CA read-only and makes it trusted: SSL_CERT_FILE, REQUESTS_CA_BUNDLE,
+    CURL_CA_BUNDLE, PIP_CERT, GIT_SSL_CAINFO (the image's CA bundle plus the netmonitor CA,
+    at /etc/netmonitor/ca-bundle.pem), NODE_EXTRA_CA_CERTS (/etc/netmonitor/ca.crt), and the
+    system store, when the image has one (that bundle mounted over it).
+
+Answer the proxy's prompts in another terminal with `netmonitor prompt`
+(or ./docker/manage-firewall.sh --prompt).
+
+Options (flags win over environment variables):
+  -p, --port PORT        proxy port on the gateway (env NETMONITOR_PORT, default 8080)
+      --network NAME     internal Docker network to use or create
+                         (env NETMONITOR_NETWORK, default netmonitor)
+      --proxy-arg ARG    extra argument for `netmonitor run` when this script starts the
+                         proxy, repeatable (env NETMONITOR_RUN_ARGS, split on spaces),
+                         e.g. --proxy-arg=--prompt-timeout=120
+      --keep-proxy       leave a proxy this script started running after the container
+                         exits (env NETMONITOR_KEEP_PROXY=1)
+      --no-host-firewall do not add the iptables rules that close the host's other ports
+                         to the network (env NETMONITOR_HOST_FIREWALL=0)
+      --no-system-ca     do not mount the CA bundle over the image's system store
+EOF
+  nm_common_help
+  cat <<'EOF'
+
+Environment: NETMONITOR_DATA_DIR (default ~/docker-agent-data), NETMONITOR_BIN (the
+netmonitor command; default: `netmonitor` on PATH, else `deno run -A main.ts`, else
+`npx -y deno@2.9.6 run -A main.ts`), NETMONITOR_START_TIMEOUT (seconds to wait for a proxy
+this script starts, default 60).
+EOF
+}
+
+port=${NETMONITOR_PORT:-8080}
+image=${NETMONITOR_IMAGE:-debian:bookworm-slim}
+image_set=0
+network=${NETMONITOR_NETWORK:-netmonitor}
+keep_proxy=${NETMONITOR_KEEP_PROXY:-0}
+host_firewall=${NETMONITOR_HOST_FIREWALL:-1}
+system_ca=1
+name=""
+pull=${NETMONITOR_PULL:-missing}
+nm_split_words docker_args "${NETMONITOR_DOCKER_ARGS:-}"
+nm_split_words run_args "${NETMONITOR_RUN_ARGS:-}"
+
+need_value() {
+  [ "$2" -ge 2 ] || nm_usage_error "$1 needs a value"
+}
+while [ $# -gt 0 ]; do
+  case $1 in
+    -h | --help)
+      usage
+      exit 0
+      ;;
+    -p | --port) need_value "$1" $# && port=$2 && shift 2 ;;
+    --port=*) port=${1#*=} && shift ;;
+    -i | --image) need_value "$1" $# && image=$2 && image_set=1 && shift 2 ;;
+    --image=*) image=${1#*=} && image_set=1 && shift ;;
+    -d | --docker-arg) need_value "$1" $# && docker_args+=("$2") && shift 2 ;;
+    --docker-arg=*) docker_args+=("${1#*=}") && shift ;;
+    --proxy-arg) need_value "$1" $# && run_args+=("$2") && shift 2 ;;
+    --proxy-arg=*) run_args+=("${1#*=}") && shift ;;
+    --network) need_value "$1" $# && network=$2 && shift 2 ;;
+    --network=*) network=${1#*=} && shift ;;
+    --name) need_value "$1" $# && name=$2 && shift 2 ;;
+    --name=*) name=${1#*=} && shift ;;
+    --pull) need_value "$1" $# && pull=$2 && shift 2 ;;
+    --pull=*) pull=${1#*=} && shift ;;
+    --keep-proxy) keep_proxy=1 && shift ;;
+    --no-host-firewall) host_firewall=0 && shift ;;
+    --no-system-ca) system_ca=0 && shift ;;
+    --)
+      shift
+      break
+      ;;
+    -*) nm_usage_error "unknown option '$1'" ;;
+    *) break ;;
+  esac
+done
+if [ $# -gt 0 ] && [ "$image_set" = 0 ]; then
+  image=$1
+  shift
+fi
+command_args=("$@")
+case $port in
+  '' | *[!0-9]*) nm_usage_error "invalid port '$port' (expected 1-65535)" ;;
+esac
+if [ "$port" -lt 1 ] || [ "$port" -gt 65535 ]; then
+  nm_usage_error "invalid port '$port' (expected 1-65535)"
+fi
+[ -n "$image" ] || nm_usage_error "no image given"
+nm_check_pull "$pull"
+[ -n "$name" ] || name="netmonitor-$(date +%s)-$$"
+
+nm_require_docker
+nm_resolve_cmd
+data_dir=$(nm_data_dir)
+mkdir -p "$data_dir"
+# "PID GATEWAY PORT KEEP" of a proxy one of these scripts started in the background.
+pid_file="$data_dir/netmonitor-proxy.pid"
+
+# What this run created, for the cleanup.
+reused_proxy=0
+started_proxy_pid=""
+tmp_dir=""
+bridge=""
+gateway=""
+probe=""
+
+# True when process $1 is a netmonitor proxy listening on this gateway and port (a pid file
+# can outlive its process, and the pid can be reused by something else).
+# shellcheck disable=SC2317  # called from the trap
+is_our_proxy() {
+  local args
+  args=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || ps -o args= -p "$1" 2>/dev/null) || return 1
+  case $args in
+    *" run --listen $gateway --port $port "*) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
+# Stops the proxy whose process group leader is $1; waits up to 10 s.
+# shellcheck disable=SC2317  # called from the trap
+stop_proxy() {
+  kill -TERM -- "-$1" 2>/dev/null || kill -TERM "$1" 2>/dev/null
+  for _ in $(seq 1 50); do
+    kill -0 "$1" 2>/dev/null || return 0
+    sleep 0.2
+  done
+  nm_warn "the proxy did not stop within 10s; killing it"
+  kill -KILL -- "-$1" 2>/dev/null || kill -KILL "$1" 2>/dev/null
+}
+
+# What the EXIT trap undoes. The proxy and the network are shared by concurrent runs: the
+# last run to leave stops a proxy that one of these scripts started (pid file) and removes a
+# network one of them created (label netmonitor.managed), never what the user set up.
+# shellcheck disable=SC2317  # invoked by the trap
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  set +e
+  [ -n "$tmp_dir" ] && rm -rf "$tmp_dir"
+  [ -n "$probe" ] && docker rm -f "$probe" >/dev/null 2>&1
+  [ -n "$gateway" ] || exit "$status"
+  local others pid_line pid pid_gateway pid_port pid_keep
+  others=$(docker network inspect --format '{{len .Containers}}' "$network" 2>/dev/null || echo 0)
+  pid_line=$(cat "$pid_file" 2>/dev/null)
+  read -r pid pid_gateway pid_port pid_keep <<<"$pid_line"
+  if [ -n "$pid" ] && [ "$pid_gateway" = "$gateway" ] && [ "$pid_port" = "$port" ] &&
+    is_our_proxy "$pid"; then
+    if [ "$pid_keep" = 1 ]; then
+      nm_info "the proxy keeps running (pid $pid, --keep-proxy); stop it with: kill $pid"
+    elif [ "$others" -gt 0 ]; then
+      nm_info "the proxy keeps running (pid $pid): $others other container(s) still use network $network"
+    else
+      nm_info "stopping the proxy (pid $pid)"
+      stop_proxy "$pid"
+      rm -f "$pid_file"
+    fi
+  elif [ -n "$started_proxy_pid" ] && is_our_proxy "$started_proxy_pid"; then
+    # Our proxy, but the pid file is gone or was overwritten: still ours to stop.
+    nm_info "stopping the proxy (pid $started_proxy_pid)"
+    stop_proxy "$started_proxy_pid"
+  elif [ "$reused_proxy" = 1 ]; then
+    nm_info "the proxy on $gateway:$port was already running; it keeps running"
+  fi
+  local managed
+  managed=$(docker network inspect --format '{{index .Labels "netmonitor.managed"}}' "$network" 2>/dev/null)
+  if [ "$managed" = 1 ] && [ "$others" = 0 ] && ! nm_port_open "$gateway" "$port"; then
+    docker network rm "$network" >/dev/null 2>&1 && nm_info "removed network $network"
+    [ -n "$bridge" ] && nm_firewall_remove "$bridge"
+  fi
+  exit "$status"
+}
+# Ctrl-C (without a TTY) or SIGTERM: stop the container first, so the cleanup sees it gone.
+# shellcheck disable=SC2317  # invoked by the trap
+on_signal() {
+  trap '' INT TERM
+  if [ -n "$docker_pid" ] && kill -0 "$docker_pid" 2>/dev/null; then
+    nm_info "stopping container $name"
+    docker stop -t 5 "$name" >/dev/null 2>&1 || kill -TERM "$docker_pid" 2>/dev/null
+    wait "$docker_pid" 2>/dev/null || true
+  fi
+  exit "$1"
+}
+docker_pid=""
+trap cleanup EXIT
+trap 'on_signal 130' INT
+trap 'on_signal 143' TERM
+
+# 1. The internal network and its gateway.
+if ! docker network inspect "$network" >/dev/null 2>&1; then
+  if docker network create --internal --label netmonitor.managed=1 "$network" >/dev/null 2>&1; then
+    nm_info "created internal network $network"
+  fi
+  # Otherwise another run created it at the same moment: inspect it below.
+fi
+internal=$(docker network inspect --format '{{.Internal}}' "$network" 2>/dev/null) ||
+  nm_die "cannot create or inspect Docker network $network"
+if [ "$internal" != true ]; then
+  nm_die "network $network is not internal, so containers on it could bypass the proxy; remove it (docker network rm $network) or choose another with --network"
+fi
+gateway=$(docker network inspect --format '{{range .IPAM.Config}}{{if .Gateway}}{{.Gateway}}{{"\n"}}{{end}}{{end}}' "$network" |
+  grep -E '^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$' | head -n 1 || true)
+[ -n "$gateway" ] || nm_die "network $network has no IPv4 gateway"
+network_id=$(docker network inspect --format '{{.Id}}' "$network")
+bridge=$(docker network inspect --format '{{index .Options "com.docker.network.bridge.name"}}' "$network" 2>/dev/null || true)
+[ -n "$bridge" ] && [ "$bridge" != "<no value>" ] || bridge="br-${network_id:0:12}"
+
+if [ "$host_firewall" = 1 ]; then
+  if ! nm_firewall_apply "$bridge" "$gateway" "$port"; then
+    nm_warn "could not add the host firewall rules (needs root or sudo -n): services on this host that listen on all addresses are reachable from the container"
+  fi
+fi
+
+# 2. The proxy, listening on the gateway.
+if nm_port_open "$gateway" "$port"; then
+  reused_proxy=1
+  nm_info "reusing the proxy already listening on $gateway:$port"
+  if [ "${#run_args[@]}" -gt 0 ]; then
+    nm_warn "--proxy-arg/NETMONITOR_RUN_ARGS are ignored: the proxy is already running"
+  fi
+else
+  proxy_out="$data_dir/netmonitor-proxy.out"
+  nm_info "starting the proxy on $gateway:$port (output: $proxy_out)"
+  # A session of its own: the container's Ctrl-C must not reach the proxy. Its stdin is not a
+  # terminal, so it asks through the control socket (`netmonitor prompt`), never on this tty.
+  prompt_via=(--prompt-via socket)
+  for arg in "${run_args[@]}"; do
+    case $arg in --non-interactive | --prompt-via | --prompt-via=*) prompt_via=() ;; esac
+  done
+  NETMONITOR_DATA_DIR=$data_dir setsid "${NM_CMD[@]}" run --listen "$gateway" --port "$port" \
+    "${prompt_via[@]}" "${run_args[@]}" >"$proxy_out" 2>&1 </dev/null &
+  started_proxy_pid=$!
+  echo "$started_proxy_pid $gateway $port $keep_proxy" >"$pid_file"
+  deadline=$((SECONDS + ${NETMONITOR_START_TIMEOUT:-60}))
+  until grep -q 'Listening on' "$proxy_out" 2>/dev/null; do
+    if ! kill -0 "$started_proxy_pid" 2>/dev/null; then
+      started_proxy_pid=""
+      rm -f "$pid_file"
+      sed 's/^/  | /' "$proxy_out" >&2
+      if grep -q 'Another netmonitor proxy is running' "$proxy_out"; then
+        nm_die "a netmonitor proxy is already running for $data_dir, but not on $gateway:$port where the container can reach it; stop it, or restart it with: netmonitor run --listen $gateway --port $port --prompt-via socket"
+      fi
+      nm_die "the proxy exited at start (output above, also in $proxy_out)"
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      sed 's/^/  | /' "$proxy_out" >&2
+      nm_die "the proxy did not start listening within ${NETMONITOR_START_TIMEOUT:-60}s"
+    fi
+    sleep 0.2
+  done
+fi
+
+# 3. The CA: the image's bundle (or the host's) plus the netmonitor CA.
+tmp_dir=$(mktemp -d "${TMPDIR:-/tmp}/netmonitor-run.XXXXXX")
+chmod 755 "$tmp_dir"
+ca_mounts=()
+ca_env=()
+ca_path=$(nm_netmonitor ca path 2>/dev/null) || ca_path=""
+# Fallback: the CA's place in the data dir (netmonitor-ca.pem), where `netmonitor run` creates it.
+[ -s "$ca_path" ] || ca_path="$data_dir/netmonitor-ca.pem"
+if [ -s "$ca_path" ]; then
+  cp "$ca_path" "$tmp_dir/ca.crt"
+  # The image's own bundles, so the container keeps trusting what it trusted.
+  probe=$(docker create --pull "$pull" --network none "$image" /bin/true 2>/dev/null || true)
+  store_paths=()
+  if [ -n "$probe" ]; then
+    i=0
+    for path in /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt /etc/ssl/ca-bundle.pem; do
+      if docker cp -L "$probe:$path" - 2>/dev/null | tar -xOf - >"$tmp_dir/store-$i.pem" 2>/dev/null &&
+        [ -s "$tmp_dir/store-$i.pem" ]; then
+        cat "$tmp_dir/ca.crt" >>"$tmp_dir/store-$i.pem"
+        store_paths+=("$path")
+        i=$((i + 1))
+      else
+        rm -f "$tmp_dir/store-$i.pem"
+      fi
+    done
+    docker rm -f "$probe" >/dev/null 2>&1 || true
+    probe=""
+  fi
+  if [ "${#store_paths[@]}" -gt 0 ]; then
+    cp "$tmp_dir/store-0.pem" "$tmp_dir/ca-bundle.pem"
+  else
+    for host_bundle in /etc/ssl/certs/ca-certificates.crt /etc/pki/tls/certs/ca-bundle.crt /etc/ssl/cert.pem; do
+      if [ -s "$host_bundle" ]; then
+        cat "$host_bundle" >"$tmp_dir/ca-bundle.pem"
+        break
+      fi
+    done
+    cat "$tmp_dir/ca.crt" >>"$tmp_dir/ca-bundle.pem"
+  fi
+  chmod 644 "$tmp_dir"/*.pem "$tmp_dir/ca.crt"
+  ca_mounts+=(-v "$tmp_dir/ca.crt:/etc/netmonitor/ca.crt:ro")
+  ca_mounts+=(-v "$tmp_dir/ca-bundle.pem:/etc/netmonitor/ca-bundle.pem:ro")
+  if [ "$system_ca" = 1 ]; then
+    for i in "${!store_paths[@]}"; do
+      ca_mounts+=(-v "$tmp_dir/store-$i.pem:${store_paths[$i]}:ro")
+    done
+  fi
+  for var in SSL_CERT_FILE REQUESTS_CA_BUNDLE CURL_CA_BUNDLE PIP_CERT GIT_SSL_CAINFO; do
+    ca_env+=(-e "$var=/etc/netmonitor/ca-bundle.pem")
+  done
+  ca_env+=(-e "NODE_EXTRA_CA_CERTS=/etc/netmonitor/ca.crt")
+else
+  nm_warn "no netmonitor CA found (netmonitor ca path): HTTPS clients in the container will not trust the proxy"
+fi
+
+# 4. The container.
+proxy_url="http://$gateway:$port"
+no_proxy="localhost,127.0.0.1,::1"
+tty_args=(-i)
+if [ -t 0 ] && [ -t 1 ]; then
+  tty_args=(-it)
+fi
+nm_info "container $name on network $network; proxy $proxy_url"
+nm_info "answer prompts in another terminal with: netmonitor prompt   (or ./docker/manage-firewall.sh --prompt)"
+status=0
+docker run --rm --pull "$pull" "${tty_args[@]}" \
+  --name "$name" \
+  --label "netmonitor.network=$network" \
+  --network "$network" \
+  --dns "$gateway" \
+  --add-host "host.docker.internal:$gateway" \
+  -e "HTTP_PROXY=$proxy_url" -e "HTTPS_PROXY=$proxy_url" \
+  -e "http_proxy=$proxy_url" -e "https_proxy=$proxy_url" \
+  -e "NO_PROXY=$no_proxy" -e "no_proxy=$no_proxy" \
+  "${ca_env[@]}" "${ca_mounts[@]}" \
+  "${docker_args[@]}" \
+  "$image" "${command_args[@]}" <&0 &
+# In the background (stdin kept: `<&0`) so that a signal reaches our trap at once.
+docker_pid=$!
+wait "$docker_pid" || status=$?
+docker_pid=""
+exit "$status"

@@ -1,0 +1,388 @@
+/**
+ * docker/run-monitored.sh against a real Docker engine: the container reaches
+ * allowed hosts only through the proxy (plain HTTP, and HTTPS with the CA
+ * trusted inside), denied hosts get a 403, a prompt answered through
+ * `netmonitor prompt` releases a request, the requests are in the log and in
+ * stats, and what the script created is gone afterwards.
+ *
+ * Every host name below is mapped by the proxy's --resolve to a loopback
+ * origin of this test: nothing leaves the machine.
+ */
+
+import assert from "node:assert/strict";
+import {
+  dockerUnavailable,
+  exec,
+  type Monitored,
+  type Prompter,
+  readLog,
+  removeFirewall,
+  REPO,
+  runScript,
+  setupMonitored,
+  startPrompter,
+  TEST_IMAGE,
+  uniqueName,
+} from "../_helpers/docker.ts";
+
+const unavailable = await dockerUnavailable();
+
+/** Runs `script` with sh in a monitored container; returns the script's result. */
+function runInMonitored(m: Monitored, name: string, script: string, extraArgs: string[] = []) {
+  return runScript(
+    "run-monitored.sh",
+    ["--name", name, ...extraArgs, TEST_IMAGE, "sh", "-c", script],
+    m.env,
+    { timeoutMs: 180_000 },
+  );
+}
+
+/** What run-monitored.sh must leave behind: nothing it created. */
+async function assertCleanedUp(m: Monitored, name: string, stderr: string) {
+  assert.notEqual((await exec("docker", ["inspect", name])).code, 0, "container left behind");
+  assert.notEqual(
+    (await exec("docker", ["network", "inspect", m.network])).code,
+    0,
+    `network ${m.network} left behind\n${stderr}`,
+  );
+  assert.match(stderr, /stopping the proxy/);
+  const pidFile = `${m.dataDir}/netmonitor-proxy.pid`;
+  assert.equal(await Deno.stat(pidFile).then(() => true, () => false), false, "pid file left");
+  const rules = await exec("iptables", ["-S"]);
+  if (rules.code === 0) {
+    assert.doesNotMatch(rules.stdout, new RegExp(m.network.slice(0, 8) + "|NETMONITOR-br"));
+  }
+}
+
+Deno.test({
+  name: "docker monitored: allowed over HTTP and HTTPS, denied gets 403, logged, in stats",
+  ignore: unavailable !== null,
+  sanitizeResources: false, // Deno.serve's TLS listener closes asynchronously after shutdown()
+  async fn() {
+    const m = await setupMonitored({
+      names: ["allowed.test", "denied.test"],
+      rules: { "allowed.test": "allow-domain", "denied.test": "deny-domain" },
+      runArgs: ["--prompt-timeout", "5s"],
+    });
+    const name = uniqueName("mon");
+    try {
+      const o = m.origins;
+      const script = [
+        // The proxy settings and the CA are there.
+        'echo "proxy=$HTTPS_PROXY bundle=$CURL_CA_BUNDLE node=$NODE_EXTRA_CA_CERTS"',
+        `echo "plain: $(curl -sS -m 30 ${o.url("http", "allowed.test", "/plain?q=1")})"`,
+        // HTTPS through the intercepting proxy: trusted through CURL_CA_BUNDLE ...
+        `echo "tls-env: $(curl -sS -m 30 ${o.url("https", "allowed.test", "/tls")})"`,
+        // ... and through the system store alone (no variable).
+        `echo "tls-store: $(env -u CURL_CA_BUNDLE -u SSL_CERT_FILE curl -sS -m 30 ${
+          o.url("https", "allowed.test", "/store")
+        })"`,
+        `echo "denied-http: $(curl -s -o /dev/null -w '%{http_code}' -m 30 ${
+          o.url("http", "denied.test", "/nope")
+        })"`,
+        `echo "denied-https: $(curl -s -o /dev/null -w '%{http_connect}' -m 30 ${
+          o.url("https", "denied.test", "/nope")
+        })"`,
+      ].join("; ");
+      const res = await runInMonitored(m, name, script);
+      assert.equal(res.code, 0, res.stdout + res.stderr);
+      const out = res.stdout;
+      assert.match(
+        out,
+        /proxy=http:\/\/\d+\.\d+\.\d+\.\d+:\d+ bundle=\/etc\/netmonitor\/ca-bundle\.pem/,
+      );
+      assert.match(out, /node=\/etc\/netmonitor\/ca\.crt/);
+      assert.match(out, /plain: origin http allowed\.test(:\d+)? GET \/plain\?q=1/);
+      assert.match(out, /tls-env: origin https allowed\.test(:\d+)? GET \/tls/);
+      assert.match(out, /tls-store: origin https allowed\.test(:\d+)? GET \/store/);
+      assert.match(out, /denied-http: 403/);
+      assert.match(out, /denied-https: 403/);
+      assert.match(
+        res.stderr,
+        /starting the proxy on \d+\.\d+\.\d+\.\d+:\d+ \(output: .*netmonitor-proxy\.out\)/,
+      );
+      await assertCleanedUp(m, name, res.stderr);
+
+      // The log: one record per request, from the container's address, with full URLs.
+      const records = await readLog(m.dataDir);
+      const find = (pred: (r: Record<string, unknown>) => boolean) => records.find(pred);
+      const fromContainer = (r: Record<string, unknown>) =>
+        /^\d+\.\d+\.\d+\.\d+:\d+$/.test(String(r.client)) && !String(r.client).startsWith("127.");
+      const plain = find((r) =>
+        String(r.url).includes("allowed.test") && String(r.url).includes("/plain")
+      );
+      assert.ok(plain, JSON.stringify(records, null, 1));
+      assert.equal(plain.decision, "allow");
+      assert.equal(plain.status, 200);
+      assert.ok(fromContainer(plain), `client ${plain.client}`);
+      const tls = find((r) =>
+        String(r.url).startsWith("https://allowed.test") && String(r.url).includes("/tls")
+      );
+      assert.ok(tls, "the intercepted HTTPS request is logged with its full URL");
+      assert.equal(tls.status, 200);
+      const denied = records.filter((r) => r.host === "denied.test");
+      assert.ok(denied.length >= 2, JSON.stringify(denied));
+      for (const r of denied) {
+        assert.equal(r.decision, "deny");
+        assert.equal(r.status, 403);
+        assert.match(String(r.reason), /denied\.test/);
+      }
+
+      // Stats (the Quick Start's step 3) show both hosts.
+      const stats = await runScript("manage-firewall.sh", ["--stats"], m.env);
+      assert.equal(stats.code, 0, stats.stderr);
+      assert.match(stats.stdout, /allowed\.test/);
+      assert.match(stats.stdout, /denied\.test/);
+    } finally {
+      await m.cleanup([name]);
+    }
+  },
+});
+
+Deno.test({
+  name: "docker monitored: a prompt answered through `netmonitor prompt` releases the request",
+  ignore: unavailable !== null,
+  sanitizeResources: false,
+  async fn() {
+    const m = await setupMonitored({ names: ["asked.test"], runArgs: ["--prompt-timeout", "90s"] });
+    const name = uniqueName("prompt");
+    let prompter: Prompter | undefined;
+    try {
+      const run = runInMonitored(
+        m,
+        name,
+        `echo "asked: $(curl -sS -m 120 ${
+          m.origins.url("http", "asked.test", "/repos/user/repo")
+        })"`,
+      );
+      // The operator's second terminal: ./docker/manage-firewall.sh --prompt.
+      prompter = await startPrompter(m.env);
+      const shown = await prompter.nextPrompt();
+      assert.match(shown, /={20,}\nNetwork Access Request\n/);
+      assert.match(shown, /Host: asked\.test/);
+      assert.match(shown, /Method: GET/);
+      assert.match(shown, /Path: \/repos\/user\/repo/);
+      assert.match(shown, /3\. Always allow asked\.test/);
+      await prompter.answer("3");
+      const res = await run;
+      assert.equal(res.code, 0, res.stdout + res.stderr);
+      assert.match(res.stdout, /asked: origin http asked\.test(:\d+)? GET \/repos\/user\/repo/);
+      // "Always allow" was saved as a rule, and the log says who decided.
+      const rules = JSON.parse(await Deno.readTextFile(`${m.dataDir}/network-rules.json`));
+      assert.equal(rules["asked.test"], "allow-domain");
+      const rec = (await readLog(m.dataDir)).find((r) => r.host === "asked.test");
+      assert.ok(rec);
+      assert.equal(rec.decision, "allow");
+      assert.equal(rec.source, "prompt");
+      await assertCleanedUp(m, name, res.stderr);
+    } finally {
+      await prompter?.close();
+      await m.cleanup([name]);
+    }
+  },
+});
+
+Deno.test({
+  name: "docker monitored: reuses a proxy already listening on the gateway and leaves it running",
+  ignore: unavailable !== null,
+  sanitizeResources: false,
+  async fn() {
+    const m = await setupMonitored({
+      names: ["allowed.test"],
+      rules: { "allowed.test": "allow-domain" },
+      createNetwork: true,
+    });
+    const name = uniqueName("reuse");
+    const otherNetwork = uniqueName("net");
+    let proxy: Deno.ChildProcess | undefined;
+    try {
+      // The operator started the proxy by hand, for this network's gateway.
+      proxy = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          `${REPO}/main.ts`,
+          "run",
+          "--listen",
+          m.gateway!,
+          "--port",
+          String(m.port),
+          "--prompt-via",
+          "socket",
+          ...m.env.NETMONITOR_RUN_ARGS.split(" "),
+        ],
+        env: { NETMONITOR_DATA_DIR: m.dataDir, NO_COLOR: "1" },
+        stdin: "null",
+        stdout: "piped",
+        stderr: "null",
+      }).spawn();
+      const reader = proxy.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      let out = "";
+      while (!out.includes("Listening on")) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`the proxy exited:\n${out}`);
+        out += value;
+      }
+      // Keep reading so the proxy never blocks on a full pipe.
+      const drained = (async () => {
+        while (!(await reader.read()).done) { /* request lines */ }
+      })();
+
+      const res = await runInMonitored(
+        m,
+        name,
+        `echo "reused: $(curl -sS -m 30 ${m.origins.url("http", "allowed.test", "/r")})"`,
+      );
+      assert.equal(res.code, 0, res.stdout + res.stderr);
+      assert.match(res.stdout, /reused: origin http allowed\.test(:\d+)? GET \/r/);
+      assert.match(res.stderr, /reusing the proxy already listening on /);
+      assert.match(res.stderr, /was already running; it keeps running/);
+      assert.doesNotMatch(res.stderr, /starting the proxy|stopping the proxy/);
+      const conn = await Deno.connect({ hostname: m.gateway!, port: m.port });
+      conn.close(); // still listening
+
+      // Another network, same data dir: this proxy cannot serve it, and a second one
+      // cannot start; the script says what to do.
+      const other = await runScript(
+        "run-monitored.sh",
+        ["--network", otherNetwork, TEST_IMAGE, "true"],
+        m.env,
+        { timeoutMs: 120_000 },
+      );
+      assert.equal(other.code, 1, other.stderr);
+      assert.match(other.stderr, /a netmonitor proxy is already running for .* but not on/);
+      assert.match(other.stderr, /removed network/);
+
+      proxy.kill("SIGTERM");
+      assert.equal((await proxy.status).code, 0);
+      await drained;
+      proxy = undefined;
+    } finally {
+      if (proxy) {
+        try {
+          proxy.kill("SIGKILL");
+        } catch { /* gone */ }
+        await proxy.stdout.cancel().catch(() => {});
+        await proxy.status;
+      }
+      await removeFirewall(m.network);
+      await m.cleanup([name]);
+      await exec("docker", ["network", "rm", otherNetwork]);
+    }
+  },
+});
+
+Deno.test({
+  name: "docker monitored: concurrent runs share the proxy; the last one out stops it",
+  ignore: unavailable !== null,
+  sanitizeResources: false,
+  async fn() {
+    const m = await setupMonitored({
+      names: ["allowed.test"],
+      rules: { "allowed.test": "allow-domain" },
+    });
+    const shared = `${m.dir}/shared`;
+    await Deno.mkdir(shared);
+    const env = { ...m.env, NETMONITOR_DOCKER_ARGS: `-v ${shared}:/shared` };
+    const [nameA, nameB] = [uniqueName("first"), uniqueName("second")];
+    const url = m.origins.url("http", "allowed.test", "/shared");
+    // Each container fetches, says it is ready, waits for its go, fetches again.
+    const script = (id: string) =>
+      `echo "${id}1: $(curl -sS -m 30 ${url})"; touch /shared/${id}-ready; ` +
+      `while [ ! -f /shared/${id}-go ]; do sleep 0.1; done; echo "${id}2: $(curl -sS -m 30 ${url})"`;
+    const exists = (f: string) => Deno.stat(`${shared}/${f}`).then(() => true, () => false);
+    const wait = async (f: string) => {
+      for (let i = 0; i < 900 && !(await exists(f)); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(await exists(f), `${f} never appeared`);
+    };
+    try {
+      const a = runScript(
+        "run-monitored.sh",
+        ["--name", nameA, TEST_IMAGE, "sh", "-c", script("a")],
+        env,
+        {
+          timeoutMs: 180_000,
+        },
+      );
+      await wait("a-ready");
+      const b = runScript(
+        "run-monitored.sh",
+        ["--name", nameB, TEST_IMAGE, "sh", "-c", script("b")],
+        env,
+        {
+          timeoutMs: 180_000,
+        },
+      );
+      await wait("b-ready");
+      await Deno.writeTextFile(`${shared}/a-go`, "");
+      const resA = await a;
+      assert.equal(resA.code, 0, resA.stdout + resA.stderr);
+      assert.match(resA.stdout, /a2: origin http allowed\.test/);
+      assert.match(
+        resA.stderr,
+        /the proxy keeps running \(pid \d+\): 1 other container\(s\) still use network/,
+      );
+      assert.doesNotMatch(resA.stderr, /removed network/);
+      await Deno.writeTextFile(`${shared}/b-go`, "");
+      const resB = await b;
+      assert.equal(resB.code, 0, resB.stdout + resB.stderr);
+      assert.match(resB.stderr, /reusing the proxy already listening/);
+      assert.match(resB.stdout, /b2: origin http allowed\.test/); // after A left
+      assert.match(resB.stderr, /stopping the proxy \(pid \d+\)/);
+      await assertCleanedUp(m, nameB, resB.stderr);
+    } finally {
+      await m.cleanup([nameA, nameB]);
+    }
+  },
+});
+
+Deno.test({
+  name: "docker monitored: SIGTERM to the script stops the container, then cleans up",
+  ignore: unavailable !== null,
+  sanitizeResources: false,
+  async fn() {
+    const m = await setupMonitored({ names: ["allowed.test"] });
+    const name = uniqueName("sigterm");
+    const child = new Deno.Command("bash", {
+      args: [
+        `${REPO}/docker/run-monitored.sh`,
+        "--name",
+        name,
+        TEST_IMAGE,
+        "sh",
+        "-c",
+        "echo container-started; exec sleep 300",
+      ],
+      env: m.env,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const stderr = new Response(child.stderr).text();
+    try {
+      const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+      let out = "";
+      while (!out.includes("container-started")) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`the script ended early: ${out}\n${await stderr}`);
+        out += value;
+      }
+      child.kill("SIGTERM");
+      const status = await child.status;
+      await reader.cancel();
+      const err = await stderr;
+      assert.equal(status.code, 143, err);
+      assert.match(err, new RegExp(`stopping container ${name}`));
+      await assertCleanedUp(m, name, err);
+    } finally {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* gone */ }
+      await child.status;
+      await stderr;
+      await m.cleanup([name]);
+    }
+  },
+});

@@ -1,0 +1,138 @@
+/**
+ * The docker/*.sh scripts themselves: shellcheck, --help, usage errors, and
+ * run-isolated.sh against the real engine (a container with no network).
+ */
+
+import assert from "node:assert/strict";
+import { has } from "../_helpers/tools.ts";
+import {
+  dockerCleanup,
+  dockerUnavailable,
+  exec,
+  REPO,
+  runScript,
+  scriptEnv,
+  TEST_IMAGE,
+  uniqueName,
+} from "../_helpers/docker.ts";
+
+const SCRIPTS = [
+  "docker/run-monitored.sh",
+  "docker/run-isolated.sh",
+  "docker/manage-firewall.sh",
+  "docker/_common.sh",
+  "docker/_firewall.sh",
+  ".ci/docker.sh",
+  "tests/testdata/docker/build-image.sh",
+];
+
+Deno.test({
+  name: "docker scripts: shellcheck passes on every script",
+  ignore: !has("shellcheck"),
+  async fn() {
+    const res = await exec("shellcheck", ["-x", ...SCRIPTS]);
+    assert.equal(res.code, 0, res.stdout + res.stderr);
+  },
+});
+
+Deno.test("docker scripts: each has --help, and a bad option is a usage error (exit 2)", async () => {
+  const env = { PATH: Deno.env.get("PATH") ?? "", HOME: "/nonexistent" };
+  for (
+    const [script, words] of [
+      ["run-monitored.sh", ["--internal", "HTTP_PROXY", "NODE_EXTRA_CA_CERTS", "NETMONITOR_PORT"]],
+      ["run-isolated.sh", ["--network none", "NETMONITOR_IMAGE", "NETMONITOR_DOCKER_ARGS"]],
+      ["manage-firewall.sh", ["--stats", "netmonitor manage", "netmonitor prompt"]],
+    ] as const
+  ) {
+    const help = await runScript(script, ["--help"], env);
+    assert.equal(help.code, 0, `${script} --help: ${help.stderr}`);
+    for (const w of words) assert.match(help.stdout, new RegExp(w), `${script} --help lacks ${w}`);
+    if (script !== "manage-firewall.sh") {
+      const bad = await runScript(script, ["--no-such-flag"], env);
+      assert.equal(bad.code, 2, `${script} --no-such-flag should exit 2`);
+      assert.match(bad.stderr, /unknown option '--no-such-flag'/);
+      assert.match(bad.stderr, /--help/);
+    }
+  }
+  const badPort = await runScript("run-monitored.sh", ["--port", "99999"], env);
+  assert.equal(badPort.code, 2);
+  assert.match(badPort.stderr, /invalid port '99999'/);
+  const ci = await exec("bash", [`${REPO}/.ci/docker.sh`, "--help"]);
+  assert.equal(ci.code, 0);
+  assert.match(ci.stdout, /Docker unavailable: <why>/);
+  assert.match(ci.stdout, /75/);
+});
+
+const unavailable = await dockerUnavailable();
+
+Deno.test({
+  name: "docker: .ci/docker.sh is idempotent (engine reused, image kept)",
+  ignore: unavailable !== null,
+  async fn() {
+    const res = await exec("bash", [`${REPO}/.ci/docker.sh`], { timeoutMs: 300_000 });
+    assert.equal(res.code, 0, res.stdout + res.stderr);
+    assert.match(res.stdout, /docker engine: already running/);
+    assert.match(res.stdout, /test image: netmonitor-test:latest is up to date/);
+    const size = Number(
+      await exec("docker", ["image", "inspect", "--format", "{{.Size}}", TEST_IMAGE])
+        .then((r) => r.stdout.trim()),
+    );
+    assert.ok(size > 0 && size < 50 * 1024 * 1024, `test image is ${size} bytes; keep it < 50 MB`);
+  },
+});
+
+Deno.test({
+  name: "docker: run-isolated.sh runs the container with no network at all",
+  ignore: unavailable !== null,
+  async fn() {
+    const name = uniqueName("isolated");
+    try {
+      const res = await runScript(
+        "run-isolated.sh",
+        [
+          "--name",
+          name,
+          "--docker-arg=-e",
+          "--docker-arg=MARK=from-flag",
+          TEST_IMAGE,
+          "sh",
+          "-c",
+          // Only the loopback interface; no route; a connection to anything fails at once.
+          'echo "mark=$MARK env=$ENVMARK"; ls /sys/class/net; ip route; ' +
+          "curl -sS -m 5 http://203.0.113.1/ >/dev/null 2>&1; echo curl=$?",
+        ],
+        scriptEnv("/nonexistent", { NETMONITOR_DOCKER_ARGS: "-e ENVMARK=from-env" }),
+      );
+      assert.equal(res.code, 0, res.stderr);
+      assert.match(res.stdout, /mark=from-flag env=from-env/);
+      const lines = res.stdout.trim().split("\n");
+      assert.deepEqual(lines.slice(1, 2), ["lo"], res.stdout);
+      assert.doesNotMatch(res.stdout, /default via/);
+      assert.match(res.stdout, /curl=7/); // couldn't connect: network unreachable
+      assert.match(res.stderr, /no network \(--network none\)/);
+      // --rm: nothing left behind.
+      const left = await exec("docker", ["inspect", name]);
+      assert.notEqual(left.code, 0, "the container was not removed");
+    } finally {
+      await dockerCleanup([name]);
+    }
+  },
+});
+
+Deno.test({
+  name: "docker: run-isolated.sh passes the container's exit status through",
+  ignore: unavailable !== null,
+  async fn() {
+    const name = uniqueName("isolated-exit");
+    try {
+      const res = await runScript(
+        "run-isolated.sh",
+        ["--name", name, TEST_IMAGE, "sh", "-c", "exit 7"],
+        scriptEnv("/nonexistent", { NETMONITOR_IMAGE: "" }),
+      );
+      assert.equal(res.code, 7, res.stderr);
+    } finally {
+      await dockerCleanup([name]);
+    }
+  },
+});
