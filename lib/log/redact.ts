@@ -265,6 +265,11 @@ const URL_IN_TEXT = /[a-z][a-z0-9+.-]{0,15}:\/\/[^\s"'<>]+/gi;
  * `rule "https://x/?token=..": allow-url`, or an error message).
  */
 export function redactText(text: string): string {
-  if (!text.includes("://")) return text;
-  return text.replace(URL_IN_TEXT, (u) => redactUrl(u));
+  let out = text.includes("://") ? text.replace(URL_IN_TEXT, (u) => redactUrl(u)) : text;
+  // An authority quoted without a scheme (a bad Host header or CONNECT target
+  // echoed in an error) can still carry `user:password@`.
+  if (out.includes("@")) out = out.replace(USERINFO_IN_TEXT, `$1${REDACTED}@`);
+  return out;
 }
+
+const USERINFO_IN_TEXT = /(^|[\s"'(])[^\s"'()<>/@]+@/g;

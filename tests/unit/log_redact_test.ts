@@ -96,3 +96,16 @@ Deno.test("redactText: URLs inside free text", () => {
     "upstream http://REDACTED@h.test/ and https://h.test/?key=REDACTED failed",
   );
 });
+
+Deno.test("redactText removes userinfo from authorities quoted without a scheme", () => {
+  const text =
+    'invalid Host header "user:HOSTPW@allowed.test:8080": invalid authority "user:HOSTPW@allowed.test:8080"';
+  const out = redactText(text);
+  assert.equal(out.includes("HOSTPW"), false);
+  assert.equal(
+    out,
+    'invalid Host header "REDACTED@allowed.test:8080": invalid authority "REDACTED@allowed.test:8080"',
+  );
+  assert.equal(redactText("CONNECT u:p@h:443 refused"), "CONNECT REDACTED@h:443 refused");
+  assert.equal(redactText("no secrets here"), "no secrets here");
+});
