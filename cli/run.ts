@@ -1,0 +1,493 @@
+/**
+ * `netmonitor run`: the proxy, wired to the rules store (hot-reloaded), the
+ * decision broker (terminal prompt and/or `netmonitor prompt` clients), the
+ * access log, and TLS interception.
+ *
+ * @module
+ */
+
+import { type Command, Option } from "commander";
+import { DecisionBroker } from "../lib/decide/broker.ts";
+import {
+  type ControlServer,
+  ControlSocketBusyError,
+  startControlServer,
+} from "../lib/decide/control.ts";
+import { AccessLog, DEFAULT_KEEP } from "../lib/log/mod.ts";
+import { HostError, isIpLiteral, normaliseHost } from "../lib/net/host.ts";
+import { parseResolveEntry } from "../lib/net/resolve.ts";
+import { type DataPaths, ensureDataDir } from "../lib/paths.ts";
+import {
+  type AccessRecord,
+  type DecideInput,
+  type FinalDecision,
+  type ProxyServer,
+  startProxy,
+  type TunnelInterceptor,
+} from "../lib/proxy/mod.ts";
+import { RulesStore } from "../lib/rules/mod.ts";
+import { PassthroughList, prepareInterception } from "../lib/tls/intercept.ts";
+import { colorEnabled, formatRecordLine, terminalWidth } from "./_render.ts";
+import { CliError, UsageError } from "./_errors.ts";
+import type { CliContext } from "./mod.ts";
+import { attachTerminal, formatBrokerEvent } from "./terminal_prompt.ts";
+
+/** Who answers requests that no rule covers. */
+export type PromptMode = "terminal" | "socket" | "non-interactive";
+
+/** Everything `netmonitor run` was asked for, validated. */
+export interface RunConfig {
+  /** Listening address (an IP literal). */
+  listen: string;
+  /** Listening port; 0 picks a free one. */
+  port: number;
+  /** `--resolve` entries, `host:port` -> address. */
+  resolve: Map<string, string>;
+  promptTimeoutMs: number;
+  mode: PromptMode;
+  /** `--default`: the non-interactive answer, and what a timed-out prompt gets. */
+  defaultAction: "allow" | "deny";
+  logMaxBytes: number;
+  logKeep: number;
+  /** Decrypt CONNECT tunnels (`--no-intercept` turns it off). */
+  intercept: boolean;
+  passthrough: string[];
+  upstreamCa: string[];
+}
+
+/** Raw option values from commander. */
+interface RunFlags {
+  port: string;
+  listen: string;
+  resolve: string[];
+  promptTimeout: string;
+  nonInteractive?: boolean;
+  promptVia?: string;
+  default?: string;
+  logMaxSize: string;
+  logKeep: string;
+  intercept: boolean;
+  passthrough: string[];
+  upstreamCa: string[];
+}
+
+const collect = (v: string, all: string[]) => [...all, v];
+
+/** Registers `netmonitor run`. */
+export function registerRunCommand(program: Command, ctx: CliContext): void {
+  program
+    .command("run")
+    .description(
+      "start the proxy: decide every request from the rules, ask when no rule applies, " +
+        "log everything",
+    )
+    .option("-p, --port <port>", "port to listen on (0 picks a free one)", "8080")
+    .option(
+      "--listen <address>",
+      "IP address to listen on; anything but loopback lets other machines use the proxy",
+      "127.0.0.1",
+    )
+    .option(
+      "--resolve <host:port:address>",
+      "send requests for host:port to this address, like curl --resolve (repeatable); " +
+        "mapped addresses are trusted by destination protection",
+      collect,
+      [],
+    )
+    .option(
+      "--prompt-timeout <duration>",
+      "how long a request waits for an answer (60s, 2m, 500ms); then --default decides it",
+      "60s",
+    )
+    .option(
+      "--non-interactive",
+      "never ask: requests no rule covers get --default (the default when stdin is not a terminal)",
+    )
+    .addOption(
+      new Option(
+        "--prompt-via <where>",
+        "who answers: terminal (this terminal and `netmonitor prompt` clients) or socket " +
+          "(only `netmonitor prompt` clients, for a proxy in the background)",
+      ).choices(["terminal", "socket"]),
+    )
+    .addOption(
+      new Option(
+        "--default <action>",
+        "answer for requests nobody decides: non-interactive requests and timed-out prompts",
+      ).choices(["allow", "deny"]),
+    )
+    .option(
+      "--log-max-size <size>",
+      "rotate network-access.log at this size (10MiB, 500KiB, 1GB)",
+      "10MiB",
+    )
+    .option("--log-keep <n>", "rotated log files to keep", String(DEFAULT_KEEP))
+    .option("--no-intercept", "relay HTTPS tunnels without decrypting them (host-only decisions)")
+    .option(
+      "--passthrough <host>",
+      "never decrypt tunnels to this host or *.domain (repeatable)",
+      collect,
+      [],
+    )
+    .option(
+      "--upstream-ca <file>",
+      "also trust this CA (PEM) for origin certificates (repeatable)",
+      collect,
+      [],
+    )
+    .addHelpText(
+      "after",
+      "\nPrints `Listening on http://ADDR:PORT` when ready, then one line per request.\n" +
+        "Ctrl-C (SIGINT) or SIGTERM stops it cleanly: requests in flight are answered,\n" +
+        "the log is flushed, the exit code is 0.",
+    )
+    .action(async (flags: RunFlags) => {
+      const config = parseRunFlags(flags, ctx.stdinIsTerminal);
+      ctx.exitCode = await runProxy(config, {
+        paths: ctx.paths,
+        stdout: ctx.stdout,
+        stderr: ctx.stderr,
+        stdoutIsTerminal: ctx.stdoutIsTerminal,
+      });
+    });
+}
+
+/**
+ * Validates `run`'s flags.
+ * @throws {UsageError} naming the bad flag.
+ */
+export function parseRunFlags(flags: RunFlags, stdinIsTerminal: boolean): RunConfig {
+  const port = wholeNumber(flags.port, "--port", 0, 65535);
+  let listen: string;
+  try {
+    listen = normaliseHost(flags.listen);
+  } catch {
+    throw new UsageError(`--listen "${flags.listen}" is not an IP address`);
+  }
+  if (!isIpLiteral(listen)) {
+    throw new UsageError(`--listen "${flags.listen}" is not an IP address`, {
+      hint: "Use an address such as 127.0.0.1, 172.17.0.1 or ::1.",
+    });
+  }
+  if (listen.startsWith("[")) listen = listen.slice(1, -1);
+  const resolve = new Map<string, string>();
+  for (const entry of flags.resolve) {
+    try {
+      const { key, address } = parseResolveEntry(entry);
+      resolve.set(key, address);
+    } catch (e) {
+      throw new UsageError(e instanceof HostError ? e.message : String(e));
+    }
+  }
+  const promptTimeoutMs = parseDuration(flags.promptTimeout, "--prompt-timeout");
+  if (flags.nonInteractive && flags.promptVia) {
+    throw new UsageError("--non-interactive and --prompt-via exclude each other");
+  }
+  const mode: PromptMode = flags.nonInteractive
+    ? "non-interactive"
+    : flags.promptVia === "socket"
+    ? "socket"
+    : flags.promptVia === "terminal" || stdinIsTerminal
+    ? "terminal"
+    : "non-interactive";
+  const logMaxBytes = parseSize(flags.logMaxSize, "--log-max-size");
+  const logKeep = wholeNumber(flags.logKeep, "--log-keep", 0, 1000);
+  try {
+    new PassthroughList(flags.passthrough);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+  return {
+    listen,
+    port,
+    resolve,
+    promptTimeoutMs,
+    mode,
+    defaultAction: flags.default === "allow" ? "allow" : "deny",
+    logMaxBytes,
+    logKeep,
+    intercept: flags.intercept,
+    passthrough: flags.passthrough,
+    upstreamCa: flags.upstreamCa,
+  };
+}
+
+function wholeNumber(v: string, name: string, min: number, max: number): number {
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || n < min || n > max) {
+    throw new UsageError(`${name} must be a whole number from ${min} to ${max}, not "${v}"`);
+  }
+  return n;
+}
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/**
+ * Parses `60s`, `2m`, `500ms`, `1h` or a plain number of seconds into ms.
+ * @throws {UsageError}
+ */
+export function parseDuration(text: string, name: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/i.exec(text);
+  const ms = m ? Number(m[1]) * DURATION_UNITS[(m[2] ?? "s").toLowerCase()] : NaN;
+  if (!(ms >= 1) || !Number.isFinite(ms) || ms > 2_147_483_647) {
+    throw new UsageError(`${name} must be a duration such as 60s, 2m or 500ms, not "${text}"`);
+  }
+  return Math.round(ms);
+}
+
+const SIZE_UNITS: Record<string, number> = {
+  "": 1,
+  b: 1,
+  k: 1024,
+  kb: 1000,
+  kib: 1024,
+  m: 1024 ** 2,
+  mb: 1000 ** 2,
+  mib: 1024 ** 2,
+  g: 1024 ** 3,
+  gb: 1000 ** 3,
+  gib: 1024 ** 3,
+};
+
+/**
+ * Parses `10MiB`, `500KiB`, `1GB`, `10M` (binary) or a plain byte count.
+ * @throws {UsageError}
+ */
+export function parseSize(text: string, name: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+  const unit = m ? SIZE_UNITS[m[2].toLowerCase()] : undefined;
+  const n = m && unit !== undefined ? Math.floor(Number(m[1]) * unit) : NaN;
+  if (!(n >= 1024)) {
+    throw new UsageError(`${name} must be a size of at least 1KiB such as 10MiB, not "${text}"`);
+  }
+  return n;
+}
+
+/** Where `runProxy` reads and writes. */
+export interface RunIo {
+  paths: DataPaths;
+  stdout(text: string): void;
+  stderr(text: string): void;
+  stdoutIsTerminal: boolean;
+}
+
+/**
+ * Runs the proxy until SIGINT/SIGTERM (or `stop` aborts), then shuts down
+ * cleanly. Returns the exit code.
+ */
+export async function runProxy(
+  config: RunConfig,
+  io: RunIo,
+  stop?: AbortSignal,
+): Promise<number> {
+  const { paths } = io;
+  await ensureDataDir(paths);
+  const rules = new RulesStore(paths.rules);
+  await rules.load();
+
+  const color = colorEnabled({ isTerminal: () => io.stdoutIsTerminal });
+  let printLine = (text: string) => io.stdout(text + "\n");
+  const say = (text: string) => printLine(text);
+  const warn = (text: string) => io.stderr(`warning: ${text}\n`);
+
+  const log = new AccessLog(paths.log, {
+    maxBytes: config.logMaxBytes,
+    keep: config.logKeep,
+    onError: (e) => warn(e.message),
+  });
+  const broker = new DecisionBroker({
+    rules,
+    promptTimeoutMs: config.promptTimeoutMs,
+    timeoutAction: config.defaultAction,
+    nonInteractive: config.mode === "non-interactive"
+      ? { default: config.defaultAction }
+      : undefined,
+    onEvent: (e) => {
+      const line = formatBrokerEvent(e);
+      if (line !== undefined) say(line);
+    },
+  });
+
+  const cleanup: (() => Promise<void> | void)[] = [];
+  const runCleanup = async () => {
+    for (const fn of cleanup.splice(0).reverse()) {
+      try {
+        await fn();
+      } catch (e) {
+        warn(`while stopping: ${e instanceof Error ? e.message : e}`);
+      }
+    }
+  };
+  cleanup.push(() => log.close(), () => broker.close());
+
+  let proxy: ProxyServer;
+  try {
+    let intercept: TunnelInterceptor | undefined;
+    if (config.intercept) {
+      const prepared = await prepareInterception({
+        files: paths,
+        upstreamCaFiles: config.upstreamCa,
+        passthrough: config.passthrough,
+      });
+      const list = new PassthroughList(config.passthrough);
+      const inner = prepared.interceptor;
+      intercept = {
+        intercepts: (host) => !list.matches(host),
+        intercept: (req) => inner.intercept(req),
+      };
+      if (prepared.created) {
+        say(
+          `Created the netmonitor CA: ${paths.caCert}\n` +
+            "  HTTPS clients must trust it (see the README, or `netmonitor ca path`).",
+        );
+      }
+    }
+
+    let control: ControlServer | undefined;
+    if (config.mode !== "non-interactive") {
+      try {
+        control = await startControlServer(broker, paths.controlSocket);
+        cleanup.push(() => control!.close());
+      } catch (e) {
+        // Another proxy owning this data dir, or prompts that only the socket
+        // could answer: fatal. Otherwise the terminal still answers.
+        if (e instanceof ControlSocketBusyError || config.mode === "socket") throw e;
+        warn(`${(e as Error).message}; \`netmonitor prompt\` cannot attach`);
+      }
+    }
+
+    const width = io.stdoutIsTerminal ? () => terminalWidth(100, true) : () => undefined;
+    try {
+      proxy = await startProxy({
+        hostname: config.listen,
+        port: config.port,
+        resolve: config.resolve,
+        decide: (input, signal) => broker.decide(input, signal),
+        decideTunnel: (input) => Promise.resolve(decideInterceptedTunnel(rules, input)),
+        record: (rec: AccessRecord) => {
+          log.write(rec);
+          say(formatRecordLine(rec, { color, width: width() }));
+        },
+        intercept,
+      });
+    } catch (e) {
+      if (e instanceof Deno.errors.AddrInUse) {
+        throw new CliError(
+          `Cannot listen on ${hostPort(config.listen, config.port)}: the address is in use ` +
+            `(another netmonitor, or another program); choose another --port`,
+        );
+      }
+      if (e instanceof Deno.errors.AddrNotAvailable || e instanceof Deno.errors.PermissionDenied) {
+        throw new CliError(
+          `Cannot listen on ${hostPort(config.listen, config.port)}: ${(e as Error).message}`,
+        );
+      }
+      throw e;
+    }
+  } catch (e) {
+    await runCleanup();
+    throw e;
+  }
+
+  const watcher = rules.watch({
+    onReload: (set) => say(`Rules reloaded from ${paths.rules}: ${set.rules.length} rules`),
+    onError: (e) => warn(`${e.message}\nThe last good rules stay in force.`),
+  });
+  cleanup.push(() => watcher.close());
+
+  const addr = proxy.addr;
+  io.stdout(`Listening on http://${hostPort(addr.hostname, addr.port)}\n`);
+  if (!isLoopback(config.listen)) {
+    warn(
+      `listening on ${config.listen}: every machine that can reach this address can use the proxy`,
+    );
+  }
+  say(describeMode(config, paths));
+
+  if (config.mode === "terminal") {
+    const terminal = attachTerminal(broker, {
+      write: (t) => io.stdout(t),
+      ansi: io.stdoutIsTerminal,
+      onInputClosed: () =>
+        say("Terminal input closed: answer prompts with `netmonitor prompt`, or they time out."),
+    });
+    printLine = (text) => terminal.printLine(text);
+    cleanup.push(async () => {
+      printLine = (text) => io.stdout(text + "\n");
+      await terminal.close();
+    });
+  }
+
+  // Wait for a signal (or the test's abort), or the listener failing.
+  const signals: Deno.Signal[] = Deno.build.os === "windows" ? ["SIGINT"] : ["SIGINT", "SIGTERM"];
+  let onSignal!: () => void;
+  const stopped = new Promise<string>((resolve) => {
+    onSignal = () => resolve("signal");
+    stop?.addEventListener("abort", () => resolve("stop"), { once: true });
+  });
+  for (const s of signals) Deno.addSignalListener(s, onSignal);
+  try {
+    await Promise.race([stopped, proxy.finished]);
+  } finally {
+    for (const s of signals) Deno.removeSignalListener(s, onSignal);
+  }
+
+  say("Stopping: answering requests in flight...");
+  await proxy.shutdown();
+  await runCleanup();
+  io.stdout("Stopped.\n");
+  return 0;
+}
+
+/**
+ * The decision for a CONNECT that will be decrypted: every request inside is
+ * decided (and prompted) with its full URL, so the tunnel itself is only
+ * refused when a rule denies the whole host and no URL rule could allow part
+ * of it. No prompt here: one question per request is enough.
+ */
+export function decideInterceptedTunnel(
+  rules: { current: RulesStore["current"] },
+  input: DecideInput,
+): FinalDecision {
+  const set = rules.current;
+  const { host, port } = input.target;
+  if (!set.hasUrlRulesFor(host, port)) {
+    const d = set.decide(input.target);
+    if (d.action === "deny" || d.action === "allow") {
+      return { action: d.action, source: "rule", reason: d.reason, rule: d.rule };
+    }
+  }
+  return {
+    action: "allow",
+    source: "policy",
+    reason: "HTTPS intercepted: each request is decided on its own",
+  };
+}
+
+function hostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+function isLoopback(address: string): boolean {
+  return address === "::1" || address.startsWith("127.");
+}
+
+function describeMode(config: RunConfig, paths: DataPaths): string {
+  const answers = config.mode === "terminal"
+    ? `asking in this terminal (and \`netmonitor prompt\`), ${config.defaultAction} after ${
+      seconds(config.promptTimeoutMs)
+    }`
+    : config.mode === "socket"
+    ? `asking \`netmonitor prompt\` clients, ${config.defaultAction} after ${
+      seconds(config.promptTimeoutMs)
+    }`
+    : `non-interactive: requests no rule covers are ${
+      config.defaultAction === "allow" ? "allowed" : "denied"
+    }`;
+  const https = config.intercept ? "HTTPS intercepted" : "HTTPS relayed (host-only decisions)";
+  return `Rules: ${paths.rules} (watched). Log: ${paths.log}. ${https}. Unknown requests: ${answers}.`;
+}
+
+function seconds(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+}

@@ -1,0 +1,278 @@
+/**
+ * Destination protection: the addresses the proxy refuses to connect to
+ * unless the operator named them explicitly.
+ *
+ * A container behind the proxy must not reach the host's own services
+ * (loopback, the proxy's address), the cloud metadata service
+ * (169.254.169.254, fe80::/10) or odd targets (unspecified, multicast,
+ * reserved). The check runs on the address the proxy is about to dial, after
+ * name resolution, so no spelling of a host (decimal, octal, hex, short IPv4,
+ * IPv4-mapped or -compatible IPv6, NAT64, 6to4) and no DNS answer gets past it.
+ *
+ * Cloud metadata endpoints outside link-local space (AWS fd00:ec2::/32,
+ * Alibaba 100.100.100.200, Azure 168.63.129.16) are protected too.
+ *
+ * Private ranges (10/8, 172.16/12, 192.168/16, fc00::/7) are not protected:
+ * development containers legitimately reach LAN and Docker services.
+ *
+ * @module
+ */
+
+/** Why an address is protected. */
+export type ProtectedClass =
+  | "loopback"
+  | "link-local"
+  | "unspecified"
+  | "multicast"
+  | "reserved"
+  | "metadata"
+  | "proxy";
+
+/**
+ * Cloud metadata and platform endpoints outside link-local space: they hand
+ * out instance credentials just like 169.254.169.254.
+ */
+const METADATA_V4 = new Set([
+  "100.100.100.200", // Alibaba Cloud metadata
+  "168.63.129.16", // Azure WireServer (guest agent, DNS, health)
+]);
+const METADATA_V6_PREFIX = "fd00:0ec2:"; // AWS IMDS, DNS and NTP (fd00:ec2::254, ::253, ::123)
+
+/** The proxy refused to connect to a protected address. */
+export class DestinationRefusedError extends Error {
+  override name = "DestinationRefusedError";
+  constructor(
+    readonly host: string,
+    readonly address: string,
+    readonly addressClass: ProtectedClass,
+  ) {
+    super(
+      addressClass === "proxy"
+        ? `destination protection: ${describe(host, address)} is the proxy's own address`
+        : `destination protection: ${describe(host, address)} is a ${
+          addressClass === "metadata" ? "cloud metadata" : addressClass
+        } address`,
+    );
+  }
+}
+
+function describe(host: string, address: string): string {
+  const bare = host.startsWith("[") ? host.slice(1, -1) : host;
+  return bare === address ? address : `${host} (${address})`;
+}
+
+/**
+ * Parses a dotted-decimal IPv4 address (the canonical form; other spellings
+ * are canonicalised by `normaliseHost` first) into a 32-bit number.
+ */
+export function parseIPv4(s: string): number | undefined {
+  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(s);
+  if (!m) return undefined;
+  let n = 0;
+  for (let i = 1; i <= 4; i++) {
+    const o = Number(m[i]);
+    if (o > 255) return undefined;
+    n = n * 256 + o;
+  }
+  return n;
+}
+
+/**
+ * Parses an IPv6 address (brackets and a zone id allowed, embedded IPv4
+ * allowed) into 16 bytes.
+ */
+export function parseIPv6(input: string): Uint8Array | undefined {
+  let s = input.startsWith("[") && input.endsWith("]") ? input.slice(1, -1) : input;
+  const zone = s.indexOf("%");
+  if (zone >= 0) s = s.slice(0, zone);
+  if (!/^[0-9a-fA-F:.]+$/.test(s)) return undefined;
+  const out = new Uint8Array(16);
+  let tail = s;
+  let v4: number | undefined;
+  const lastColon = s.lastIndexOf(":");
+  if (s.includes(".")) {
+    v4 = parseIPv4(s.slice(lastColon + 1));
+    if (v4 === undefined) return undefined;
+    tail = s.slice(0, lastColon + 1) + "0:0";
+  }
+  const halves = tail.split("::");
+  if (halves.length > 2) return undefined;
+  const parse = (part: string): number[] | undefined => {
+    if (part === "") return [];
+    const groups = part.split(":");
+    const words: number[] = [];
+    for (const g of groups) {
+      if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return undefined;
+      words.push(parseInt(g, 16));
+    }
+    return words;
+  };
+  const head = parse(halves[0]);
+  const rest = halves.length === 2 ? parse(halves[1]) : [];
+  if (!head || !rest) return undefined;
+  const total = head.length + rest.length;
+  if (halves.length === 1 ? total !== 8 : total > 7) return undefined;
+  const words = [...head, ...new Array(8 - total).fill(0), ...rest];
+  for (let i = 0; i < 8; i++) {
+    out[2 * i] = words[i] >> 8;
+    out[2 * i + 1] = words[i] & 0xff;
+  }
+  if (v4 !== undefined) {
+    out[12] = v4 >>> 24;
+    out[13] = (v4 >>> 16) & 0xff;
+    out[14] = (v4 >>> 8) & 0xff;
+    out[15] = v4 & 0xff;
+  }
+  return out;
+}
+
+/** The class of a protected IPv4 address (as a 32-bit number). */
+function classifyV4(n: number): ProtectedClass | undefined {
+  const a = n >>> 24;
+  if (METADATA_V4.has(`${a}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`)) return "metadata";
+  if (a === 0) return "unspecified"; // 0.0.0.0/8, "this network": Linux dials the host
+  if (a === 127) return "loopback";
+  if (a === 169 && ((n >>> 16) & 0xff) === 254) return "link-local";
+  if (a >= 224 && a <= 239) return "multicast";
+  if (a >= 240) return "reserved"; // 240/4 and 255.255.255.255
+  return undefined;
+}
+
+function v4At(b: Uint8Array, i: number): number {
+  return ((b[i] << 24) >>> 0) + (b[i + 1] << 16) + (b[i + 2] << 8) + b[i + 3];
+}
+
+function zero(b: Uint8Array, from: number, to: number): boolean {
+  for (let i = from; i < to; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+/**
+ * The IPv4 address an IPv6 address stands for, when it embeds one in a way
+ * that reaches that IPv4 host: IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible
+ * `::a.b.c.d`, SIIT `::ffff:0:a.b.c.d`, NAT64 `64:ff9b::/96` and
+ * `64:ff9b:1::/48`, 6to4 `2002:AABB:CCDD::/48`.
+ */
+export function embeddedIPv4(b: Uint8Array): number | undefined {
+  if (zero(b, 0, 10) && b[10] === 0xff && b[11] === 0xff) return v4At(b, 12);
+  if (zero(b, 0, 12)) return v4At(b, 12);
+  if (zero(b, 0, 8) && b[8] === 0xff && b[9] === 0xff && b[10] === 0 && b[11] === 0) {
+    return v4At(b, 12);
+  }
+  if (b[0] === 0 && b[1] === 0x64 && b[2] === 0xff && b[3] === 0x9b) {
+    if (zero(b, 4, 12)) return v4At(b, 12);
+    if (b[4] === 0 && b[5] === 1) return v4At(b, 12);
+  }
+  if (b[0] === 0x20 && b[1] === 0x02) return v4At(b, 2);
+  return undefined;
+}
+
+/**
+ * The protection class of an IP address (IPv4 dotted decimal or IPv6 with or
+ * without brackets), or undefined for an ordinary address. Not an IP literal
+ * at all: "reserved" (fail closed).
+ */
+export function classifyAddress(address: string): ProtectedClass | undefined {
+  const v4 = parseIPv4(address);
+  if (v4 !== undefined) return classifyV4(v4);
+  const b = parseIPv6(address);
+  if (!b) return "reserved";
+  if (zero(b, 0, 16)) return "unspecified";
+  if (zero(b, 0, 15) && b[15] === 1) return "loopback";
+  if (b[0] === 0xfe && (b[1] & 0xc0) === 0x80) return "link-local";
+  if (b[0] === 0xfe && (b[1] & 0xc0) === 0xc0) return "link-local"; // fec0::/10 site-local
+  if (b[0] === 0xff) return "multicast";
+  if (hex16(b, 0) + ":" + hex16(b, 2) + ":" === METADATA_V6_PREFIX) return "metadata";
+  const e = embeddedIPv4(b);
+  return e === undefined ? undefined : classifyV4(e);
+}
+
+function hex16(b: Uint8Array, i: number): string {
+  return ((b[i] << 8) | b[i + 1]).toString(16).padStart(4, "0");
+}
+
+/** A comparable key for an address: IPv4 (also when embedded in IPv6) or the 16 IPv6 bytes. */
+export function addressKey(address: string): string | undefined {
+  const v4 = parseIPv4(address);
+  if (v4 !== undefined) return `4:${v4}`;
+  const b = parseIPv6(address);
+  if (!b) return undefined;
+  const e = embeddedIPv4(b);
+  if (e !== undefined && !(b[0] === 0x20 && b[1] === 0x02)) return `4:${e}`;
+  return "6:" + Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+/** Options of {@linkcode DestinationGuard}. */
+export interface DestinationGuardOptions {
+  /** Whether protected classes are refused at all. @default {true} */
+  enabled?: boolean;
+  /**
+   * The proxy's listening address. For a wildcard (0.0.0.0, ::), every local
+   * interface address counts as the proxy's own.
+   */
+  listenAddress?: string;
+  /** The proxy's listening port (dialling it would loop). */
+  listenPort?: number;
+  /** Local interface addresses (default: `Deno.networkInterfaces()`, read once). */
+  interfaceAddresses?: string[];
+}
+
+/** Decides whether an address may be dialled. */
+export class DestinationGuard {
+  readonly enabled: boolean;
+  readonly #own = new Set<string>();
+  readonly #port: number | undefined;
+
+  constructor(options: DestinationGuardOptions = {}) {
+    this.enabled = options.enabled ?? true;
+    this.#port = options.listenPort;
+    const listen = options.listenAddress;
+    if (listen !== undefined) {
+      const wildcard = classifyAddress(listen) === "unspecified";
+      const own = wildcard ? (options.interfaceAddresses ?? localInterfaceAddresses()) : [listen];
+      for (const a of own) {
+        const k = addressKey(a);
+        if (k) this.#own.add(k);
+      }
+      if (wildcard) {
+        for (const a of ["127.0.0.1", "::1"]) this.#own.add(addressKey(a)!);
+      }
+    }
+  }
+
+  /**
+   * Returns the protection class that forbids dialling `address:port` for
+   * `host`, or undefined when it may be dialled.
+   *
+   * @param exempt the operator named this destination explicitly (an exact
+   *   rule, or `--resolve`): protected classes are allowed, but dialling the
+   *   proxy's own listening socket never is, since it would loop.
+   */
+  check(address: string, port: number, exempt: boolean): ProtectedClass | undefined {
+    const key = addressKey(address);
+    if (key === undefined) return "reserved";
+    const own = this.#own.has(key);
+    const cls = classifyAddress(address);
+    // Loopback and unspecified destinations on our port may reach our own
+    // listener (0.0.0.0 and 127.x dial the local host on Linux).
+    if (port === this.#port && (own || cls === "loopback" || cls === "unspecified")) {
+      return "proxy";
+    }
+    if (!this.enabled || exempt) return undefined;
+    return cls ?? (own ? "proxy" : undefined);
+  }
+
+  /** Like {@linkcode check}, throwing {@linkcode DestinationRefusedError}. */
+  assert(host: string, address: string, port: number, exempt: boolean): void {
+    const cls = this.check(address, port, exempt);
+    if (cls !== undefined) throw new DestinationRefusedError(host, address, cls);
+  }
+}
+
+function localInterfaceAddresses(): string[] {
+  try {
+    return Deno.networkInterfaces().map((i) => i.address);
+  } catch {
+    return [];
+  }
+}

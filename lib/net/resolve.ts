@@ -1,0 +1,146 @@
+/**
+ * Name resolution for the proxy, with curl-style `--resolve` overrides.
+ *
+ * The proxy resolves names itself, checks every address with the
+ * destination guard, and then dials exactly the address it checked: letting
+ * the connect call resolve again would let a DNS answer change in between.
+ *
+ * @module
+ */
+
+import { lookup } from "node:dns/promises";
+import { HostError, isIpLiteral, normaliseHost } from "./host.ts";
+
+/** One address to dial. */
+export interface ResolvedAddress {
+  /** IPv4 dotted decimal or IPv6 without brackets, ready for `Deno.connect`. */
+  address: string;
+  /** True when it came from the `--resolve` map: the operator vouched for it. */
+  trusted: boolean;
+}
+
+/** A name could not be resolved. */
+export class DnsError extends Error {
+  override name = "DnsError";
+  constructor(readonly host: string, readonly detail: string) {
+    super(`DNS lookup for ${host} failed: ${detail}`);
+  }
+}
+
+/** Options of {@linkcode Resolver}. */
+export interface ResolverOptions {
+  /** `"host:port"` -> IP literal (like curl `--resolve`). Keys are normalised here. */
+  map?: Map<string, string>;
+  /** Ask this DNS server (A and AAAA) instead of the system resolver. */
+  nameServer?: { ipAddr: string; port?: number };
+}
+
+/** Resolves normalised hosts to the addresses the proxy will dial. */
+export class Resolver {
+  readonly #map = new Map<string, string>();
+  readonly #nameServer?: { ipAddr: string; port: number };
+
+  constructor(options: ResolverOptions = {}) {
+    for (const [key, value] of options.map ?? []) {
+      const { host, port } = splitKey(key);
+      this.#map.set(`${host}:${port}`, addressForDial(value));
+    }
+    if (options.nameServer) {
+      this.#nameServer = { ipAddr: options.nameServer.ipAddr, port: options.nameServer.port ?? 53 };
+    }
+  }
+
+  /** The mapped address for `host:port`, if `--resolve` names it. */
+  mapped(host: string, port: number): string | undefined {
+    return this.#map.get(`${host}:${port}`);
+  }
+
+  /**
+   * Addresses for `host` (normalised with `normaliseHost`), in the order to
+   * try them. IP literals resolve to themselves.
+   *
+   * @throws {DnsError} when the name does not resolve.
+   */
+  async resolve(host: string, port: number): Promise<ResolvedAddress[]> {
+    const mapped = this.#map.get(`${host}:${port}`);
+    if (mapped !== undefined) return [{ address: mapped, trusted: true }];
+    if (isIpLiteral(host)) return [{ address: addressForDial(host), trusted: false }];
+    // RFC 6761: localhost names are loopback, never sent to a DNS server.
+    if (host === "localhost" || host.endsWith(".localhost")) {
+      return [{ address: "127.0.0.1", trusted: false }, { address: "::1", trusted: false }];
+    }
+    const addresses = this.#nameServer ? await this.#viaNameServer(host) : await viaSystem(host);
+    if (addresses.length === 0) throw new DnsError(host, "no addresses");
+    return addresses.map((address) => ({ address: addressForDial(address), trusted: false }));
+  }
+
+  async #viaNameServer(host: string): Promise<string[]> {
+    const opts = { nameServer: this.#nameServer! };
+    const [a, aaaa] = await Promise.allSettled([
+      Deno.resolveDns(host, "A", opts),
+      Deno.resolveDns(host, "AAAA", opts),
+    ]);
+    const out = [
+      ...(a.status === "fulfilled" ? a.value : []),
+      ...(aaaa.status === "fulfilled" ? aaaa.value : []),
+    ];
+    if (out.length === 0 && a.status === "rejected") {
+      throw new DnsError(host, errorText(a.reason));
+    }
+    return out;
+  }
+}
+
+async function viaSystem(host: string): Promise<string[]> {
+  try {
+    const list = await lookup(host, { all: true, verbatim: true });
+    return list.map((e) => e.address);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    throw new DnsError(
+      host,
+      code === "ENOTFOUND" ? "no such host" : code ? code : errorText(e),
+    );
+  }
+}
+
+function errorText(e: unknown): string {
+  if (e instanceof Deno.errors.NotFound) return "no such host";
+  return e instanceof Error ? e.message : String(e);
+}
+
+function splitKey(key: string): { host: string; port: number } {
+  const m = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(key);
+  if (!m) throw new HostError(`invalid --resolve key "${key}": expected host:port`);
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) throw new HostError(`invalid port in --resolve key "${key}"`);
+  return { host: normaliseHost(m[1]), port };
+}
+
+/** An IP literal (bracketed or not, any IPv4 spelling) in the form `Deno.connect` takes. */
+export function addressForDial(ip: string): string {
+  const host = normaliseHost(ip);
+  if (!isIpLiteral(host)) throw new HostError(`"${ip}" is not an IP address`);
+  return host.startsWith("[") ? host.slice(1, -1) : host;
+}
+
+/**
+ * Parses one `--resolve host:port:addr` value (curl's syntax; IPv6 in
+ * brackets on either side).
+ * @returns the map key `host:port` (normalised) and the address.
+ * @throws {HostError} with a message naming the bad part.
+ */
+export function parseResolveEntry(value: string): { key: string; address: string } {
+  const m = /^(\[[^\]]+\]|[^:\[\]]+):(\d{1,5}):(.+)$/.exec(value.trim());
+  if (!m) {
+    throw new HostError(`invalid --resolve "${value}": expected HOST:PORT:ADDRESS`);
+  }
+  const { host, port } = splitKey(`${m[1]}:${m[2]}`);
+  let address: string;
+  try {
+    address = addressForDial(m[3]);
+  } catch {
+    throw new HostError(`invalid --resolve "${value}": "${m[3]}" is not an IP address`);
+  }
+  return { key: `${host}:${port}`, address };
+}

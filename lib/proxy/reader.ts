@@ -1,0 +1,212 @@
+/**
+ * A growable read buffer over a {@linkcode Duplex}, and deadlines for reads.
+ *
+ * One buffer per connection side serves heads, bodies and relays, so the hot
+ * path allocates nothing per request. Buffers start small (idle keep-alive
+ * connections and tunnels are cheap) and grow while data streams in bulk.
+ *
+ * @module
+ */
+
+import type { Duplex } from "./types.ts";
+
+/** A read did not complete before its deadline. */
+export class DeadlineError extends Error {
+  override name = "DeadlineError";
+}
+
+/** How often pending deadlines are checked, ms: their resolution. */
+const TICK_MS = 25;
+const pending = new Set<Deadline>();
+let ticker: ReturnType<typeof setInterval> | undefined;
+
+function tick(): void {
+  const now = performance.now();
+  for (const d of pending) if (d.at <= now) d.expire();
+  if (pending.size === 0 && ticker !== undefined) {
+    clearInterval(ticker);
+    ticker = undefined;
+  }
+}
+
+/**
+ * A point in time after which waiting reads fail. Create one per phase
+ * (a whole request head, say), so a client dribbling one byte at a time
+ * cannot extend it.
+ *
+ * Deadlines share one coarse ticker instead of a timer each: a request
+ * creates two or three of them, and per-request timers showed up in
+ * profiles. They fire up to {@linkcode TICK_MS} late.
+ */
+export class Deadline {
+  /** When it expires, `performance.now()` time. */
+  readonly at: number;
+  #promise: Promise<never> | undefined;
+  #reject: ((e: Error) => void) | undefined;
+  #expired = false;
+  readonly #message: string;
+
+  constructor(ms: number, message: string) {
+    this.at = performance.now() + ms;
+    this.#message = message;
+    pending.add(this);
+    ticker ??= setInterval(tick, TICK_MS);
+  }
+
+  /** Rejects with {@linkcode DeadlineError} when the deadline passes. */
+  get promise(): Promise<never> {
+    if (!this.#promise) {
+      this.#promise = new Promise<never>((_, r) => (this.#reject = r));
+      this.#promise.catch(() => {});
+      if (this.#expired) this.#reject!(new DeadlineError(this.#message));
+    }
+    return this.#promise;
+  }
+
+  get expired(): boolean {
+    return this.#expired;
+  }
+
+  /** @internal called by the ticker. */
+  expire(): void {
+    pending.delete(this);
+    this.#expired = true;
+    this.#reject?.(new DeadlineError(this.#message));
+  }
+
+  clear(): void {
+    pending.delete(this);
+  }
+}
+
+/** Options of {@linkcode BufferedReader}. */
+export interface BufferedReaderOptions {
+  /** First buffer size. @default {4096} */
+  initialSize?: number;
+  /** The buffer never grows beyond this. @default {131072} */
+  maxSize?: number;
+}
+
+const STREAM_SIZE = 131072;
+
+/** Buffered reads with explicit consumption. */
+export class BufferedReader {
+  buf: Uint8Array;
+  /** Unconsumed bytes are `buf[start, end)`. */
+  start = 0;
+  end = 0;
+  /** The source reached end of stream. */
+  eof = false;
+  readonly #src: Duplex;
+  readonly #max: number;
+  #inflight: Promise<boolean> | undefined;
+  #fullReads = 0;
+
+  constructor(src: Duplex, options: BufferedReaderOptions = {}) {
+    this.#src = src;
+    this.buf = new Uint8Array(options.initialSize ?? 4096);
+    this.#max = options.maxSize ?? 131072;
+  }
+
+  /** Number of unconsumed bytes. */
+  get buffered(): number {
+    return this.end - this.start;
+  }
+
+  /** True while a read is pending (see {@linkcode watch}). */
+  get reading(): boolean {
+    return this.#inflight !== undefined;
+  }
+
+  /** The unconsumed bytes (a view; valid until the next fill). */
+  view(): Uint8Array {
+    return this.buf.subarray(this.start, this.end);
+  }
+
+  /** Marks `n` bytes as consumed. */
+  consume(n: number): void {
+    this.start += n;
+    if (this.start === this.end && this.#inflight === undefined) this.start = this.end = 0;
+  }
+
+  /** Removes and returns a copy of all unconsumed bytes. */
+  take(): Uint8Array {
+    const out = this.buf.slice(this.start, this.end);
+    this.consume(out.length);
+    return out;
+  }
+
+  /**
+   * Reads more bytes into the buffer. Resolves false at end of stream (and
+   * from then on), true when bytes were added. Shares a read already in
+   * flight. Rejects with {@linkcode DeadlineError} when `deadline` passes
+   * first (the read stays pending; close the source to end it).
+   *
+   * @param limit grow the buffer up to this many unconsumed bytes when it is
+   *   full (heads); by default only streaming growth applies.
+   */
+  fill(deadline?: Deadline, limit?: number): Promise<boolean> {
+    const p = this.#inflight ?? this.#startRead(limit);
+    return deadline ? Promise.race([p, deadline.promise]) : p;
+  }
+
+  /**
+   * Starts a read without waiting for it, so an end of stream is noticed
+   * while the caller waits on something else (a decision). Resolves false at
+   * end of stream; bytes that arrive stay buffered.
+   */
+  watch(): Promise<boolean> {
+    return this.#inflight ?? this.#startRead();
+  }
+
+  #startRead(limit?: number): Promise<boolean> {
+    if (this.eof) return Promise.resolve(false);
+    this.#makeRoom(limit);
+    const target = this.buf.subarray(this.end);
+    const p = this.#src.read(target).then(
+      (n) => {
+        this.#inflight = undefined;
+        if (n === null) {
+          this.eof = true;
+          return false;
+        }
+        // #makeRoom never runs while a read is in flight, so `target` is
+        // still the free tail of this.buf.
+        this.end += n;
+        if (n === target.length) this.#fullReads++;
+        return true;
+      },
+      (e) => {
+        this.#inflight = undefined;
+        throw e;
+      },
+    );
+    this.#inflight = p;
+    return p;
+  }
+
+  #makeRoom(limit?: number): void {
+    if (this.start === this.end) {
+      this.start = this.end = 0;
+      // Reads kept filling the buffer: data is streaming, use a bigger one.
+      if (this.#fullReads >= 2 && this.buf.length < STREAM_SIZE) {
+        this.buf = new Uint8Array(STREAM_SIZE);
+        this.#fullReads = 0;
+      }
+      return;
+    }
+    if (this.end < this.buf.length) return;
+    if (this.start > 0) {
+      this.buf.copyWithin(0, this.start, this.end);
+      this.end -= this.start;
+      this.start = 0;
+      return;
+    }
+    // Full of unconsumed bytes (a large head): grow up to the caller's limit.
+    const cap = Math.min(Math.max(limit ?? 0, this.buf.length), this.#max);
+    if (this.buf.length >= cap) throw new RangeError("read buffer full");
+    const next = new Uint8Array(Math.min(this.buf.length * 2, cap));
+    next.set(this.buf.subarray(0, this.end));
+    this.buf = next;
+  }
+}

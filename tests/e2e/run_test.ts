@@ -1,0 +1,389 @@
+/**
+ * `netmonitor run` as a person runs it: the CLI process, real curl clients,
+ * loopback origins reached through --resolve, SIGTERM to stop.
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { has } from "../_helpers/tools.ts";
+import { startOrigin, TEST_CA_PATH } from "../_helpers/origin.ts";
+import { cliCommand, rulesFile, runCli, withDataDir } from "./_cli.ts";
+
+const noCurl = !has("curl");
+
+/** A running `netmonitor run` child: its port, and all it printed so far. */
+interface Running {
+  child: Deno.ChildProcess;
+  port: number;
+  out: { text: string };
+  err: Promise<string>;
+  /** Waits until stdout matches. */
+  waitFor(re: RegExp, ms?: number): Promise<RegExpMatchArray>;
+  /** SIGTERM, then the exit code. */
+  stop(): Promise<number>;
+}
+
+async function startRun(dataDir: string, args: string[]): Promise<Running> {
+  const child = cliCommand(["run", "--port", "0", ...args], { dataDir }).spawn();
+  const out = { text: "" };
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  const pump = (async () => {
+    while (true) {
+      const r = await reader.read();
+      if (r.done) return;
+      out.text += r.value;
+    }
+  })();
+  const err = new Response(child.stderr).text();
+  const waitFor = async (re: RegExp, ms = 30_000) => {
+    const end = Date.now() + ms;
+    while (Date.now() < end) {
+      const m = out.text.match(re);
+      if (m) return m;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    throw new Error(`timed out waiting for ${re}; stdout so far:\n${out.text}`);
+  };
+  const m = await waitFor(/Listening on http:\/\/127\.0\.0\.1:(\d+)\n/);
+  let status: Promise<Deno.CommandStatus> | undefined;
+  return {
+    child,
+    port: Number(m[1]),
+    out,
+    err,
+    waitFor,
+    async stop() {
+      if (!status) {
+        try {
+          child.kill("SIGTERM");
+        } catch { /* exited */ }
+        status = child.status;
+      }
+      const s = await status;
+      await pump;
+      return s.code;
+    },
+  };
+}
+
+async function curl(proxyPort: number, args: string[]) {
+  const out = await new Deno.Command("curl", {
+    args: ["-sS", "--max-time", "20", "-x", `http://127.0.0.1:${proxyPort}`, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const d = new TextDecoder();
+  return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
+}
+
+Deno.test({
+  name: "e2e run: allows and denies from the rules, logs every request, exits 0 on SIGTERM",
+  ignore: noCurl,
+  async fn() {
+    const origin = await startOrigin();
+    await withDataDir(async (dir) => {
+      await Deno.writeTextFile(
+        rulesFile(dir),
+        '{\n  // comment\n  "origin.test": "allow-domain",\n  "blocked.test": "deny-domain"\n}\n',
+      );
+      const p = origin.port;
+      const run = await startRun(dir, [
+        "--resolve",
+        `origin.test:${p}:127.0.0.1`,
+        "--resolve",
+        `blocked.test:${p}:127.0.0.1`,
+        "--no-intercept",
+      ]);
+      try {
+        const ok = await curl(run.port, [`http://origin.test:${p}/hello`]);
+        assert.equal(ok.stdout, "hello from origin");
+        const no = await curl(run.port, [
+          "-w",
+          "%{http_code}",
+          "-o",
+          "/dev/null",
+          `http://blocked.test:${p}/`,
+        ]);
+        assert.equal(no.stdout, "403");
+        const unknown = await curl(run.port, [
+          "-w",
+          "%{http_code}",
+          "-o",
+          "/dev/null",
+          `http://unknown.test:${p}/`,
+        ]);
+        assert.equal(unknown.stdout, "403", "stdin is not a terminal: non-interactive, deny");
+        await run.waitFor(/DENY\s+GET\s+403 http:\/\/unknown\.test/);
+        assert.match(run.out.text, /ALLOW GET\s+200 http:\/\/origin\.test:\d+\/hello/);
+        assert.match(
+          run.out.text,
+          /DENY\s+GET\s+403 http:\/\/blocked\.test:\d+\/\s.*rule "blocked\.test": deny-domain/,
+        );
+      } finally {
+        assert.equal(await run.stop(), 0, await run.err);
+      }
+      assert.match(run.out.text, /Stopped\.\n$/);
+      const lines = (await Deno.readTextFile(join(dir, "network-access.log"))).trim().split("\n");
+      assert.equal(lines.length, 3);
+      const recs = lines.map((l) => JSON.parse(l));
+      assert.deepEqual(recs.map((r) => [r.host, r.decision, r.source, r.status]), [
+        ["origin.test", "allow", "rule", 200],
+        ["blocked.test", "deny", "rule", 403],
+        ["unknown.test", "deny", "default", 403],
+      ]);
+    });
+    await origin.close();
+  },
+});
+
+Deno.test({
+  name: "e2e run: rules edited by another process take effect without a restart",
+  ignore: noCurl,
+  async fn() {
+    const origin = await startOrigin();
+    await withDataDir(async (dir) => {
+      const p = origin.port;
+      const run = await startRun(dir, ["--resolve", `live.test:${p}:127.0.0.1`, "--no-intercept"]);
+      try {
+        const url = `http://live.test:${p}/hello`;
+        const code = async () =>
+          (await curl(run.port, ["-w", "%{http_code}", "-o", "/dev/null", url])).stdout;
+        assert.equal(await code(), "403");
+        const add = await runCli(["rules", "add", "live.test", "allow-domain"], { dataDir: dir });
+        assert.equal(add.code, 0, add.stderr);
+        await run.waitFor(/Rules reloaded/);
+        assert.equal(await code(), "200");
+        // An invalid edit keeps the last good rules.
+        await Deno.writeTextFile(rulesFile(dir), '{ "live.test": "alow" }');
+        await new Promise((r) => setTimeout(r, 500));
+        assert.equal(await code(), "200");
+      } finally {
+        assert.equal(await run.stop(), 0);
+      }
+      assert.match(await run.err, /warning: .*alow.*\nThe last good rules stay in force\./s);
+    });
+    await origin.close();
+  },
+});
+
+Deno.test({
+  name: "e2e run: SIGTERM answers a request in flight before exiting",
+  ignore: noCurl,
+  async fn() {
+    const origin = await startOrigin();
+    await withDataDir(async (dir) => {
+      await Deno.writeTextFile(rulesFile(dir), '{ "slow.test": "allow" }');
+      const p = origin.port;
+      const run = await startRun(dir, ["--resolve", `slow.test:${p}:127.0.0.1`, "--no-intercept"]);
+      const inflight = curl(run.port, [`http://slow.test:${p}/slow?ms=700`]);
+      await new Promise((r) => setTimeout(r, 250));
+      const code = await run.stop();
+      assert.equal((await inflight).stdout, "slow");
+      assert.equal(code, 0);
+      const log = await Deno.readTextFile(join(dir, "network-access.log"));
+      assert.match(log, /"url":"http:\/\/slow\.test:\d+\/slow\?ms=700".*"status":200/);
+    });
+    await origin.close();
+  },
+});
+
+Deno.test({
+  name:
+    "e2e run: --prompt-via socket: a `netmonitor prompt` answer releases the request and saves the rule",
+  ignore: noCurl,
+  async fn() {
+    const origin = await startOrigin();
+    await withDataDir(async (dir) => {
+      const p = origin.port;
+      const run = await startRun(dir, [
+        "--resolve",
+        `ask.test:${p}:127.0.0.1`,
+        "--prompt-via",
+        "socket",
+        "--no-intercept",
+      ]);
+      let prompt: Deno.ChildProcess | undefined;
+      try {
+        const request = curl(run.port, [`http://ask.test:${p}/hello`]);
+        await run.waitFor(/no prompt is attached/);
+        prompt = cliCommand(["prompt"], { dataDir: dir }, { stdin: "piped" }).spawn();
+        const w = prompt.stdin.getWriter();
+        await w.write(new TextEncoder().encode("3\n")); // always allow ask.test
+        const r = await request;
+        assert.equal(r.stdout, "hello from origin");
+        await w.close();
+        const rules = JSON.parse(await Deno.readTextFile(rulesFile(dir)));
+        assert.deepEqual(rules, { [`ask.test:${p}`]: "allow-domain" });
+        await run.waitFor(/ALLOW GET\s+200 http:\/\/ask\.test/);
+      } finally {
+        if (prompt) {
+          try {
+            prompt.kill("SIGTERM");
+          } catch { /* exited */ }
+          await prompt.output().catch(() => {});
+        }
+        assert.equal(await run.stop(), 0);
+      }
+      const rec = JSON.parse((await Deno.readTextFile(join(dir, "network-access.log"))).trim());
+      assert.deepEqual([rec.decision, rec.source], ["allow", "prompt"]);
+    });
+    await origin.close();
+  },
+});
+
+Deno.test({
+  name: "e2e run: HTTPS is intercepted with the CA made in the data dir (key 0600)",
+  ignore: noCurl,
+  async fn() {
+    const origin = await startOrigin({ tls: true });
+    await withDataDir(async (dir) => {
+      const p = origin.port;
+      await Deno.writeTextFile(
+        rulesFile(dir),
+        `{ "https://origin.test:${p}/secret": "deny-url", "origin.test": "allow" }`,
+      );
+      const run = await startRun(dir, [
+        "--resolve",
+        `origin.test:${p}:127.0.0.1`,
+        "--upstream-ca",
+        TEST_CA_PATH,
+      ]);
+      try {
+        assert.match(run.out.text, /Created the netmonitor CA/);
+        const ca = join(dir, "netmonitor-ca.pem");
+        assert.equal((await Deno.stat(join(dir, "netmonitor-ca-key.pem"))).mode! & 0o777, 0o600);
+        const ok = await curl(run.port, ["--cacert", ca, `https://origin.test:${p}/hello`]);
+        assert.equal(ok.stdout, "hello from origin", ok.stderr);
+        const no = await curl(run.port, [
+          "--cacert",
+          ca,
+          "-w",
+          "%{http_code}",
+          "-o",
+          "/dev/null",
+          `https://origin.test:${p}/secret`,
+        ]);
+        assert.equal(no.stdout, "403");
+        await run.waitFor(/DENY\s+GET\s+403 https:\/\/origin\.test:\d+\/secret/);
+      } finally {
+        assert.equal(await run.stop(), 0);
+      }
+    });
+    await origin.close();
+  },
+});
+
+Deno.test("e2e run: bad flags are usage errors (exit 2); a busy port is a clear error (exit 1)", async () => {
+  await withDataDir(async (dir) => {
+    for (
+      const [args, msg] of [
+        [["--port", "99999"], /--port must be a whole number from 0 to 65535/],
+        [["--listen", "example.com"], /--listen "example.com" is not an IP address/],
+        [["--resolve", "a.test:80"], /expected HOST:PORT:ADDRESS/],
+        [["--prompt-timeout", "soon"], /--prompt-timeout must be a duration/],
+        [["--log-max-size", "12"], /--log-max-size must be a size/],
+        [["--default", "maybe"], /argument 'maybe' is invalid/],
+        [["--non-interactive", "--prompt-via", "socket"], /exclude each other/],
+      ] as [string[], RegExp][]
+    ) {
+      const r = await runCli(["run", ...args], { dataDir: dir });
+      assert.equal(r.code, 2, `${args.join(" ")}: ${r.stderr}`);
+      assert.match(r.stderr, msg);
+    }
+    const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    try {
+      const port = (busy.addr as Deno.NetAddr).port;
+      const r = await runCli(["run", "--no-intercept", "--port", String(port)], { dataDir: dir });
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /Cannot listen on 127\.0\.0\.1:\d+: the address is in use/);
+    } finally {
+      busy.close();
+    }
+  });
+});
+
+Deno.test({
+  name:
+    "e2e run: on a terminal, the original design's prompt is answered with a digit; Ctrl-C exits 0",
+  ignore: noCurl || !has("tmux"),
+  async fn() {
+    const { TmuxSession } = await import("./_tmux.ts");
+    const origin = await startOrigin();
+    await withDataDir(async (dir) => {
+      const p = origin.port;
+      await using tty = await TmuxSession.start({
+        cmd: [
+          Deno.execPath(),
+          "run",
+          "-A",
+          "--no-check",
+          new URL("../../main.ts", import.meta.url).pathname,
+          "run",
+          "--port",
+          "0",
+          "--no-intercept",
+          "--resolve",
+          `tty.test:${p}:127.0.0.1`,
+        ],
+        cwd: dir,
+        env: { NETMONITOR_DATA_DIR: dir, NO_COLOR: "1" },
+      });
+      const screen = await tty.waitFor(/Listening on http:\/\/127\.0\.0\.1:(\d+)/);
+      const port = Number(screen.match(/Listening on http:\/\/127\.0\.0\.1:(\d+)/)![1]);
+      const request = curl(port, [`http://tty.test:${p}/hello?x=1`]);
+      const prompt = await tty.waitFor(/Your choice \[1\]:/);
+      assert.match(
+        prompt,
+        /={20,}\nNetwork Access Request\nHost: tty\.test:\d+\nMethod: GET\nPath: \/hello\?x=1\n/,
+      );
+      assert.match(prompt, /1\. Allow this request once/);
+      assert.match(prompt, /6\. Always deny this exact URL/);
+      await tty.type("5");
+      await tty.press("Enter");
+      const r = await request;
+      assert.equal(r.stdout, "hello from origin");
+      await tty.waitFor(/ALLOW GET\s+200 http:\/\/tty\.test:\d+\/hello\?x=1/);
+      // Saved: the same URL is now allowed by the rule without a prompt.
+      assert.equal(
+        (await curl(port, [`http://tty.test:${p}/hello?x=1`])).stdout,
+        "hello from origin",
+      );
+      const rules = JSON.parse(await Deno.readTextFile(rulesFile(dir)));
+      assert.deepEqual(Object.values(rules), ["allow-url"]);
+      await tty.press("C-c");
+      assert.equal(await tty.exitCode(), 0);
+      assert.match(await tty.screen(), /Stopped\./);
+    });
+    await origin.close();
+  },
+});
+
+Deno.test({
+  name: "e2e run: a prompt nobody answers is denied after --prompt-timeout, and the log says so",
+  ignore: noCurl,
+  async fn() {
+    const origin = await startOrigin();
+    await withDataDir(async (dir) => {
+      const p = origin.port;
+      const run = await startRun(dir, [
+        "--resolve",
+        `wait.test:${p}:127.0.0.1`,
+        "--prompt-via",
+        "socket",
+        "--prompt-timeout",
+        "300ms",
+        "--no-intercept",
+      ]);
+      try {
+        const r = await curl(run.port, ["-w", " %{http_code}", `http://wait.test:${p}/`]);
+        assert.match(r.stdout, / 403$/);
+        assert.match(r.stdout, /no answer/i);
+      } finally {
+        assert.equal(await run.stop(), 0);
+      }
+      const rec = JSON.parse((await Deno.readTextFile(join(dir, "network-access.log"))).trim());
+      assert.deepEqual([rec.decision, rec.source, rec.status], ["deny", "timeout", 403]);
+    });
+    await origin.close();
+  },
+});

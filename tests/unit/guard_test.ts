@@ -1,0 +1,228 @@
+import assert from "node:assert/strict";
+import { addressKey, classifyAddress, DestinationGuard, parseIPv6 } from "../../lib/net/guard.ts";
+import { normaliseHost } from "../../lib/net/host.ts";
+import { addressForDial, parseResolveEntry, Resolver } from "../../lib/net/resolve.ts";
+import { formatUrl, normalisePath, parseAbsoluteForm } from "../../lib/net/url.ts";
+import { decisionExempts } from "../../lib/proxy/upstream.ts";
+import type { Rule } from "../../lib/rules/types.ts";
+
+/** What the proxy checks: the host as normalised, then as dialled. */
+const classify = (spelling: string) => classifyAddress(addressForDial(normaliseHost(spelling)));
+
+Deno.test("guard: every spelling of loopback is loopback", () => {
+  for (
+    const s of [
+      "127.0.0.1",
+      "2130706433",
+      "0x7f000001",
+      "0x7f.1",
+      "0177.0.0.1",
+      "0177.0000.0000.0001",
+      "127.1",
+      "127.0.1",
+      "127.255.255.254",
+      "::1",
+      "[::1]",
+      "[0:0:0:0:0:0:0:1]",
+      "[::ffff:127.0.0.1]",
+      "[::ffff:7f00:1]",
+      "[0:0:0:0:0:ffff:127.0.0.1]",
+      "[::127.0.0.1]",
+      "[::ffff:0:127.0.0.1]",
+      "[64:ff9b::127.0.0.1]",
+      "[2002:7f00:1::]",
+    ]
+  ) {
+    assert.equal(classify(s), "loopback", s);
+  }
+});
+
+Deno.test("guard: link-local, metadata, unspecified, multicast, reserved", () => {
+  const table: [string, string][] = [
+    ["169.254.169.254", "link-local"],
+    ["0xa9fea9fe", "link-local"],
+    ["2852039166", "link-local"],
+    ["[::ffff:169.254.169.254]", "link-local"],
+    ["[fe80::1]", "link-local"],
+    ["[febf::1]", "link-local"],
+    ["[fec0::1]", "link-local"],
+    ["0.0.0.0", "unspecified"],
+    ["0", "unspecified"],
+    ["0.1.2.3", "unspecified"],
+    ["[::]", "unspecified"],
+    ["[::ffff:0.0.0.0]", "unspecified"],
+    ["224.0.0.1", "multicast"],
+    ["239.255.255.250", "multicast"],
+    ["[ff02::1]", "multicast"],
+    ["255.255.255.255", "reserved"],
+    ["[fd00:ec2::254]", "metadata"],
+    ["[fd00:ec2::123]", "metadata"],
+    ["100.100.100.200", "metadata"],
+    ["[::ffff:100.100.100.200]", "metadata"],
+    ["168.63.129.16", "metadata"],
+    ["240.0.0.1", "reserved"],
+  ];
+  for (const [s, cls] of table) assert.equal(classify(s), cls, s);
+});
+
+Deno.test("guard: ordinary and private addresses are not protected", () => {
+  for (
+    const s of [
+      "93.184.216.34",
+      "10.0.0.1",
+      "172.17.0.1",
+      "192.168.1.1",
+      "[2001:db8::1]",
+      "[fd00::1]",
+    ]
+  ) {
+    assert.equal(classify(s), undefined, s);
+  }
+  assert.equal(classifyAddress("not-an-ip"), "reserved");
+});
+
+Deno.test("guard: IPv6 parsing", () => {
+  assert.deepEqual([...parseIPv6("::1")!], [...new Array(15).fill(0), 1]);
+  assert.deepEqual([...parseIPv6("[fe80::1%eth0]")!].slice(0, 2), [0xfe, 0x80]);
+  assert.equal(parseIPv6("1::2::3"), undefined);
+  assert.equal(parseIPv6("1:2:3:4:5:6:7:8:9"), undefined);
+  assert.equal(parseIPv6("12345::"), undefined);
+  assert.equal(parseIPv6("::ffff:1.2.3"), undefined);
+  assert.equal(addressKey("::ffff:10.0.0.1"), addressKey("10.0.0.1"));
+});
+
+Deno.test("guard: own address, exemptions, loops", () => {
+  const g = new DestinationGuard({ listenAddress: "172.17.0.1", listenPort: 8080 });
+  assert.equal(g.check("172.17.0.1", 80, false), "proxy");
+  assert.equal(g.check("::ffff:172.17.0.1", 22, false), "proxy");
+  assert.equal(g.check("172.17.0.1", 80, true), undefined, "an exact rule may name it");
+  assert.equal(g.check("172.17.0.1", 8080, true), "proxy", "but never our own socket");
+  assert.equal(g.check("127.0.0.1", 5432, false), "loopback");
+  assert.equal(g.check("127.0.0.1", 5432, true), undefined);
+  assert.equal(g.check("127.0.0.2", 8080, true), "proxy", "loopback on our port may loop");
+  assert.equal(g.check("0.0.0.0", 8080, true), "proxy");
+  assert.equal(g.check("93.184.216.34", 8080, false), undefined);
+
+  const wild = new DestinationGuard({
+    listenAddress: "0.0.0.0",
+    listenPort: 3128,
+    interfaceAddresses: ["192.168.1.5", "fd00::5"],
+  });
+  assert.equal(wild.check("192.168.1.5", 443, false), "proxy");
+  assert.equal(wild.check("fd00::5", 443, false), "proxy");
+  assert.equal(wild.check("192.168.1.6", 443, false), undefined);
+
+  const off = new DestinationGuard({ enabled: false, listenAddress: "127.0.0.1", listenPort: 1 });
+  assert.equal(off.check("127.0.0.1", 80, false), undefined);
+  assert.equal(off.check("127.0.0.1", 1, false), "proxy");
+});
+
+const rule = (pattern: string, kind: Rule["kind"], verdict: "allow" | "deny" = "allow"): Rule => ({
+  pattern,
+  kind,
+  verdict,
+  action: kind === "url" ? `${verdict}-url` : `${verdict}-domain`,
+});
+
+Deno.test("guard: which decisions exempt a destination", () => {
+  const d = (r: Rule | undefined, source: "rule" | "prompt" = "rule") => ({
+    action: "allow" as const,
+    source,
+    reason: "x",
+    rule: r,
+  });
+  assert.ok(decisionExempts(d(rule("127.0.0.1", "host")), "127.0.0.1"));
+  assert.ok(decisionExempts(d(rule("0x7f.1", "host")), "127.0.0.1"));
+  assert.ok(decisionExempts(d(rule("localhost", "host")), "localhost"));
+  assert.ok(decisionExempts(d(rule("[::1]", "host")), "[::1]"));
+  assert.ok(decisionExempts(d(rule("127.0.0.1:5432", "host")), "127.0.0.1"));
+  assert.ok(decisionExempts(d(rule("http://127.0.0.1:3000/api", "url")), "127.0.0.1"));
+  assert.ok(!decisionExempts(d(rule("127.0.0.1", "host")), "127.0.0.2"));
+  assert.ok(!decisionExempts(d(rule("*.localhost", "wildcard")), "a.localhost"));
+  assert.ok(!decisionExempts(d(rule("*", "any")), "127.0.0.1"));
+  assert.ok(!decisionExempts(d(undefined, "prompt"), "127.0.0.1"));
+  // A DNS name's answer can change after the rule was written (rebinding).
+  assert.ok(!decisionExempts(d(rule("attacker.test", "host")), "attacker.test"));
+});
+
+Deno.test("resolver: --resolve entries, IP literals, localhost", async () => {
+  assert.deepEqual(parseResolveEntry("Origin.Test.:443:127.0.0.1"), {
+    key: "origin.test:443",
+    address: "127.0.0.1",
+  });
+  assert.deepEqual(parseResolveEntry("[::1]:80:[::1]"), { key: "[::1]:80", address: "::1" });
+  assert.deepEqual(parseResolveEntry("a.test:80:2130706433"), {
+    key: "a.test:80",
+    address: "127.0.0.1",
+  });
+  assert.throws(() => parseResolveEntry("a.test:80"), /expected HOST:PORT:ADDRESS/);
+  assert.throws(() => parseResolveEntry("a.test:99999:1.2.3.4"), /invalid port/);
+  assert.throws(() => parseResolveEntry("a.test:80:b.test"), /not an IP address/);
+
+  const r = new Resolver({ map: new Map([["A.test:8080", "[::1]"]]) });
+  assert.deepEqual(await r.resolve("a.test", 8080), [{ address: "::1", trusted: true }]);
+  assert.deepEqual(await r.resolve("127.0.0.1", 80), [{ address: "127.0.0.1", trusted: false }]);
+  assert.deepEqual(await r.resolve("[::1]", 80), [{ address: "::1", trusted: false }]);
+  assert.deepEqual((await r.resolve("localhost", 80)).map((a) => a.address), ["127.0.0.1", "::1"]);
+  assert.deepEqual((await r.resolve("x.localhost", 80)).map((a) => a.address), [
+    "127.0.0.1",
+    "::1",
+  ]);
+});
+
+Deno.test("url: absolute-form parsing rejects userinfo, other schemes, bad hosts", () => {
+  assert.deepEqual(parseAbsoluteForm("http://A.Test:80/x?y"), {
+    scheme: "http",
+    host: "a.test",
+    port: 80,
+    path: "/x?y",
+  });
+  assert.deepEqual(parseAbsoluteForm("HTTP://a.test:8080"), {
+    scheme: "http",
+    host: "a.test",
+    port: 8080,
+    path: "/",
+  });
+  assert.equal(parseAbsoluteForm("http://a.test?q=1").path, "/?q=1");
+  assert.equal(parseAbsoluteForm("http://0x7f.1/").host, "127.0.0.1");
+  assert.equal(parseAbsoluteForm("http://[::ffff:127.0.0.1]/").host, "127.0.0.1");
+  for (
+    const bad of [
+      "http://user:pw@a.test/",
+      "http://a.test@b.test/",
+      "ftp://a.test/",
+      "file:///etc/passwd",
+      "http:///x",
+      "http://a.test:0/",
+      "http://a.test:70000/",
+      "http://a.test:/",
+      "http://a b/",
+      "http://a%2etest/",
+      "http://a.test/#frag",
+      "http://a.test/a\\b",
+      "//a.test/",
+    ]
+  ) {
+    assert.throws(() => parseAbsoluteForm(bad), Error, bad);
+  }
+});
+
+Deno.test("url: paths are normalised so rules see what is forwarded", () => {
+  const table: [string, string][] = [
+    ["/a/b", "/a/b"],
+    ["/a/./b", "/a/b"],
+    ["/a/../b", "/b"],
+    ["/a/%2e%2E/b", "/b"],
+    ["/%61dmin", "/admin"],
+    ["/a%2fb", "/a%2Fb"],
+    ["/a%7eb?x=%7e&y=%2f", "/a~b?x=~&y=%2F"],
+    ["//evil.test/x", "//evil.test/x"],
+    ["/a b", "/a%20b"],
+    ['/q?a="<x>"', "/q?a=%22%3Cx%3E%22"],
+    ["/?", "/?"],
+  ];
+  for (const [raw, want] of table) assert.equal(normalisePath(raw), want, raw);
+  assert.throws(() => normalisePath("a"), /must start with/);
+  assert.equal(formatUrl("https", "a.test", 443, "/x"), "https://a.test/x");
+  assert.equal(formatUrl("http", "[::1]", 8080, "/"), "http://[::1]:8080/");
+});
