@@ -3,6 +3,9 @@
  * @module
  */
 
+import { confirm } from "@inquirer/prompts";
+import process from "node:process";
+
 /** Asks a yes/no question. */
 export interface Confirmer {
   /** Resolves true only for an explicit yes; end of input is no. */
@@ -28,14 +31,28 @@ export function isYes(answer: string | null): boolean {
   return answer !== null && /^(y|yes)$/i.test(answer.trim());
 }
 
-/** Asks on the terminal: writes `question [y/N] ` and reads a line from stdin. */
+/**
+ * Asks on the terminal with @inquirer/prompts (drawn on stderr, so stdout stays
+ * clean for pipes). When stdin is not a terminal, reads one line instead:
+ * commands refuse to ask without a terminal anyway, but a test harness may
+ * still pipe an answer.
+ */
 export function terminalConfirmer(write: (text: string) => void): Confirmer {
   return {
     async confirm(question) {
-      write(`${question} [y/N] `);
-      const answer = await readLine(Deno.stdin);
-      if (answer === null) write("\n");
-      return isYes(answer);
+      if (!Deno.stdin.isTerminal()) {
+        write(`${question} [y/N] `);
+        const answer = await readLine(Deno.stdin);
+        if (answer === null) write("\n");
+        return isYes(answer);
+      }
+      try {
+        return await confirm({ message: question, default: false }, { output: process.stderr });
+      } catch (e) {
+        // Ctrl-C or a closed terminal: that is not a yes.
+        if (e instanceof Error && e.name === "ExitPromptError") return false;
+        throw e;
+      }
     },
   };
 }

@@ -424,7 +424,7 @@ Deno.test({
         });
       {
         await using tty = await start();
-        await tty.waitFor(`Remove all 1 rule from ${rulesFile(dataDir)}? [y/N] `);
+        await tty.waitFor(`Remove all 1 rule from ${rulesFile(dataDir)}? (y/N)`);
         await tty.type("n");
         await tty.press("Enter");
         assert.equal(await tty.exitCode(), 1);
@@ -433,7 +433,7 @@ Deno.test({
       }
       {
         await using tty = await start();
-        await tty.waitFor("[y/N] ");
+        await tty.waitFor("(y/N)");
         await tty.type("yes");
         await tty.press("Enter");
         assert.equal(await tty.exitCode(), 0);
