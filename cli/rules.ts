@@ -14,6 +14,7 @@ import {
   RuleError,
   RulesFileError,
   RulesStore,
+  ruleWarnings,
   STORED_ACTIONS,
   type StoredAction,
   writeFileAtomic,
@@ -34,6 +35,8 @@ Actions:
   allow-domain, deny-domain   for host, wildcard and * patterns
   allow-url, deny-url         for URL patterns
   allow, deny                 either; the kind comes from the pattern
+  passthrough                 for host and wildcard patterns: allow, and relay
+                              HTTPS undecrypted (for clients that pin certificates)
 
 Precedence, most specific first: exact URL, exact host, longest wildcard, *,
 then no rule (netmonitor asks). Quote patterns with * in the shell.`;
@@ -79,12 +82,18 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
         if (e instanceof RuleError) throw new UsageError(e.message);
         throw e;
       }
-      const { rule, previous } = await store().add(pattern, action as StoredAction);
+      const s = store();
+      const { rule, previous } = await s.add(pattern, action as StoredAction);
       if (!previous) ctx.stdout(`Added rule "${rule.pattern}": ${rule.action}\n`);
       else if (previous.action === rule.action) {
         ctx.stdout(`Rule "${rule.pattern}": ${rule.action} already exists; nothing changed\n`);
       } else {
         ctx.stdout(`Changed rule "${rule.pattern}": ${previous.action} -> ${rule.action}\n`);
+      }
+      for (const w of s.current.warnings()) {
+        if (w.rule.pattern === rule.pattern || w.related?.pattern === rule.pattern) {
+          ctx.stderr(`warning: ${w.message}\n`);
+        }
       }
     });
 
@@ -215,6 +224,10 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
       }
       const name = file === undefined ? path : displayName(file);
       const { rules, problems } = parseRules(text);
+      // Warnings explain rules that do not do what they seem to; they never fail the check.
+      for (const w of problems.length === 0 ? ruleWarnings(text) : []) {
+        ctx.stdout(`${name}:${w.line}:${w.column}: warning: ${w.message}\n`);
+      }
       if (problems.length === 0) {
         ctx.stdout(`${name}: OK, ${plural(rules.length, "rule")}\n`);
         return;
@@ -237,7 +250,9 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
       const t = parseTarget(target);
       const d = set.decide(t);
       ctx.stdout(`${d.action}: ${d.reason}\n`);
-      if (t.path === undefined && set.hasUrlRulesFor(t.host, t.port)) {
+      if (t.scheme === "https" && set.isPassthrough(t.host, t.port)) {
+        ctx.stdout(`(HTTPS tunnels to ${t.host}:${t.port} are relayed without decryption)\n`);
+      } else if (t.path === undefined && set.hasUrlRulesFor(t.host, t.port)) {
         ctx.stdout(`(URL rules exist for ${t.host}:${t.port}; give a full URL to check them)\n`);
       }
     });

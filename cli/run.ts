@@ -25,7 +25,7 @@ import {
   startProxy,
   type TunnelInterceptor,
 } from "../lib/proxy/mod.ts";
-import { RulesStore } from "../lib/rules/mod.ts";
+import { type RuleSet, RulesStore } from "../lib/rules/mod.ts";
 import { PassthroughList, prepareInterception } from "../lib/tls/intercept.ts";
 import { colorEnabled, formatRecordLine, terminalWidth } from "./_render.ts";
 import { CliError, UsageError } from "./_errors.ts";
@@ -125,7 +125,8 @@ export function registerRunCommand(program: Command, ctx: CliContext): void {
     .option("--no-intercept", "relay HTTPS tunnels without decrypting them (host-only decisions)")
     .option(
       "--passthrough <host>",
-      "never decrypt tunnels to this host or *.domain (repeatable)",
+      "relay tunnels to this host or *.domain without decrypting them (repeatable); " +
+        'the rules file can say it too: "host": "passthrough"',
       collect,
       [],
     )
@@ -284,6 +285,8 @@ export async function runProxy(
   await ensureDataDir(paths);
   const rules = new RulesStore(paths.rules);
   await rules.load();
+  // Validated by parseRunFlags; built first so nothing needs cleaning up if it throws.
+  const passthrough = new TunnelPassthrough(new PassthroughList(config.passthrough), rules);
 
   const color = colorEnabled({ isTerminal: () => io.stdoutIsTerminal });
   let printLine = (text: string) => io.stdout(text + "\n");
@@ -320,6 +323,11 @@ export async function runProxy(
   };
   cleanup.push(() => log.close(), () => broker.close());
 
+  const warnPassthrough = (set: RuleSet) => {
+    if (!config.intercept) return;
+    for (const line of passthrough.warnings(set)) warn(line);
+  };
+
   let proxy: ProxyServer;
   try {
     let intercept: TunnelInterceptor | undefined;
@@ -327,12 +335,11 @@ export async function runProxy(
       const prepared = await prepareInterception({
         files: paths,
         upstreamCaFiles: config.upstreamCa,
-        passthrough: config.passthrough,
+        isPassthrough: (host, port) => passthrough.mayRelayDecided(host, port),
       });
-      const list = new PassthroughList(config.passthrough);
       const inner = prepared.interceptor;
       intercept = {
-        intercepts: (host) => !list.matches(host),
+        intercepts: (host, port) => !passthrough.isPassthrough(host, port),
         intercept: (req) => inner.intercept(req),
       };
       if (prepared.created) {
@@ -363,7 +370,12 @@ export async function runProxy(
         port: config.port,
         resolve: config.resolve,
         decide: (input, signal) => broker.decide(input, signal),
-        decideTunnel: (input) => Promise.resolve(decideInterceptedTunnel(rules, input)),
+        // A tunnel that turned passthrough since `intercepts()` is decided like
+        // any relayed tunnel (rules, then the prompt).
+        decideTunnel: (input, signal) =>
+          passthrough.isPassthrough(input.target.host, input.target.port)
+            ? broker.decide(input, signal)
+            : Promise.resolve(decideInterceptedTunnel(rules, input)),
         record: (rec: AccessRecord) => {
           log.write(rec);
           say(formatRecordLine(rec, { color, width: width() }));
@@ -390,7 +402,10 @@ export async function runProxy(
   }
 
   const watcher = rules.watch({
-    onReload: (set) => say(`Rules reloaded from ${paths.rules}: ${set.rules.length} rules`),
+    onReload: (set) => {
+      say(`Rules reloaded from ${paths.rules}: ${set.rules.length} rules`);
+      warnPassthrough(set);
+    },
     onError: (e) => warn(`${e.message}\nThe last good rules stay in force.`),
   });
   cleanup.push(() => watcher.close());
@@ -403,6 +418,7 @@ export async function runProxy(
     );
   }
   say(describeMode(config, paths));
+  warnPassthrough(rules.current);
 
   if (config.mode === "terminal") {
     const terminal = attachTerminal(broker, {
@@ -443,7 +459,9 @@ export async function runProxy(
  * The decision for a CONNECT that will be decrypted: every request inside is
  * decided (and prompted) with its full URL, so the tunnel itself is only
  * refused when a rule denies the whole host and no URL rule could allow part
- * of it. No prompt here: one question per request is enough.
+ * of it. No prompt here: one question per request is enough. A host that a
+ * `passthrough` rule relays is decided by that rule (allow), like any
+ * host-level rule.
  */
 export function decideInterceptedTunnel(
   rules: { current: RulesStore["current"] },
@@ -451,7 +469,7 @@ export function decideInterceptedTunnel(
 ): FinalDecision {
   const set = rules.current;
   const { host, port } = input.target;
-  if (!set.hasUrlRulesFor(host, port)) {
+  if (!set.hasUrlRulesFor(host, port) || set.isPassthrough(host, port)) {
     const d = set.decide(input.target);
     if (d.action === "deny" || d.action === "allow") {
       return { action: d.action, source: "rule", reason: d.reason, rule: d.rule };
@@ -462,6 +480,62 @@ export function decideInterceptedTunnel(
     source: "policy",
     reason: "HTTPS intercepted: each request is decided on its own",
   };
+}
+
+/**
+ * Which CONNECT tunnels `netmonitor run` relays without decrypting them:
+ * those `--passthrough` names, and those a `passthrough` rule covers in the
+ * live rules (so a rules edit applies to the next tunnel). A deny URL rule for
+ * the host and port overrides both: it can only be enforced on decrypted
+ * traffic, so such tunnels are intercepted (fail closed).
+ */
+export class TunnelPassthrough {
+  readonly #flags: PassthroughList;
+  readonly #rules: { readonly current: RuleSet };
+
+  /**
+   * @param flags the `--passthrough` entries
+   * @param rules the live rules (a `RulesStore`); read on every call
+   */
+  constructor(flags: PassthroughList, rules: { readonly current: RuleSet }) {
+    this.#flags = flags;
+    this.#rules = rules;
+  }
+
+  /**
+   * Before a CONNECT to `host:port` (normalised) is decided: true relays it,
+   * and it is then decided like any tunnel that is not decrypted.
+   */
+  isPassthrough(host: string, port: number): boolean {
+    const set = this.#rules.current;
+    if (set.isPassthrough(host, port)) return true;
+    return this.#flags.size > 0 && this.#flags.matches(host) && !set.hasDenyUrlRulesFor(host, port);
+  }
+
+  /**
+   * For a tunnel decided as a decrypted one (its CONNECT allowed without a
+   * host decision) that has become passthrough since (the rules changed in
+   * between): relay it only when the rules now allow the host itself, else
+   * keep decrypting it so each request is still decided.
+   */
+  mayRelayDecided(host: string, port: number): boolean {
+    return this.isPassthrough(host, port) &&
+      this.#rules.current.decide({ scheme: "https", host, port }).action === "allow";
+  }
+
+  /** What to tell the operator about passthrough in `set`: rule conflicts, and flags a deny URL rule overrides. */
+  warnings(set: RuleSet): string[] {
+    const out = set.warnings().map((w) => w.message);
+    if (this.#flags.size === 0) return out;
+    for (const { host, port, rule } of set.httpsDenyTargets()) {
+      if (!this.#flags.matches(host)) continue;
+      out.push(
+        `--passthrough does not apply to ${host}:${port}: the deny URL rule "${rule.pattern}" ` +
+          `needs its HTTPS decrypted, so ${host}:${port} is intercepted`,
+      );
+    }
+    return out;
+  }
 }
 
 function hostPort(host: string, port: number): string {

@@ -9,7 +9,9 @@
  * ```
  *
  * Precedence (see {@linkcode RuleSet}): exact URL > exact host > longest
- * matching wildcard > `*` > ask.
+ * matching wildcard > `*` > ask. A `passthrough` host rule allows, and
+ * {@linkcode RuleSet.isPassthrough} says which CONNECT tunnels are relayed
+ * undecrypted.
  *
  * @module
  */
@@ -17,7 +19,7 @@
 export * from "./types.ts";
 export { describeIoError, formatProblem, RuleError, RulesFileError } from "./errors.ts";
 export type { RuleProblem } from "./errors.ts";
-export { parseRules } from "./parse.ts";
+export { parseRules, ruleWarnings } from "./parse.ts";
 export {
   canonicalPathQuery,
   type ParsedPattern,
@@ -25,6 +27,7 @@ export {
   patternIdentity,
 } from "./pattern.ts";
 export { ACTION_LIST, makeRule, RuleSet } from "./rule_set.ts";
+export type { RuleWarning } from "./rule_set.ts";
 export { RulesStore } from "./store.ts";
 export { writeFileAtomic } from "./_fs.ts";
 export type { AddResult, MergeResult, RulesWatcher, WatchHandlers, WatchOptions } from "./store.ts";

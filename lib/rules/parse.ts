@@ -8,7 +8,7 @@
 import { type Node, type ParseError, parseTree, printParseErrorCode } from "jsonc-parser";
 import { RuleError, type RuleProblem } from "./errors.ts";
 import { patternIdentity } from "./pattern.ts";
-import { ACTION_LIST, makeParsedRule } from "./rule_set.ts";
+import { ACTION_LIST, makeParsedRule, RuleSet } from "./rule_set.ts";
 import type { Rule } from "./types.ts";
 
 /** One valid entry of a rules file, with where it is. */
@@ -63,6 +63,25 @@ function syntaxMessage(e: ParseError, src: string): string {
 export function parseRules(text: string): { rules: Rule[]; problems: RuleProblem[] } {
   const { rules, problems } = parseRulesText(text);
   return { rules, problems };
+}
+
+/**
+ * Valid rule combinations of a rules text that do not do what they seem to
+ * (see `RuleSet.warnings`), each at the key of the rule concerned, in file
+ * order. They never make the file unusable; entries with problems are left
+ * out (see {@linkcode parseRules} for those).
+ */
+export function ruleWarnings(text: string): RuleProblem[] {
+  const parsed = parseRulesText(text);
+  if (parsed.rules.length === 0) return [];
+  const warnings = new RuleSet(parsed.rules).warnings();
+  if (warnings.length === 0) return [];
+  // Offsets are unchanged by the byte-order mark handling of parseRulesText.
+  const at = positionFinder(text);
+  return warnings.map((w) => {
+    const keyNode = parsed.entries.find((e) => e.rule === w.rule)?.node.children?.[0];
+    return { key: w.rule.pattern, ...at(keyNode?.offset ?? 0), message: w.message };
+  }).sort((a, b) => a.line - b.line || a.column - b.column);
 }
 
 /** {@linkcode parseRules} plus the tree positions the store edits. */

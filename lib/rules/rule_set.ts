@@ -15,7 +15,17 @@ import {
 } from "./types.ts";
 
 /** The valid actions, for messages. */
-export const ACTION_LIST = "allow-domain, deny-domain, allow-url, deny-url, allow or deny";
+export const ACTION_LIST =
+  "allow-domain, deny-domain, allow-url, deny-url, allow, deny or passthrough";
+
+/** Something worth telling the user about a valid rule set; never an error. */
+export interface RuleWarning {
+  /** The rule the warning is about (where `rules check` points). */
+  rule: Rule;
+  /** The other rule involved, if any. */
+  related?: Rule;
+  message: string;
+}
 
 /**
  * Validates one pattern/action pair and returns the rule.
@@ -23,7 +33,9 @@ export const ACTION_LIST = "allow-domain, deny-domain, allow-url, deny-url, allo
  * The short forms `allow`/`deny` take their kind from the pattern. A long form
  * must agree with it: `allow-url`/`deny-url` need a URL pattern, and
  * `allow-domain`/`deny-domain` need a host, wildcard or `*` pattern; anything
- * else is rejected rather than guessed.
+ * else is rejected rather than guessed. `passthrough` needs a host or wildcard
+ * pattern (optionally with a port): a URL cannot be relayed undecrypted on its
+ * own, and `*` would silently turn interception off for everything.
  *
  * @throws {RuleError} naming the pattern and what is wrong.
  */
@@ -58,13 +70,33 @@ export function makeParsedRule(
       "action",
     );
   }
+  if (stored === "passthrough") passthroughProblem(pattern, parsed);
   const rule: Rule = {
     pattern,
     action: stored,
     kind: parsed.kind,
-    verdict: stored.startsWith("allow") ? "allow" : "deny",
+    verdict: stored === "passthrough" || stored.startsWith("allow") ? "allow" : "deny",
   };
   return { rule, parsed };
+}
+
+/** Rejects `passthrough` on a pattern it cannot apply to. */
+function passthroughProblem(pattern: string, parsed: ParsedPattern): void {
+  if (parsed.kind === "url") {
+    throw new RuleError(
+      `action "passthrough" for "${pattern}" needs a host pattern like "${parsed.host}": ` +
+        `HTTPS is relayed undecrypted per host, never per URL`,
+      "action",
+    );
+  }
+  if (parsed.kind === "any") {
+    throw new RuleError(
+      `action "passthrough" cannot apply to "${pattern}": it would allow everything and ` +
+        `decrypt nothing; name the hosts ("*.example.com": "passthrough"), or run with ` +
+        `--no-intercept`,
+      "action",
+    );
+  }
 }
 
 /** Host-level rules of one pattern: the port-less one and port-specific ones. */
@@ -92,6 +124,10 @@ function urlKey(scheme: string, host: string, port: number, path: string, query:
   return `${scheme}://${host}:${port}${path}?${query}`;
 }
 
+function hostPortKey(host: string, port: number): string {
+  return `${host}:${port}`;
+}
+
 /** Query part of a loose key that matches any query. */
 const ANY_QUERY = "\0any";
 
@@ -116,6 +152,13 @@ const ANY_QUERY = "\0any";
  * - a deny URL rule on the scheme's default port also denies the same URL
  *   over the other scheme on its default port (`https://h/x` denies `http://h/x`).
  * A rule that matches exactly (same scheme, same query) wins over a widened deny.
+ *
+ * A `passthrough` rule is a host-level rule that allows, like `allow-domain`,
+ * and takes part in the same precedence. {@linkcode RuleSet.isPassthrough}
+ * says whether a CONNECT tunnel is relayed undecrypted: when the most specific
+ * host-level rule for its host and port is a `passthrough` rule, and no deny
+ * URL rule names that host and port (a deny must stay enforceable, so it
+ * keeps the tunnel decrypted: fail closed).
  */
 export class RuleSet {
   /** No rules: every request is `ask`. */
@@ -133,6 +176,12 @@ export class RuleSet {
   #urlDeny = new Map<string, Rule>();
   /** `host:port` pairs that some URL rule names. */
   #urlHostPorts = new Set<string>();
+  /** `host:port` pairs where a deny URL rule (or its widening) can match an https request. */
+  #httpsDenyHostPorts = new Map<string, Rule>();
+  /** Whether any rule is a passthrough rule (the common case, none, stays cheap). */
+  #hasPassthrough = false;
+  /** https URL rules (and widened http denies) with the host and port they apply to. */
+  #httpsUrlRules: Array<{ rule: Rule; host: string; port: number }> = [];
 
   /**
    * Indexes rules. Each rule is validated again, so a hand-built rule cannot
@@ -146,6 +195,7 @@ export class RuleSet {
     const crossScheme: Array<[Extract<ParsedPattern, { kind: "url" }>, Rule]> = [];
     for (const rule of rules) {
       const { parsed } = makeParsedRule(rule.pattern, rule.action);
+      if (rule.action === "passthrough") this.#hasPassthrough = true;
       switch (parsed.kind) {
         case "any":
           if (parsed.port === undefined) this.#any.any = rule;
@@ -161,8 +211,10 @@ export class RuleSet {
           const { scheme, host, port, path, query } = parsed;
           this.#urlExact.set(urlKey(scheme, host, port, path, query ?? ""), rule);
           this.#urlHostPorts.add(`${host}:${port}`);
+          if (scheme === "https") this.#httpsUrlRules.push({ rule, host, port });
           if (rule.verdict === "deny") {
             this.#urlDeny.set(urlKey(scheme, host, port, path, query ?? ANY_QUERY), rule);
+            if (scheme === "https") this.#noteHttpsDeny(host, port, rule);
             if (port === DEFAULT_PORT[scheme]) crossScheme.push([parsed, rule]);
           }
           break;
@@ -175,7 +227,16 @@ export class RuleSet {
       const key = urlKey(other, host, DEFAULT_PORT[other], path, query ?? ANY_QUERY);
       if (!this.#urlDeny.has(key)) this.#urlDeny.set(key, rule);
       this.#urlHostPorts.add(`${host}:${DEFAULT_PORT[other]}`);
+      if (other === "https") {
+        this.#httpsUrlRules.push({ rule, host, port: DEFAULT_PORT.https });
+        this.#noteHttpsDeny(host, DEFAULT_PORT.https, rule);
+      }
     }
+  }
+
+  #noteHttpsDeny(host: string, port: number, rule: Rule): void {
+    const key = hostPortKey(host, port);
+    if (!this.#httpsDenyHostPorts.has(key)) this.#httpsDenyHostPorts.set(key, rule);
   }
 
   /**
@@ -205,22 +266,103 @@ export class RuleSet {
       }
       if (rule) return decision(rule);
     }
+    // 2-4. Exact host, longest wildcard, catch-all.
+    const rule = this.#hostRule(host, port);
+    if (rule) return decision(rule);
+    // 5. Nobody said anything: ask.
+    return { action: "ask", reason: "no rule" };
+  }
+
+  /** Steps 2-4 of the precedence: the most specific host-level rule for a normalised host. */
+  #hostRule(host: string, port: number): Rule | undefined {
     // 2. Exact host.
     const exact = pick(this.#hosts.get(host), port);
-    if (exact) return decision(exact);
+    if (exact) return exact;
     // 3. Longest wildcard: try suffixes from the longest (drop one label at a time).
     //    The apex itself is never tried, and IP literals have no subdomains.
     if (this.#wildcards.size > 0 && !isIpLiteral(host)) {
       for (let dot = host.indexOf("."); dot >= 0; dot = host.indexOf(".", dot + 1)) {
         const rule = pick(this.#wildcards.get(host.slice(dot + 1)), port);
-        if (rule) return decision(rule);
+        if (rule) return rule;
       }
     }
     // 4. Catch-all.
-    const any = pick(this.#any, port);
-    if (any) return decision(any);
-    // 5. Nobody said anything: ask.
-    return { action: "ask", reason: "no rule" };
+    return pick(this.#any, port);
+  }
+
+  /**
+   * True when CONNECT tunnels to `host:port` are relayed without decryption
+   * because of a `passthrough` rule: the most specific host-level rule for
+   * them (exact host, then longest wildcard; a port-specific rule before a
+   * port-less one) is a `passthrough` rule, and no deny URL rule names
+   * `host:port` (see {@linkcode RuleSet.hasDenyUrlRulesFor}). So an exact
+   * `"a.example.com": "deny-domain"` beats `"*.example.com": "passthrough"`,
+   * and the tunnel is decided (denied) like any other.
+   * An unusable host or port is never passthrough.
+   */
+  isPassthrough(host: string, port: number): boolean {
+    if (!this.#hasPassthrough) return false;
+    const h = normaliseOrUndefined(host);
+    if (h === undefined || !Number.isInteger(port) || port < 1 || port > 65535) return false;
+    return this.#hostRule(h, port)?.action === "passthrough" &&
+      !this.#httpsDenyHostPorts.has(hostPortKey(h, port));
+  }
+
+  /**
+   * True when a deny URL rule can match an HTTPS request to `host:port`
+   * (an `https://` deny URL rule, or the `https` twin of an `http://` one on
+   * the default port). Such tunnels must be decrypted to enforce it, so they
+   * are never passthrough: not by a rule, and not by `--passthrough`.
+   */
+  hasDenyUrlRulesFor(host: string, port: number): boolean {
+    if (this.#httpsDenyHostPorts.size === 0) return false;
+    const h = normaliseOrUndefined(host);
+    return h !== undefined && this.#httpsDenyHostPorts.has(hostPortKey(h, port));
+  }
+
+  /**
+   * Rule combinations that do not do what they seem to, for `rules check`,
+   * `rules add` and the running proxy. The set stays valid and usable:
+   * - a deny URL rule on a host:port whose host-level rule is `passthrough`:
+   *   the deny wins, so that host:port is decrypted after all;
+   * - an allow URL rule on a host:port that is passthrough: it never matches
+   *   HTTPS (the tunnel is not decrypted), and the host is allowed anyway.
+   */
+  warnings(): RuleWarning[] {
+    const out: RuleWarning[] = [];
+    if (!this.#hasPassthrough) return out;
+    const seen = new Set<string>();
+    for (const { rule, host, port } of this.#httpsUrlRules) {
+      const hostRule = this.#hostRule(host, port);
+      if (hostRule?.action !== "passthrough") continue;
+      const where = hostPortKey(host, port);
+      let message: string;
+      if (rule.verdict === "deny") {
+        message = `rule "${hostRule.pattern}": passthrough does not apply to ${where}: the deny ` +
+          `URL rule "${rule.pattern}" needs its HTTPS decrypted, so ${where} is intercepted`;
+      } else if (this.#httpsDenyHostPorts.has(where)) {
+        continue; // intercepted for a deny: this allow can match
+      } else {
+        message = `URL rule "${rule.pattern}" never matches HTTPS: rule "${hostRule.pattern}": ` +
+          `passthrough relays ${where} undecrypted (and allows every request to it)`;
+      }
+      if (seen.has(message)) continue;
+      seen.add(message);
+      out.push({ rule, related: hostRule, message });
+    }
+    return out;
+  }
+
+  /**
+   * Deny URL rules whose host and port {@linkcode RuleSet.hasDenyUrlRulesFor}
+   * reports, one per host:port, e.g. to explain why `--passthrough` does not
+   * apply there.
+   */
+  httpsDenyTargets(): Array<{ host: string; port: number; rule: Rule }> {
+    return [...this.#httpsDenyHostPorts].map(([key, rule]) => {
+      const colon = key.lastIndexOf(":");
+      return { host: key.slice(0, colon), port: Number(key.slice(colon + 1)), rule };
+    });
   }
 
   /**
@@ -244,6 +386,14 @@ export class RuleSet {
     return this.#urlExact.get(urlKey(scheme, host, port, path, q)) ??
       this.#urlDeny.get(urlKey(scheme, host, port, path, q)) ??
       this.#urlDeny.get(urlKey(scheme, host, port, path, ANY_QUERY));
+  }
+}
+
+function normaliseOrUndefined(host: string): string | undefined {
+  try {
+    return normaliseHost(host);
+  } catch {
+    return undefined;
   }
 }
 

@@ -3,14 +3,19 @@
  * @module
  */
 
-/** An action as written in network-rules.json (the original design's words). */
+/**
+ * An action as written in network-rules.json: the original design's words,
+ * plus `passthrough` (netmonitor's): allow a host, wildcard or host:port and
+ * relay its HTTPS tunnels without decrypting them.
+ */
 export type StoredAction =
   | "allow-domain"
   | "deny-domain"
   | "allow-url"
   | "deny-url"
   | "allow"
-  | "deny";
+  | "deny"
+  | "passthrough";
 
 export const STORED_ACTIONS: readonly StoredAction[] = [
   "allow-domain",
@@ -19,6 +24,7 @@ export const STORED_ACTIONS: readonly StoredAction[] = [
   "deny-url",
   "allow",
   "deny",
+  "passthrough",
 ];
 
 /** What a request is checked against: the normalised destination. */
@@ -43,7 +49,7 @@ export interface Rule {
   action: StoredAction;
   /** "url" for exact-URL patterns, "host" for hosts, wildcards and `*`. */
   kind: "url" | "host" | "wildcard" | "any";
-  /** allow or deny, with the short forms resolved. */
+  /** allow or deny, with the short forms resolved (`passthrough` allows). */
   verdict: "allow" | "deny";
 }
 

@@ -114,7 +114,7 @@ export async function createInterceptor(options: InterceptorOptions): Promise<Tu
         closeQuietly(req.conn);
         throw new InterceptError(
           `client offers only ${offers.join(", ")} by ALPN; netmonitor intercepts HTTP/1.1 only: ` +
-            `add --passthrough ${req.host} to relay it undecrypted`,
+            `add --passthrough ${req.host} ${orRule(req.host)} to relay it undecrypted`,
         );
       }
       let leaf;
@@ -139,14 +139,15 @@ export async function createInterceptor(options: InterceptorOptions): Promise<Tu
         if (e instanceof ClientTlsError && e.rejectedCertificate) {
           throw new InterceptError(
             `${e.message}; trust the netmonitor CA (netmonitor ca path) ` +
-              `or add --passthrough ${req.host}`,
+              `or add --passthrough ${req.host} ${orRule(req.host)}`,
             true,
             { cause: e },
           );
         }
         if (e instanceof ClientTlsError && e.failure === "closed") {
           throw new InterceptError(
-            `${e.message}; if the client pins certificates, add --passthrough ${req.host}`,
+            `${e.message}; if the client pins certificates, add --passthrough ${req.host} ` +
+              orRule(req.host),
             false,
             { cause: e },
           );
@@ -202,6 +203,11 @@ export async function prepareInterception(
     passthrough: extra ? (host, port) => list.matches(host) || extra(host, port) : list,
   });
   return { interceptor, ca, created, rootStore };
+}
+
+/** The rules-file way to the same passthrough, for hints. */
+function orRule(host: string): string {
+  return `(or the rule: netmonitor rules add ${host} passthrough)`;
 }
 
 function closeQuietly(c: { close(): void }): void {

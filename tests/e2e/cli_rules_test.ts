@@ -93,7 +93,7 @@ Deno.test("usage errors exit 2 with the error and a hint", async () => {
       ],
       [
         ["rules", "add", "github.com", "alow"],
-        /^error: unknown action "alow" for "github.com" \(expected allow-domain, deny-domain, allow-url, deny-url, allow or deny\)$/,
+        /^error: unknown action "alow" for "github.com" \(expected allow-domain, deny-domain, allow-url, deny-url, allow, deny or passthrough\)$/,
         'Run "netmonitor rules add --help" for usage.',
       ],
       [
@@ -267,7 +267,7 @@ Deno.test("a corrupt rules file is refused with file:line:col and left byte-for-
     assert.equal(check.code, 1);
     assert.equal(
       check.stdout,
-      `${file}:3:18: unknown action "alow" for "example.com" (expected allow-domain, deny-domain, allow-url, deny-url, allow or deny)\n` +
+      `${file}:3:18: unknown action "alow" for "example.com" (expected allow-domain, deny-domain, allow-url, deny-url, allow, deny or passthrough)\n` +
         `${file}:4:3: invalid pattern "*bob.com": a wildcard is "*." followed by a domain, like "*.bob.com"\n` +
         `2 problems in ${file}\n`,
     );
@@ -469,5 +469,100 @@ Deno.test("concurrent `rules add` processes lose no rule", async () => {
     const patterns = JSON.parse(r.stdout).map((x: { pattern: string }) => x.pattern).sort();
     assert.deepEqual(patterns, ["start.test", ...added].sort());
     assert.match(await Deno.readTextFile(rulesFile(dataDir)), /\/\/ shared file/);
+  });
+});
+
+Deno.test("rules: the passthrough action (add, list --json, test, check, warnings)", async () => {
+  await withDataDir(async (dataDir) => {
+    const ok = async (args: string[], stdout: string, stderr = "") =>
+      assert.deepEqual(
+        await runCli(args, { dataDir }),
+        { code: 0, stdout, stderr },
+        args.join(" "),
+      );
+
+    await ok(
+      ["rules", "add", "pinned.test", "passthrough"],
+      'Added rule "pinned.test": passthrough\n',
+    );
+    await ok(
+      ["rules", "add", "*.googleapis.test", "passthrough"],
+      'Added rule "*.googleapis.test": passthrough\n',
+    );
+    // A deny URL rule on a passthrough host: accepted, with a warning that it wins.
+    await ok(
+      ["rules", "add", "https://pinned.test/admin", "deny"],
+      'Added rule "https://pinned.test/admin": deny\n',
+      'warning: rule "pinned.test": passthrough does not apply to pinned.test:443: the deny URL ' +
+        'rule "https://pinned.test/admin" needs its HTTPS decrypted, so pinned.test:443 is intercepted\n',
+    );
+    assertUsage(
+      await runCli(["rules", "add", "*", "passthrough"], { dataDir }),
+      /^error: action "passthrough" cannot apply to "\*": it would allow everything and decrypt nothing; name the hosts \("\*\.example\.com": "passthrough"\), or run with --no-intercept$/,
+      'Run "netmonitor rules add --help" for usage.',
+    );
+    assertUsage(
+      await runCli(["rules", "add", "https://pinned.test/x", "passthrough"], { dataDir }),
+      /^error: action "passthrough" for "https:\/\/pinned\.test\/x" needs a host pattern like "pinned\.test"/,
+      'Run "netmonitor rules add --help" for usage.',
+    );
+
+    const json = await runCli(["rules", "list", "--json"], { dataDir });
+    assert.equal(json.code, 0, json.stderr);
+    assert.deepEqual(JSON.parse(json.stdout), [
+      { pattern: "pinned.test", action: "passthrough", kind: "host", verdict: "allow" },
+      { pattern: "*.googleapis.test", action: "passthrough", kind: "wildcard", verdict: "allow" },
+      { pattern: "https://pinned.test/admin", action: "deny", kind: "url", verdict: "deny" },
+    ]);
+    await ok(
+      ["rules", "list"],
+      `3 rules in ${rulesFile(dataDir)}:\n` +
+        "  pinned.test                passthrough\n" +
+        "  *.googleapis.test          passthrough\n" +
+        "  https://pinned.test/admin  deny\n",
+    );
+
+    await ok(
+      ["rules", "test", "https://a.b.googleapis.test/v1"],
+      'allow: rule "*.googleapis.test": passthrough\n' +
+        "(HTTPS tunnels to a.b.googleapis.test:443 are relayed without decryption)\n",
+    );
+    await ok(
+      ["rules", "test", "a.googleapis.test:8443"],
+      'allow: rule "*.googleapis.test": passthrough\n' +
+        "(HTTPS tunnels to a.googleapis.test:8443 are relayed without decryption)\n",
+    );
+    // pinned.test:443 is decrypted for its deny URL rule.
+    await ok(
+      ["rules", "test", "https://pinned.test/admin"],
+      'deny: rule "https://pinned.test/admin": deny\n',
+    );
+    await ok(["rules", "test", "https://pinned.test/"], 'allow: rule "pinned.test": passthrough\n');
+
+    // check: the warning does not fail it.
+    const file = rulesFile(dataDir);
+    const check = await runCli(["rules", "check"], { dataDir });
+    assert.equal(check.code, 0, check.stderr);
+    assert.match(
+      check.stdout,
+      new RegExp(
+        `^${
+          file.replaceAll(".", "\\.")
+        }:\\d+:\\d+: warning: rule "pinned\\.test": passthrough does not apply to pinned\\.test:443`,
+      ),
+    );
+    assert.match(check.stdout, /: OK, 3 rules\n$/);
+
+    const bad = await runCli(["rules", "check", "-"], {
+      dataDir,
+      stdin: '{\n  "*": "passthrough",\n  "ok.test": "passthrough"\n}',
+    });
+    assert.equal(bad.code, 1);
+    assert.equal(
+      bad.stdout,
+      'standard input:2:8: action "passthrough" cannot apply to "*": it would allow everything ' +
+        'and decrypt nothing; name the hosts ("*.example.com": "passthrough"), or run with ' +
+        "--no-intercept\n1 problem in standard input\n",
+    );
   });
 });

@@ -96,7 +96,7 @@ Deno.test("makeRule: action and pattern kind must agree", () => {
   assert.throws(() => makeRule("github.com", "alow"), {
     name: "RuleError",
     message: 'unknown action "alow" for "github.com" (expected allow-domain, deny-domain, ' +
-      "allow-url, deny-url, allow or deny)",
+      "allow-url, deny-url, allow, deny or passthrough)",
   });
   assert.throws(
     () => makeRule("github.com", "allow-url"),
@@ -209,7 +209,7 @@ Deno.test("parseRules: every problem, with its key and line:column", () => {
       line: 2,
       column: 17,
       message: 'unknown action "alow" for "github.com"',
-      expected: "allow-domain, deny-domain, allow-url, deny-url, allow or deny",
+      expected: "allow-domain, deny-domain, allow-url, deny-url, allow, deny or passthrough",
     },
     {
       key: "*bob.com",
@@ -237,7 +237,7 @@ Deno.test("parseRules: every problem, with its key and line:column", () => {
       line: 7,
       column: 13,
       message: 'the action for "x.test" must be a string',
-      expected: "allow-domain, deny-domain, allow-url, deny-url, allow or deny",
+      expected: "allow-domain, deny-domain, allow-url, deny-url, allow, deny or passthrough",
     },
     {
       key: "github.com.",
@@ -314,7 +314,7 @@ Deno.test("RulesFileError: user-ready message with file and position", () => {
   assert.equal(
     one.message,
     'Cannot load rules "/x/network-rules.json": unknown action "alow" for "github.com" at 2:17 ' +
-      "(expected allow-domain, deny-domain, allow-url, deny-url, allow or deny)",
+      "(expected allow-domain, deny-domain, allow-url, deny-url, allow, deny or passthrough)",
   );
   assert.equal(one.file, "/x/network-rules.json");
   const two = new RulesFileError(
@@ -327,7 +327,7 @@ Deno.test("RulesFileError: user-ready message with file and position", () => {
     'Cannot import rules "r.json": 2 problems:\n' +
       '  invalid pattern "*x": a wildcard is "*." followed by a domain, like "*.x" at 1:2\n' +
       '  unknown action "no" for "y" at 1:22 (expected allow-domain, deny-domain, allow-url, ' +
-      "deny-url, allow or deny)",
+      "deny-url, allow, deny or passthrough)",
   );
   const io = new RulesFileError("r.json", [], "read", new Deno.errors.PermissionDenied("x"));
   assert.equal(io.message, 'Cannot read rules "r.json": permission denied');
