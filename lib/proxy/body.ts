@@ -13,6 +13,7 @@ import type { BodyFraming } from "../http1/framing.ts";
 import type { BufferedReader } from "./reader.ts";
 import type { Duplex } from "./types.ts";
 import { writeAll } from "./duplex.ts";
+import type { IdleWatch } from "./idle.ts";
 
 /** Where a body transfer failed. */
 export class BodyError extends Error {
@@ -42,6 +43,8 @@ const CRLF_LAST = new TextEncoder().encode("\r\n0\r\n\r\n");
  *   re-encode a chunked body canonically; "raw": write a chunked body's data
  *   only (for HTTP/1.0 receivers, delimited by close).
  * @param fromServer the body comes from an upstream (framing errors are 502).
+ * @param watch stamped after every read and write, and told which one is
+ *   pending, so a stalled transfer can be stopped and blamed on its side.
  * @returns the number of body data bytes copied.
  * @throws {BodyError}
  */
@@ -52,30 +55,36 @@ export async function copyBody(
   output: BodyOutput,
   fromServer: boolean,
   onProgress?: (n: number) => void,
+  watch?: IdleWatch,
 ): Promise<number> {
   switch (framing.kind) {
     case "none":
       return 0;
     case "length":
-      return await copyLength(src, dst, framing.length, onProgress);
+      return await copyLength(src, dst, framing.length, onProgress, watch);
     case "close":
-      return await copyUntilEof(src, dst, onProgress);
+      return await copyUntilEof(src, dst, onProgress, watch);
     case "chunked":
-      return await copyChunked(src, dst, output === "raw", fromServer, onProgress);
+      return await copyChunked(src, dst, output === "raw", fromServer, onProgress, watch);
   }
 }
 
-async function fill(src: BufferedReader): Promise<boolean> {
+async function fill(src: BufferedReader, watch: IdleWatch | undefined): Promise<boolean> {
+  if (watch) watch.waiting = "read";
   try {
-    return await src.fill();
+    const more = await src.fill();
+    watch?.touch();
+    return more;
   } catch (e) {
     throw new BodyError("read failed", "source", e);
   }
 }
 
-async function write(dst: Duplex, data: Uint8Array): Promise<void> {
+async function write(dst: Duplex, data: Uint8Array, watch: IdleWatch | undefined): Promise<void> {
+  if (watch) watch.waiting = "write";
   try {
     await writeAll(dst, data);
+    watch?.touch();
   } catch (e) {
     throw new BodyError("write failed", "sink", e);
   }
@@ -85,18 +94,19 @@ async function copyLength(
   src: BufferedReader,
   dst: Duplex,
   length: number,
-  onProgress?: (n: number) => void,
+  onProgress: ((n: number) => void) | undefined,
+  watch: IdleWatch | undefined,
 ): Promise<number> {
   let remaining = length;
   while (remaining > 0) {
-    if (src.buffered === 0 && !(await fill(src))) {
+    if (src.buffered === 0 && !(await fill(src, watch))) {
       throw new BodyError(
         `connection closed after ${length - remaining} of ${length} body bytes`,
         "source",
       );
     }
     const n = Math.min(src.buffered, remaining);
-    await write(dst, src.buf.subarray(src.start, src.start + n));
+    await write(dst, src.buf.subarray(src.start, src.start + n), watch);
     src.consume(n);
     remaining -= n;
     onProgress?.(n);
@@ -107,18 +117,19 @@ async function copyLength(
 async function copyUntilEof(
   src: BufferedReader,
   dst: Duplex,
-  onProgress?: (n: number) => void,
+  onProgress: ((n: number) => void) | undefined,
+  watch: IdleWatch | undefined,
 ): Promise<number> {
   let total = 0;
   while (true) {
     if (src.buffered > 0) {
       const n = src.buffered;
-      await write(dst, src.view());
+      await write(dst, src.view(), watch);
       src.consume(n);
       total += n;
       onProgress?.(n);
     }
-    if (!(await fill(src))) return total;
+    if (!(await fill(src, watch))) return total;
   }
 }
 
@@ -136,13 +147,14 @@ async function copyChunked(
   dst: Duplex,
   raw: boolean,
   fromServer: boolean,
-  onProgress?: (n: number) => void,
+  onProgress: ((n: number) => void) | undefined,
+  watch: IdleWatch | undefined,
 ): Promise<number> {
   const decoder = new ChunkedDecoder({ fromServer });
   const scratch = new ChunkedScratch();
   let total = 0;
   while (!decoder.done) {
-    if (src.buffered === 0 && !(await fill(src))) {
+    if (src.buffered === 0 && !(await fill(src, watch))) {
       throw new BodyError("connection closed in the middle of a chunked body", "source");
     }
     let consumed: number;
@@ -157,7 +169,7 @@ async function copyChunked(
     for (const p of pieces) size += p.length;
     total += size;
     if (raw) {
-      for (const p of pieces) await write(dst, p);
+      for (const p of pieces) await write(dst, p, watch);
     } else {
       // One write per read: "hex CRLF data" for everything decoded now, then
       // the CRLF that ends the chunk, plus the last-chunk when the body ended.
@@ -184,7 +196,7 @@ async function copyChunked(
           out.set(CRLF_LAST.subarray(2), 0);
           o = 5;
         }
-        await write(dst, out.subarray(0, o));
+        await write(dst, out.subarray(0, o), watch);
       }
     }
     pieces.length = 0;
@@ -205,7 +217,9 @@ export interface RelayCounts {
 /**
  * Relays bytes both ways until both directions ended (each end of stream is
  * passed on as a half-close) or one side failed (then both are closed).
- * Bytes already buffered in either reader are relayed first.
+ * Bytes already buffered in either reader are relayed first. `watch` is
+ * stamped by every read and write in either direction (its `onIdle` closes
+ * `a` and `b` to end an idle relay).
  */
 export async function relay(
   aReader: BufferedReader,
@@ -213,6 +227,7 @@ export async function relay(
   bReader: BufferedReader,
   b: Duplex,
   counts: RelayCounts,
+  watch?: IdleWatch,
 ): Promise<void> {
   let failed = false;
   const pump = async (src: BufferedReader, dst: Duplex, up: boolean): Promise<void> => {
@@ -221,11 +236,13 @@ export async function relay(
         const n = src.buffered;
         if (n > 0) {
           await writeAll(dst, src.view());
+          watch?.touch();
           src.consume(n);
           if (up) counts.up += n;
           else counts.down += n;
         }
         if (!(await src.fill())) break;
+        watch?.touch();
       }
       await dst.closeWrite().catch(() => {});
     } catch {

@@ -25,6 +25,7 @@ import { relay } from "./body.ts";
 import type { Exchange } from "./context.ts";
 import { type ByteCounts, closeQuietly, writeAll } from "./duplex.ts";
 import { errorOutcome, ioErrorText } from "./errors.ts";
+import { IdleWatch } from "./idle.ts";
 import { BufferedReader, Deadline, DeadlineError } from "./reader.ts";
 import {
   CONNECT_ESTABLISHED,
@@ -105,17 +106,37 @@ export async function serveConnect(s: HttpSession, head: RequestHead, ex: Exchan
   }
 }
 
-/** Relays a checked tunnel: what the reader holds (the ClientHello), then both ways. */
+/**
+ * Relays a checked tunnel: what the reader holds (the ClientHello), then
+ * both ways, until both sides closed or no byte moved either way for
+ * `tunnelIdleTimeoutMs`.
+ */
 async function relayTunnel(s: HttpSession, ex: Exchange, dialled: Dialled): Promise<void> {
   const counts = { up: 0, down: 0 };
+  const watch = tunnelWatch(s, dialled.conn);
   s.setRelay(dialled.conn);
   try {
-    await relay(s.reader, s.conn, new BufferedReader(dialled.conn), dialled.conn, counts);
+    await relay(s.reader, s.conn, new BufferedReader(dialled.conn), dialled.conn, counts, watch);
   } finally {
+    watch.stop();
     s.setRelay(undefined);
     ex.bytesUp += counts.up;
     ex.bytesDown += counts.down;
+    if (watch.fired) ex.error = tunnelIdleError(watch.ms);
   }
+}
+
+/** The idle watch of a relay between `s`'s client and `peer`: closes both when it fires. */
+export function tunnelWatch(s: HttpSession, peer: Duplex): IdleWatch {
+  return new IdleWatch(s.ctx.limits.tunnelIdleTimeoutMs, () => {
+    closeQuietly(s.conn);
+    closeQuietly(peer);
+  });
+}
+
+/** The record's error for a relay closed by the tunnel idle timeout. */
+export function tunnelIdleError(ms: number): string {
+  return `tunnel idle: no bytes either way for ${ms} ms`;
 }
 
 /**

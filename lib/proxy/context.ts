@@ -14,6 +14,8 @@ export interface Limits {
   headerTimeoutMs: number;
   idleTimeoutMs: number;
   responseTimeoutMs: number;
+  bodyIdleTimeoutMs: number;
+  tunnelIdleTimeoutMs: number;
   helloTimeoutMs: number;
   maxHeaderBytes: number;
 }

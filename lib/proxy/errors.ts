@@ -57,19 +57,36 @@ export class ClientGoneError extends Error {
   override name = "ClientGoneError";
 }
 
+/**
+ * A message body moved no bytes for the body idle timeout: the client
+ * stopped sending its request body (408), or the upstream stopped accepting
+ * it (504).
+ */
+export class StallError extends Error {
+  override name = "StallError";
+  constructor(message: string, readonly side: "client" | "upstream") {
+    super(message);
+  }
+}
+
 /** What the proxy answers for an error, and how it is logged. */
 export interface ErrorOutcome {
   status: number;
   /** One line: the 4xx/5xx body and the log's `error`/`reason`. */
   message: string;
-  /** "policy": a built-in refusal (logged as deny/policy); "client": bad request; "upstream"; "internal". */
-  kind: "policy" | "client" | "upstream" | "internal";
+  /**
+   * "policy": a built-in refusal (logged as deny/policy); "client": bad
+   * request; "stall": a body stalled after the decision (logged with the
+   * decision kept); "upstream"; "internal".
+   */
+  kind: "policy" | "client" | "stall" | "upstream" | "internal";
 }
 
 /**
  * Maps any error met while serving a request to its HTTP status: 400/431 for
- * malformed requests, 403 for policy refusals, 408 for slow clients, 502 for
- * upstream failures and DNS errors, 504 for upstream timeouts, 503 during
+ * malformed requests, 403 for policy refusals, 408 for slow clients (heads,
+ * stalled request bodies), 502 for
+ * upstream failures and DNS errors, 504 for upstream timeouts and stalls, 503 during
  * shutdown, 500 for anything unexpected (a bug).
  */
 export function errorOutcome(e: unknown): ErrorOutcome {
@@ -83,6 +100,9 @@ export function errorOutcome(e: unknown): ErrorOutcome {
     return { status: 403, message: e.message, kind: "policy" };
   }
   if (e instanceof DeadlineError) return { status: 408, message: e.message, kind: "client" };
+  if (e instanceof StallError) {
+    return { status: e.side === "client" ? 408 : 504, message: e.message, kind: "stall" };
+  }
   if (e instanceof DnsError || e instanceof UpstreamConnectError || e instanceof UpstreamError) {
     return { status: 502, message: e.message, kind: "upstream" };
   }

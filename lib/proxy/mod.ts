@@ -26,9 +26,13 @@
  * Status codes the proxy produces itself: 400 malformed request (also
  * origin-form requests, which are not proxy requests), 403 denied by a
  * decision or by policy (Host/SNI mismatch, destination protection; with
- * `X-Netmonitor-Decision: deny; reason="..."`), 408 request head too slow,
- * 431 request head over `maxHeaderBytes`, 502 upstream refused/unreachable,
- * DNS failure or broken response, 503 shutting down, 504 upstream timeout.
+ * `X-Netmonitor-Decision: deny; reason="..."`), 408 request head too slow or
+ * request body stalled, 431 request head over `maxHeaderBytes`, 502 upstream
+ * refused/unreachable, DNS failure or broken response, 503 shutting down or
+ * over `maxConnections`/`maxConnectionsPerClient` (with `Retry-After`), 504
+ * upstream timeout or stalled while taking the request body. Bodies and
+ * relays that move no bytes for `bodyIdleTimeoutMs`/`tunnelIdleTimeoutMs`
+ * are cut once their response started.
  * A request whose Host header disagrees with its URL is refused with 403
  * (logged as source "policy"), like a Host/SNI mismatch inside a tunnel.
  *

@@ -17,8 +17,15 @@ export class DeadlineError extends Error {
 
 /** How often pending deadlines are checked, ms: their resolution. */
 const TICK_MS = 25;
-const pending = new Set<Deadline>();
+const pending = new Set<Timed>();
 let ticker: ReturnType<typeof setInterval> | undefined;
+
+/** Something the shared ticker checks: `expire()` is called once `at` has passed. */
+export interface Timed {
+  /** When it expires, `performance.now()` time (may move later). */
+  readonly at: number;
+  expire(): void;
+}
 
 function tick(): void {
   const now = performance.now();
@@ -27,6 +34,20 @@ function tick(): void {
     clearInterval(ticker);
     ticker = undefined;
   }
+}
+
+/**
+ * Adds `t` to the shared ticker (see {@linkcode Deadline}); it stays until
+ * {@linkcode unschedule}. The ticker stops on the tick after the last one left.
+ */
+export function schedule(t: Timed): void {
+  pending.add(t);
+  ticker ??= setInterval(tick, TICK_MS);
+}
+
+/** Removes `t` from the shared ticker. */
+export function unschedule(t: Timed): void {
+  pending.delete(t);
 }
 
 /**
@@ -49,8 +70,7 @@ export class Deadline {
   constructor(ms: number, message: string) {
     this.at = performance.now() + ms;
     this.#message = message;
-    pending.add(this);
-    ticker ??= setInterval(tick, TICK_MS);
+    schedule(this);
   }
 
   /** Rejects with {@linkcode DeadlineError} when the deadline passes. */

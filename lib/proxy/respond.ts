@@ -31,6 +31,8 @@ export interface ProxyResponseOptions {
   decision?: string;
   /** HEAD requests get the headers only. */
   head?: boolean;
+  /** `Retry-After` in seconds, for 503s. */
+  retryAfter?: number;
 }
 
 /** A complete plain-text response; `body` gets a final newline. */
@@ -46,6 +48,7 @@ export function proxyResponse(
     `Content-Length: ${payload.length}\r\n` +
     "Cache-Control: no-store\r\n";
   if (options.decision !== undefined) head += `X-Netmonitor-Decision: ${options.decision}\r\n`;
+  if (options.retryAfter !== undefined) head += `Retry-After: ${options.retryAfter}\r\n`;
   if (options.close) head += "Connection: close\r\n";
   head += "\r\n";
   const headBytes = encoder.encode(head);

@@ -1,12 +1,13 @@
 /**
- * The socket shell: accepts connections, runs a session per connection, and
- * shuts down cleanly.
+ * The socket shell: accepts connections (within the connection limits), runs
+ * a session per connection, and shuts down cleanly.
  *
  * @module
  */
 
 import { DestinationGuard } from "../net/guard.ts";
 import { Resolver } from "../net/resolve.ts";
+import { ConnectionLimiter, MAX_ANSWERED_REFUSALS, refuseConnection } from "./admission.ts";
 import type { Limits, Live, ServerContext } from "./context.ts";
 import { closeQuietly } from "./duplex.ts";
 import { BufferedReader } from "./reader.ts";
@@ -15,14 +16,20 @@ import type { ProxyOptions, ProxyServer } from "./types.ts";
 import { Dialer } from "./upstream.ts";
 
 /** Default timeouts and limits (see {@linkcode ProxyOptions}). */
-export const DEFAULTS: Readonly<Limits & { shutdownGraceMs: number }> = Object.freeze({
+export const DEFAULTS: Readonly<
+  Limits & { shutdownGraceMs: number; maxConnections: number; maxConnectionsPerClient: number }
+> = Object.freeze({
   connectTimeoutMs: 10_000,
   headerTimeoutMs: 15_000,
   idleTimeoutMs: 60_000,
   responseTimeoutMs: 60_000,
+  bodyIdleTimeoutMs: 60_000,
+  tunnelIdleTimeoutMs: 600_000,
   helloTimeoutMs: 10_000,
   maxHeaderBytes: 65536,
   shutdownGraceMs: 5_000,
+  maxConnections: 4096,
+  maxConnectionsPerClient: 2048,
 });
 
 /** After a response that closes the connection, unread client bytes are drained this long. */
@@ -42,10 +49,18 @@ export function startProxy(options: ProxyOptions): Promise<ProxyServer> {
     headerTimeoutMs: options.headerTimeoutMs ?? DEFAULTS.headerTimeoutMs,
     idleTimeoutMs: options.idleTimeoutMs ?? DEFAULTS.idleTimeoutMs,
     responseTimeoutMs: options.responseTimeoutMs ?? DEFAULTS.responseTimeoutMs,
+    bodyIdleTimeoutMs: options.bodyIdleTimeoutMs ?? DEFAULTS.bodyIdleTimeoutMs,
+    tunnelIdleTimeoutMs: options.tunnelIdleTimeoutMs ?? DEFAULTS.tunnelIdleTimeoutMs,
     helloTimeoutMs: options.helloTimeoutMs ?? DEFAULTS.helloTimeoutMs,
     maxHeaderBytes: options.maxHeaderBytes ?? DEFAULTS.maxHeaderBytes,
   };
   const graceMs = options.shutdownGraceMs ?? DEFAULTS.shutdownGraceMs;
+  const maxConnections = Math.max(1, options.maxConnections ?? DEFAULTS.maxConnections);
+  const limiter = new ConnectionLimiter(
+    maxConnections,
+    Math.max(1, options.maxConnectionsPerClient ?? Math.ceil(maxConnections / 2)),
+  );
+  let refusing = 0;
   const guard = new DestinationGuard({
     enabled: options.protectDestinations ?? true,
     listenAddress: addr.hostname,
@@ -83,10 +98,7 @@ export function startProxy(options: ProxyOptions): Promise<ProxyServer> {
     } catch {
       // already gone; the session will notice
     }
-    const ra = conn.remoteAddr as Deno.NetAddr;
-    const client = ra.hostname.includes(":")
-      ? `[${ra.hostname}]:${ra.port}`
-      : `${ra.hostname}:${ra.port}`;
+    const client = clientAddress(conn.remoteAddr as Deno.NetAddr);
     const reader = new BufferedReader(conn, { maxSize: limits.maxHeaderBytes + 65536 });
     const session = new HttpSession(ctx, conn, reader, client);
     let lingering = false;
@@ -123,7 +135,20 @@ export function startProxy(options: ProxyOptions): Promise<ProxyServer> {
         await new Promise((r) => setTimeout(r, 100));
         continue;
       }
-      const p = serveConn(conn);
+      const ra = conn.remoteAddr as Deno.NetAddr;
+      const refused = limiter.admit(ra.hostname);
+      let p: Promise<void>;
+      if (refused === undefined) {
+        p = serveConn(conn).finally(() => limiter.release(ra.hostname));
+      } else {
+        // Answering costs a moment per connection: only a few at once.
+        const answer = refusing < MAX_ANSWERED_REFUSALS;
+        if (answer) refusing++;
+        p = refuseConnection(conn, clientAddress(ra), refused, ctx, answer)
+          .finally(() => {
+            if (answer) refusing--;
+          });
+      }
       running.add(p);
       p.finally(() => running.delete(p));
     }
@@ -166,6 +191,11 @@ export function startProxy(options: ProxyOptions): Promise<ProxyServer> {
   };
 
   return Promise.resolve({ addr, shutdown, finished });
+}
+
+/** `ip:port`, `[v6]:port`. */
+function clientAddress(ra: Deno.NetAddr): string {
+  return ra.hostname.includes(":") ? `[${ra.hostname}]:${ra.port}` : `${ra.hostname}:${ra.port}`;
 }
 
 /**

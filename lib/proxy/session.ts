@@ -40,7 +40,7 @@ import {
 } from "../net/url.ts";
 import type { RequestTarget } from "../rules/types.ts";
 import { type BodyOutput, copyBody, relay } from "./body.ts";
-import { serveConnect } from "./connect.ts";
+import { serveConnect, tunnelIdleError, tunnelWatch } from "./connect.ts";
 import { Exchange, type Live, type ServerContext } from "./context.ts";
 import { closeQuietly, writeAll } from "./duplex.ts";
 import {
@@ -50,9 +50,11 @@ import {
   NotProxyRequestError,
   PolicyError,
   ShutdownError,
+  StallError,
   UpstreamError,
   UpstreamTimeoutError,
 } from "./errors.ts";
+import { IdleWatch } from "./idle.ts";
 import { BufferedReader, Deadline, DeadlineError } from "./reader.ts";
 import { decisionHeader, proxyResponse } from "./respond.ts";
 import type { DecideInput, Duplex, FinalDecision } from "./types.ts";
@@ -74,6 +76,22 @@ interface Upstream {
   reader: BufferedReader;
   exempted: boolean;
   trusted: boolean;
+  /** A read on the pooled connection failed: it cannot be reused. */
+  broken?: boolean;
+}
+
+/** The request body of one exchange, copied in the background. */
+interface RequestBody {
+  done: boolean;
+  failed: unknown;
+  /** Body bytes written upstream. */
+  bytes: number;
+  /** Stamped by the copy; fires when it stalls (see `bodyIdleTimeoutMs`). */
+  watch?: IdleWatch;
+  /** Why the body stalled, once `watch` fired. */
+  stall?: StallError;
+  /** The response head arrived: a stall now cuts both connections. */
+  responding: boolean;
 }
 
 /** The upstream closed a connection without answering (maybe a stale keep-alive one). */
@@ -460,10 +478,32 @@ export class HttpSession implements Live {
     ex: Exchange,
     upgradeAsked: boolean,
   ): Promise<boolean> {
+    const body: RequestBody = {
+      done: framing.kind === "none",
+      failed: undefined,
+      bytes: 0,
+      responding: false,
+    };
+    try {
+      return await this.#exchange(head, target, framing, upgrade, decision, ex, upgradeAsked, body);
+    } finally {
+      body.watch?.stop();
+    }
+  }
+
+  async #exchange(
+    head: RequestHead,
+    target: RequestTarget & { path: string },
+    framing: BodyFraming,
+    upgrade: string | undefined,
+    decision: FinalDecision,
+    ex: Exchange,
+    upgradeAsked: boolean,
+    body: RequestBody,
+  ): Promise<boolean> {
     const exempt = decisionExempts(decision, target.host);
     const key = `${target.host}:${target.port}`;
     const requestHead = upstreamRequestHead(head, target, framing, upgrade);
-    const body = { done: framing.kind === "none", failed: undefined as unknown, bytes: 0 };
     let up: Upstream;
     let res: ResponseHead;
     while (true) {
@@ -487,24 +527,30 @@ export class HttpSession implements Live {
       }
       if (framing.kind !== "none") {
         const u = up;
-        copyBody(this.reader, u.conn, framing, "same", false, (n) => (body.bytes += n))
+        const watch = this.#requestBodyWatch(body, u, key, framing);
+        body.watch = watch;
+        copyBody(this.reader, u.conn, framing, "same", false, (n) => (body.bytes += n), watch)
           .then(() => {
             body.done = true;
           }, (e) => {
             body.failed = e;
             // A bad or truncated request body: stop the exchange.
             if (e?.side === "source") closeQuietly(u.conn);
-          });
+          })
+          .finally(() => watch.stop());
       }
       try {
-        res = await this.#readResponseHead(up, head, key);
+        res = await this.#readResponseHead(up, head, key, body);
+        body.responding = true;
         break;
       } catch (e) {
         closeQuietly(up.conn);
         if (e instanceof NoAnswerError && pooled && framing.kind === "none") continue;
-        // A failing request body closes the upstream first, so `body.failed`
-        // is already set when that is why the response could not be read.
+        // A failing or stalled request body closes the upstream first, so
+        // `body.stall`/`body.failed` is already set when that is why the
+        // response could not be read.
         ex.bytesUp = body.bytes;
+        if (body.stall) throw body.stall;
         const f = body.failed as { side?: string; cause?: unknown; message?: string } | undefined;
         if (f?.side === "source") {
           if (f.cause instanceof HttpParseError) throw f.cause;
@@ -564,21 +610,42 @@ export class HttpSession implements Live {
       ex.error = `client went away before the response: ${ioErrorText(e)}`;
       return false;
     }
+    let resStall: string | undefined;
+    let resWatch: IdleWatch | undefined;
     try {
       if (inline > 0) {
         r.consume(inline);
         ex.bytesDown += inline;
-      } else {
-        await copyBody(r, this.conn, resFraming, output, true, (n) => (ex.bytesDown += n));
+      } else if (resFraming.kind !== "none") {
+        const u = up;
+        resWatch = new IdleWatch(this.ctx.limits.bodyIdleTimeoutMs, (w) => {
+          resStall = w.waiting === "read"
+            ? `${key} sent no response body bytes for ${w.ms} ms (after ${ex.bytesDown} bytes)`
+            : `the client read no response body bytes for ${w.ms} ms (after ${ex.bytesDown} bytes)`;
+          closeQuietly(u.conn);
+          closeQuietly(this.conn);
+        });
+        await copyBody(
+          r,
+          this.conn,
+          resFraming,
+          output,
+          true,
+          (n) => (ex.bytesDown += n),
+          resWatch,
+        );
       }
     } catch (e) {
       closeQuietly(up.conn);
       const be = e as { side?: string; message?: string; cause?: unknown };
-      ex.error = be.side === "source"
-        ? `response body from ${key} failed: ${be.cause ? ioErrorText(be.cause) : be.message}`
-        : `client went away during the response: ${ioErrorText(be.cause ?? e)}`;
+      ex.error = resStall ?? body.stall?.message ??
+        (be.side === "source"
+          ? `response body from ${key} failed: ${be.cause ? ioErrorText(be.cause) : be.message}`
+          : `client went away during the response: ${ioErrorText(be.cause ?? e)}`);
       ex.bytesUp = body.bytes;
       return false;
+    } finally {
+      resWatch?.stop();
     }
     ex.bytesUp = body.bytes;
     if (!body.done) {
@@ -587,16 +654,54 @@ export class HttpSession implements Live {
       closeQuietly(up.conn);
       return false;
     }
+    // Bytes after the end of the response (a misframed or hostile origin)
+    // would be read as the next response: such a connection is not reused.
     const reusable = serverKeepAlive(res) && resFraming.kind !== "close" && !body.failed &&
       up.reader.buffered === 0 && !up.reader.eof && !this.ctx.closing;
-    if (reusable) this.#upstream = up;
+    if (reusable) this.#pool(up);
     else closeQuietly(up.conn);
     return !closeClient;
   }
 
-  async #readResponseHead(up: Upstream, head: RequestHead, key: string): Promise<ResponseHead> {
+  /**
+   * The idle watch of a request body being copied upstream. When it fires
+   * the upstream connection is closed, which ends the wait for the response
+   * head (answered 408 or 504 with `body.stall`); once the response started,
+   * the client connection is cut too.
+   */
+  #requestBodyWatch(body: RequestBody, u: Upstream, key: string, framing: BodyFraming): IdleWatch {
+    return new IdleWatch(this.ctx.limits.bodyIdleTimeoutMs, (w) => {
+      const of = framing.kind === "length" ? ` of ${framing.length}` : "";
+      body.stall = w.waiting === "read"
+        ? new StallError(
+          `the client sent no request body bytes for ${w.ms} ms (after ${body.bytes}${of} bytes)`,
+          "client",
+        )
+        : new StallError(
+          `${key} accepted no request body bytes for ${w.ms} ms (after ${body.bytes}${of} bytes)`,
+          "upstream",
+        );
+      closeQuietly(u.conn);
+      if (body.responding) closeQuietly(this.conn);
+    });
+  }
+
+  /**
+   * Waits for the upstream's response head. The upstream gets
+   * `responseTimeoutMs` from the last request byte it was sent: a request
+   * body still streaming up keeps the wait going (its own stalls are the
+   * body idle timeout's business).
+   */
+  async #readResponseHead(
+    up: Upstream,
+    head: RequestHead,
+    key: string,
+    body: RequestBody,
+  ): Promise<ResponseHead> {
     const ms = this.ctx.limits.responseTimeoutMs;
-    const deadline = new Deadline(ms, `${key} did not answer within ${ms} ms`);
+    const message = `${key} did not answer within ${ms} ms`;
+    let since = performance.now();
+    let deadline = new Deadline(ms, message);
     const scanner = this.#resScanner;
     const r = up.reader;
     try {
@@ -615,9 +720,29 @@ export class HttpSession implements Live {
           }
           let more: boolean;
           try {
-            more = await r.fill(deadline, this.ctx.limits.maxHeaderBytes + 4);
+            while (true) {
+              try {
+                more = await r.fill(deadline, this.ctx.limits.maxHeaderBytes + 4);
+                break;
+              } catch (e) {
+                const w = body.watch;
+                if (!(e instanceof DeadlineError) || !w || w.last <= since) throw e;
+                // Request body bytes went up meanwhile: count from the last one.
+                since = w.last;
+                deadline.clear();
+                deadline = new Deadline(since + ms - performance.now(), message);
+              }
+            }
           } catch (e) {
-            if (e instanceof DeadlineError) throw new UpstreamTimeoutError(e.message);
+            if (e instanceof DeadlineError) {
+              // A request body that stalled as long as its idle timeout is
+              // what is late, not the answer.
+              if (body.watch && !body.done && body.watch.poll() && body.stall) throw body.stall;
+              const incomplete = body.done
+                ? ""
+                : ` (the request body was incomplete: ${body.bytes} bytes sent)`;
+              throw new UpstreamTimeoutError(e.message + incomplete);
+            }
             if (!got) throw new NoAnswerError(`${key} closed the connection without answering`);
             throw new UpstreamError(`reading the response from ${key} failed: ${ioErrorText(e)}`);
           }
@@ -662,22 +787,53 @@ export class HttpSession implements Live {
       return;
     }
     const counts = { up: 0, down: 0 };
+    const watch = tunnelWatch(this, up.conn);
     this.setRelay(up.conn);
     try {
-      await relay(this.reader, this.conn, up.reader, up.conn, counts);
+      await relay(this.reader, this.conn, up.reader, up.conn, counts, watch);
     } finally {
+      watch.stop();
       this.setRelay(undefined);
       closeQuietly(up.conn);
       ex.bytesUp = counts.up;
       ex.bytesDown = counts.down;
+      if (watch.fired) ex.error = tunnelIdleError(watch.ms);
     }
+  }
+
+  /**
+   * Keeps `up` for the next request, with a read pending on it: anything the
+   * upstream sends while the connection is idle (bytes nobody asked for, a
+   * close, a reset) is noticed, and such a connection is never reused (its
+   * bytes would be taken for the next response).
+   */
+  #pool(up: Upstream): void {
+    this.#upstream = up;
+    up.broken = false;
+    let watching: Promise<boolean>;
+    try {
+      watching = up.reader.watch();
+    } catch {
+      this.#dropUpstream();
+      return;
+    }
+    watching.then((more) => {
+      // Still idle in the pool: drop it now (bytes or end of stream).
+      if (this.#upstream === up && (more || up.reader.eof)) this.#dropUpstream();
+    }, () => {
+      up.broken = true;
+      if (this.#upstream === up) this.#dropUpstream();
+    });
   }
 
   #takeUpstream(key: string, exempt: boolean): Upstream | undefined {
     const up = this.#upstream;
     this.#upstream = undefined;
     if (!up) return undefined;
-    if (up.key !== key || (up.exempted && !exempt && !up.trusted)) {
+    if (
+      up.key !== key || (up.exempted && !exempt && !up.trusted) ||
+      up.reader.buffered > 0 || up.reader.eof || up.broken
+    ) {
       closeQuietly(up.conn);
       return undefined;
     }

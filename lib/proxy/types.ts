@@ -172,14 +172,55 @@ export interface ProxyOptions {
   headerTimeoutMs?: number;
   /** Time a keep-alive client connection may sit idle between requests, ms. @default {60000} */
   idleTimeoutMs?: number;
-  /** Time to wait for the upstream's response head after the request was sent, ms (504). @default {60000} */
+  /**
+   * Time to wait for the upstream's response head, counted from the last
+   * byte of the request sent to it, ms (504). A request body still streaming
+   * up keeps the wait going.
+   * @default {60000}
+   */
   responseTimeoutMs?: number;
+  /**
+   * Longest time a message body may move no bytes, ms; 0 disables. Applies
+   * to request bodies (the client stops sending: 408; the upstream stops
+   * accepting: 504) and to response bodies (the upstream stops sending, or
+   * the client stops reading: the connection is cut). The exchange's record
+   * says which side stalled. Equal to the response timeout, so an upstream
+   * gets the same 60 s of silence before and during its response (long polls
+   * and event streams with a heartbeat under a minute keep working).
+   * @default {60000}
+   */
+  bodyIdleTimeoutMs?: number;
+  /**
+   * Longest time a relayed CONNECT tunnel or WebSocket may move no bytes in
+   * either direction before both connections are closed, ms; 0 disables.
+   * Generous, because such connections legitimately sit quiet (WebSockets,
+   * HTTP/2 connections between requests): it reclaims tunnels whose peers
+   * vanished without a close, not slow ones.
+   * @default {600000}
+   */
+  tunnelIdleTimeoutMs?: number;
   /** Time to wait for the client's TLS ClientHello after a CONNECT was answered, ms. @default {10000} */
   helloTimeoutMs?: number;
   /** Largest request or response head accepted, bytes (431 / 502 beyond). @default {65536} */
   maxHeaderBytes?: number;
   /** Time in-flight exchanges get to finish on shutdown before they are cut, ms. @default {5000} */
   shutdownGraceMs?: number;
+  /**
+   * Most client connections open at once (each may hold one upstream
+   * connection too, so about twice as many file descriptors). Beyond it a new
+   * connection is answered `503` with `Retry-After` and closed, and recorded
+   * (decision deny, source policy, error "too many connections"). Well above
+   * the 1,000 concurrent tunnels the proxy is sized for (under 100 MiB).
+   * @default {4096}
+   */
+  maxConnections?: number;
+  /**
+   * Most client connections open at once from one client IP address (one
+   * container), refused like `maxConnections`, so one client cannot take
+   * every connection from the others.
+   * @default {half of maxConnections: 2048}
+   */
+  maxConnectionsPerClient?: number;
   /** TLS interception for CONNECT tunnels; undefined relays their bytes. */
   intercept?: TunnelInterceptor;
 }
