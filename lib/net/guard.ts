@@ -3,7 +3,8 @@
  * unless the operator named them explicitly.
  *
  * A container behind the proxy must not reach the host's own services
- * (loopback, the proxy's address), the cloud metadata service
+ * (loopback, and every address of every interface of this host: the docker0
+ * gateway, eth0, other bridges), the cloud metadata service
  * (169.254.169.254, fe80::/10) or odd targets (unspecified, multicast,
  * reserved). The check runs on the address the proxy is about to dial, after
  * name resolution, so no spelling of a host (decimal, octal, hex, short IPv4,
@@ -26,7 +27,10 @@ export type ProtectedClass =
   | "multicast"
   | "reserved"
   | "metadata"
-  | "proxy";
+  /** The proxy's own listening address, or its port on this host (a loop). */
+  | "proxy"
+  /** Another address of one of this host's interfaces (docker0, eth0, ...). */
+  | "host";
 
 /**
  * Cloud metadata and platform endpoints outside link-local space: they hand
@@ -46,14 +50,14 @@ export class DestinationRefusedError extends Error {
     readonly address: string,
     readonly addressClass: ProtectedClass,
   ) {
-    super(
-      addressClass === "proxy"
-        ? `destination protection: ${describe(host, address)} is the proxy's own address`
-        : `destination protection: ${describe(host, address)} is a ${
-          addressClass === "metadata" ? "cloud metadata" : addressClass
-        } address`,
-    );
+    super(`destination protection: ${describe(host, address)} ${what(addressClass)}`);
   }
+}
+
+function what(cls: ProtectedClass): string {
+  if (cls === "proxy") return "is the proxy's own address";
+  if (cls === "host") return "is an address of this host";
+  return `is a ${cls === "metadata" ? "cloud metadata" : cls} address`;
 }
 
 function describe(host: string, address: string): string {
@@ -207,37 +211,87 @@ export interface DestinationGuardOptions {
   /** Whether protected classes are refused at all. @default {true} */
   enabled?: boolean;
   /**
-   * The proxy's listening address. For a wildcard (0.0.0.0, ::), every local
-   * interface address counts as the proxy's own.
+   * The proxy's listening address: refused as "proxy". A wildcard (0.0.0.0,
+   * ::) means every local interface address is the proxy's own.
    */
   listenAddress?: string;
   /** The proxy's listening port (dialling it would loop). */
   listenPort?: number;
-  /** Local interface addresses (default: `Deno.networkInterfaces()`, read once). */
-  interfaceAddresses?: string[];
+  /**
+   * This host's own addresses. A list is used as is (tests); a function is
+   * called again at most every `refreshMs`, lazily on a check, so a bridge
+   * created after start-up (`docker network create`) is covered within that
+   * time. Loopback is always included.
+   *
+   * @default {Deno.networkInterfaces() addresses}
+   */
+  interfaceAddresses?: string[] | (() => string[]);
+  /** How long a reading of the interface addresses is used, ms. @default {15000} */
+  refreshMs?: number;
+  /** The clock, for tests. @default {Date.now} */
+  now?: () => number;
 }
 
-/** Decides whether an address may be dialled. */
+/**
+ * Decides whether an address may be dialled.
+ *
+ * Besides the protected classes, every address of this host is protected,
+ * not only the one the proxy listens on: with `--listen 127.0.0.1`, the
+ * docker0 gateway (172.17.0.1), eth0's address and every other bridge's
+ * gateway still reach the host's services (a database bound to 0.0.0.0, the
+ * Docker API on tcp/2375). They are read from `Deno.networkInterfaces()` and
+ * re-read at most every `refreshMs` when a check runs.
+ */
 export class DestinationGuard {
   readonly enabled: boolean;
-  readonly #own = new Set<string>();
   readonly #port: number | undefined;
+  /** The listen address's key (non-wildcard listen only). */
+  readonly #listenKey: string | undefined;
+  readonly #wildcard: boolean;
+  readonly #source: () => string[];
+  readonly #refreshMs: number;
+  readonly #now: () => number;
+  #local = new Set<string>();
+  #readAt = -Infinity;
 
   constructor(options: DestinationGuardOptions = {}) {
     this.enabled = options.enabled ?? true;
     this.#port = options.listenPort;
     const listen = options.listenAddress;
-    if (listen !== undefined) {
-      const wildcard = classifyAddress(listen) === "unspecified";
-      const own = wildcard ? (options.interfaceAddresses ?? localInterfaceAddresses()) : [listen];
-      for (const a of own) {
-        const k = addressKey(a);
-        if (k) this.#own.add(k);
-      }
-      if (wildcard) {
-        for (const a of ["127.0.0.1", "::1"]) this.#own.add(addressKey(a)!);
-      }
+    this.#wildcard = listen !== undefined && classifyAddress(listen) === "unspecified";
+    this.#listenKey = listen !== undefined && !this.#wildcard ? addressKey(listen) : undefined;
+    const given = options.interfaceAddresses;
+    this.#source = typeof given === "function"
+      ? given
+      : given !== undefined
+      ? () => given
+      : localInterfaceAddresses;
+    this.#refreshMs = options.refreshMs ?? 15_000;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /**
+   * This host's own addresses (keys of {@linkcode addressKey}), re-read when
+   * the last reading is older than `refreshMs`. A failed reading keeps the
+   * previous set: addresses are only ever dropped by a successful one.
+   */
+  #localKeys(): Set<string> {
+    const now = this.#now();
+    if (now - this.#readAt < this.#refreshMs) return this.#local;
+    this.#readAt = now;
+    let list: string[];
+    try {
+      list = this.#source();
+    } catch {
+      return this.#local;
     }
+    const keys = new Set<string>([addressKey("127.0.0.1")!, addressKey("::1")!]);
+    for (const a of list) {
+      const k = addressKey(a);
+      if (k) keys.add(k);
+    }
+    this.#local = keys;
+    return keys;
   }
 
   /**
@@ -246,20 +300,25 @@ export class DestinationGuard {
    *
    * @param exempt the operator named this destination explicitly (an exact
    *   rule, or `--resolve`): protected classes are allowed, but dialling the
-   *   proxy's own listening socket never is, since it would loop.
+   *   proxy's own port on this host never is, since it would loop.
    */
   check(address: string, port: number, exempt: boolean): ProtectedClass | undefined {
     const key = addressKey(address);
     if (key === undefined) return "reserved";
-    const own = this.#own.has(key);
+    const listening = key === this.#listenKey;
+    const local = listening || this.#localKeys().has(key);
     const cls = classifyAddress(address);
     // Loopback and unspecified destinations on our port may reach our own
-    // listener (0.0.0.0 and 127.x dial the local host on Linux).
-    if (port === this.#port && (own || cls === "loopback" || cls === "unspecified")) {
+    // listener (0.0.0.0 and 127.x dial the local host on Linux); so may any
+    // of this host's addresses (fail closed: we do not track which ones the
+    // listener is bound to).
+    if (port === this.#port && (local || cls === "loopback" || cls === "unspecified")) {
       return "proxy";
     }
     if (!this.enabled || exempt) return undefined;
-    return cls ?? (own ? "proxy" : undefined);
+    if (cls !== undefined) return cls;
+    if (listening || (local && this.#wildcard)) return "proxy";
+    return local ? "host" : undefined;
   }
 
   /** Like {@linkcode check}, throwing {@linkcode DestinationRefusedError}. */
@@ -269,10 +328,7 @@ export class DestinationGuard {
   }
 }
 
+/** Every address of every local interface; throws when they cannot be read. */
 function localInterfaceAddresses(): string[] {
-  try {
-    return Deno.networkInterfaces().map((i) => i.address);
-  } catch {
-    return [];
-  }
+  return Deno.networkInterfaces().map((i) => i.address);
 }

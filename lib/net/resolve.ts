@@ -71,7 +71,14 @@ export class Resolver {
     }
     const addresses = this.#nameServer ? await this.#viaNameServer(host) : await viaSystem(host);
     if (addresses.length === 0) throw new DnsError(host, "no addresses");
-    return addresses.map((address) => ({ address: addressForDial(address), trusted: false }));
+    const usable = addresses.flatMap((a) => {
+      const address = dialableAnswer(a);
+      return address === undefined ? [] : [{ address, trusted: false }];
+    });
+    if (usable.length === 0) {
+      throw new DnsError(host, `no usable addresses (${addresses.slice(0, 3).join(", ")})`);
+    }
+    return usable;
   }
 
   async #viaNameServer(host: string): Promise<string[]> {
@@ -115,6 +122,22 @@ function splitKey(key: string): { host: string; port: number } {
   const port = Number(m[2]);
   if (port < 1 || port > 65535) throw new HostError(`invalid port in --resolve key "${key}"`);
   return { host: normaliseHost(m[1]), port };
+}
+
+/**
+ * A DNS answer in the form `Deno.connect` takes, or undefined when it cannot
+ * be dialled as checked: an IPv6 address with a zone id (`fe80::1%eth0`, as
+ * /etc/hosts may say) names an interface, which the guard's check and the
+ * dial could disagree on, so it is skipped (the other answers are tried; none
+ * left is a DNS error, a 502).
+ */
+export function dialableAnswer(answer: string): string | undefined {
+  if (answer.includes("%")) return undefined;
+  try {
+    return addressForDial(answer);
+  } catch {
+    return undefined;
+  }
 }
 
 /** An IP literal (bracketed or not, any IPv4 spelling) in the form `Deno.connect` takes. */

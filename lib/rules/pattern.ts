@@ -11,12 +11,15 @@
  *
  * Hosts go through {@linkcode normaliseHost}; URL paths and queries go through
  * {@linkcode canonicalPathQuery}. Requests are canonicalised by the very same
- * functions, so a spelling trick cannot make a request miss a rule.
+ * functions, so a spelling trick cannot make a request miss a deny rule. An
+ * allow URL rule is compared in the form the proxy forwards instead
+ * ({@linkcode forwardedPathQuery}), so it allows exactly what it names.
  *
  * @module
  */
 
 import { defaultPort, HostError, isIpLiteral, normaliseHost } from "../net/host.ts";
+import { normalisePath } from "../net/url.ts";
 import { RuleError } from "./errors.ts";
 
 /** A pattern parsed into its canonical parts. */
@@ -34,6 +37,13 @@ export type ParsedPattern =
     path: string;
     /** Canonical query without "?", undefined when absent or empty. */
     query?: string;
+    /**
+     * Path and query exactly as the proxy would forward a request for this
+     * URL (`normalisePath`, lib/net/url.ts); what an allow URL rule is
+     * compared with. Undefined when no request is ever forwarded that way
+     * (a backslash in the path: such requests are refused).
+     */
+    forwarded?: string;
   };
 
 const URL_START = /^([a-z][a-z0-9+.-]*):\/\/([^/?#]*)(.*)$/is;
@@ -118,7 +128,7 @@ function parseUrlPattern(m: RegExpExecArray, fail: (why: string) => never): Pars
   else if (hp[2] === "") return fail(`the port after ":" is missing`);
   else port = parsePort(hp[2], fail);
   const { path, query } = canonicalPathQuery(rest);
-  return { kind: "url", scheme, host: h, port, path, query };
+  return { kind: "url", scheme, host: h, port, path, query, forwarded: forwardedPathQuery(rest) };
 }
 
 function host(raw: string, fail: (why: string) => never): string {
@@ -154,6 +164,19 @@ export function patternIdentity(p: ParsedPattern): string {
       return `${p.scheme}://${p.host}:${p.port}${p.path}${
         p.query === undefined ? "" : `?${p.query}`
       }`;
+  }
+}
+
+/**
+ * The path and query the proxy forwards for a URL whose text after the
+ * authority is `rest` (empty, `/...` or `?...`): the same steps as
+ * `parseAbsoluteForm`. Undefined when the proxy would refuse the request.
+ */
+export function forwardedPathQuery(rest: string): string | undefined {
+  try {
+    return normalisePath(rest === "" ? "/" : rest.startsWith("?") ? "/" + rest : rest);
+  } catch {
+    return undefined;
   }
 }
 

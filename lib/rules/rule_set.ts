@@ -5,7 +5,12 @@
 
 import { isIpLiteral, normaliseHost } from "../net/host.ts";
 import { RuleError } from "./errors.ts";
-import { canonicalPathQuery, type ParsedPattern, parsePattern } from "./pattern.ts";
+import {
+  canonicalPathQuery,
+  forwardedPathQuery,
+  type ParsedPattern,
+  parsePattern,
+} from "./pattern.ts";
 import {
   type RequestTarget,
   type Rule,
@@ -124,6 +129,11 @@ function urlKey(scheme: string, host: string, port: number, path: string, query:
   return `${scheme}://${host}:${port}${path}?${query}`;
 }
 
+/** Key of an allow URL rule: the path and query as forwarded (`forwardedPathQuery`). */
+function allowKey(scheme: string, host: string, port: number, forwarded: string): string {
+  return `${scheme}://${host}:${port}${forwarded}`;
+}
+
 function hostPortKey(host: string, port: number): string {
   return `${host}:${port}`;
 }
@@ -145,13 +155,25 @@ const ANY_QUERY = "\0any";
  * Within steps 2-4, a rule with a port (`example.com:8443`) beats the same
  * pattern without one; a pattern without a port matches every port.
  *
- * URL rules compare scheme, host, port, path and query after canonicalising
- * both sides (see `canonicalPathQuery`). Two deliberate widenings make a
- * `deny` hard to dodge, while an `allow` stays exact:
+ * URL rules compare scheme, host and port, then the path and query:
+ * - a deny URL rule compares them loosely, after canonicalising both sides
+ *   (`canonicalPathQuery`: merged slashes, `%3B` is `;`, `+` is `%20` in a
+ *   query, ...), so no other spelling of the URL dodges it;
+ * - an allow URL rule compares them exactly as the proxy forwards them
+ *   (`forwardedPathQuery`, i.e. `normalisePath`: dot segments resolved,
+ *   unreserved escapes decoded, other escapes upper-cased), so it allows only what it
+ *   names and the origin receives exactly that: `https://h/a/b` does not
+ *   allow `/a//b` or `//a/b`, `https://h/a;b` does not allow `/a%3Bb`,
+ *   `https://h/s?q=a%20b` does not allow `?q=a+b` (servers may treat those
+ *   differently); such requests fall through to host rules or are asked about.
+ *
+ * Two deliberate widenings make a `deny` harder still to dodge:
  * - a deny URL rule without a query also denies that path with any query;
  * - a deny URL rule on the scheme's default port also denies the same URL
  *   over the other scheme on its default port (`https://h/x` denies `http://h/x`).
- * A rule that matches exactly (same scheme, same query) wins over a widened deny.
+ * A deny that matches exactly (same scheme, same canonical query) comes
+ * first; then an allow that matches the forwarded form; then a widened deny.
+ * (A deny and an allow that mean the same URL are one rule: the later one.)
  *
  * A `passthrough` rule is a host-level rule that allows, like `allow-domain`,
  * and takes part in the same precedence. {@linkcode RuleSet.isPassthrough}
@@ -170,8 +192,12 @@ export class RuleSet {
   #hosts = new Map<string, PortRules>();
   #wildcards = new Map<string, PortRules>();
   #any: PortRules = { byPort: new Map() };
-  /** Exact URL rules by urlKey, query "" for no query. */
+  /** Deny URL rules by urlKey (canonical form), query "" for no query. */
   #urlExact = new Map<string, Rule>();
+  /** Allow URL rules by allowKey (the forwarded form). */
+  #urlAllow = new Map<string, Rule>();
+  /** Allow URL rules' allowKey by their canonical urlKey (the later of two same rules wins). */
+  #urlAllowByIdentity = new Map<string, string>();
   /** Widened deny URL rules (see class doc) by urlKey, query ANY_QUERY for any query. */
   #urlDeny = new Map<string, Rule>();
   /** `host:port` pairs that some URL rule names. */
@@ -208,8 +234,20 @@ export class RuleSet {
           put(this.#wildcards, parsed.suffix, parsed.port, rule);
           break;
         case "url": {
-          const { scheme, host, port, path, query } = parsed;
-          this.#urlExact.set(urlKey(scheme, host, port, path, query ?? ""), rule);
+          const { scheme, host, port, path, query, forwarded } = parsed;
+          const identity = urlKey(scheme, host, port, path, query ?? "");
+          // The later of two rules with the same meaning wins, whatever their verdicts.
+          this.#urlExact.delete(identity);
+          const earlierAllow = this.#urlAllowByIdentity.get(identity);
+          if (earlierAllow !== undefined) this.#urlAllow.delete(earlierAllow);
+          this.#urlAllowByIdentity.delete(identity);
+          if (rule.verdict === "deny") {
+            this.#urlExact.set(identity, rule);
+          } else if (forwarded !== undefined) {
+            const key = allowKey(scheme, host, port, forwarded);
+            this.#urlAllow.set(key, rule);
+            this.#urlAllowByIdentity.set(identity, key);
+          }
           this.#urlHostPorts.add(`${host}:${port}`);
           if (scheme === "https") this.#httpsUrlRules.push({ rule, host, port });
           if (rule.verdict === "deny") {
@@ -380,11 +418,21 @@ export class RuleSet {
     return this.#urlHostPorts.has(`${h}:${port}`);
   }
 
+  /** Step 1 of the precedence; see the class documentation for the order. */
   #matchUrl(scheme: "http" | "https", host: string, port: number, raw: string): Rule | undefined {
     const { path, query } = canonicalPathQuery(raw);
     const q = query ?? "";
-    return this.#urlExact.get(urlKey(scheme, host, port, path, q)) ??
-      this.#urlDeny.get(urlKey(scheme, host, port, path, q)) ??
+    const denied = this.#urlExact.get(urlKey(scheme, host, port, path, q));
+    if (denied) return denied;
+    if (this.#urlAllow.size > 0) {
+      // What the proxy forwards (it normalises the target once, the same way).
+      const forwarded = forwardedPathQuery(raw);
+      const allowed = forwarded === undefined
+        ? undefined
+        : this.#urlAllow.get(allowKey(scheme, host, port, forwarded));
+      if (allowed) return allowed;
+    }
+    return this.#urlDeny.get(urlKey(scheme, host, port, path, q)) ??
       this.#urlDeny.get(urlKey(scheme, host, port, path, ANY_QUERY));
   }
 }

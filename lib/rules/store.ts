@@ -7,7 +7,7 @@
 import { basename, dirname } from "node:path";
 import { appendProperty, removeProperty, replaceValue } from "./_edit.ts";
 import { withFileLock, writeFileAtomic } from "./_fs.ts";
-import { RulesFileError } from "./errors.ts";
+import { describeIoError, RulesFileError } from "./errors.ts";
 import { type ParsedRulesText, parseRulesText } from "./parse.ts";
 import { patternIdentity } from "./pattern.ts";
 import { makeParsedRule, RuleSet } from "./rule_set.ts";
@@ -32,8 +32,16 @@ export interface MergeResult {
 export interface WatchHandlers {
   /** The file changed and is valid: `rules` are now in force (also `store.current`). */
   onReload?(rules: RuleSet): void;
-  /** The file changed and is invalid: the last good rules stay in force. */
+  /**
+   * The file changed and is invalid, or cannot be read: the last good rules
+   * stay in force. Also the watch problems below when there is no `onWarning`.
+   */
   onError?(err: RulesFileError): void;
+  /**
+   * Watching got worse but still works, e.g. the file-system watcher ended
+   * unexpectedly and only polling is left. `message` is user-ready.
+   */
+  onWarning?(message: string): void;
 }
 
 /** A running watch. */
@@ -46,6 +54,22 @@ export interface RulesWatcher {
 export interface WatchOptions {
   /** Quiet time after the last file event before the file is read again. Default 100 ms. */
   debounceMs?: number;
+  /**
+   * How often the file is stat'ed (following a symlink) as a backstop for
+   * missed or absent file-system events, ms. Default 2000.
+   */
+  pollMs?: number;
+  /**
+   * How long a file that is missing or empty (0 bytes) after having rules is
+   * given to come back before its rules are dropped, ms: a non-atomic editor
+   * truncates or deletes it before writing it again. Default 500.
+   */
+  settleMs?: number;
+  /**
+   * Opens the file-system watcher on the directory (tests replace or end it).
+   * Default `Deno.watchFs(dir, { recursive: false })`.
+   */
+  openWatcher?: (dir: string) => Deno.FsWatcher;
 }
 
 interface Plan<T> {
@@ -191,24 +215,60 @@ export class RulesStore {
   /**
    * Watches the file for edits made by anyone (another `netmonitor`, an
    * editor, `cp`): in-place writes, atomic rename-over, delete and re-create.
-   * The directory is watched, not the file, so a replaced file is still seen.
-   * Events are debounced; then the file is read: a valid change updates
-   * `current` and calls `onReload`, an invalid one keeps the last good rules
-   * and calls `onError` (once per distinct bad content). A deleted file means
-   * no rules. This process's own edits do not trigger callbacks.
+   *
+   * Two mechanisms, so an edit is never missed silently (a removed allow rule
+   * that stayed in force would be a hole):
+   * - the directory is watched, not the file, so a replaced file is still
+   *   seen; events are debounced, and an event without paths (the kernel's
+   *   queue overflowed) reloads too;
+   * - the file is stat'ed every `pollMs` (following a symlink, whose target
+   *   may live outside the watched directory), and read again when its
+   *   modification time, change time, size, inode or device changed, or its
+   *   modification time is too recent to trust (an edit within the same
+   *   clock tick). When the file-system watcher ends unexpectedly, polling
+   *   carries on and `onWarning` (else `onError`) is told once.
+   *
+   * Then the file is read: a valid change updates `current` and calls
+   * `onReload`, an invalid one keeps the last good rules and calls `onError`
+   * (once per distinct bad content). A file that is deleted or becomes empty
+   * is given `settleMs` to come back (an editor rewriting it in place); if it
+   * stays so, it means no rules. This process's own edits do not trigger
+   * callbacks.
    */
   watch(handlers: WatchHandlers, options: WatchOptions = {}): RulesWatcher {
     const debounceMs = options.debounceMs ?? 100;
+    const pollMs = Math.max(10, options.pollMs ?? 2000);
+    const settleMs = options.settleMs ?? 500;
     const dir = dirname(this.path);
     const name = basename(this.path);
     Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const watcher = Deno.watchFs(dir, { recursive: false });
+    const open = options.openWatcher ?? ((d: string) => Deno.watchFs(d, { recursive: false }));
+    let watcher: Deno.FsWatcher | undefined;
+    let openFailure: unknown;
+    try {
+      watcher = open(dir);
+    } catch (e) {
+      // Out of inotify instances, say: polling alone still sees every edit.
+      openFailure = e;
+    }
     let closed = false;
     let timer: ReturnType<typeof setTimeout> | undefined;
+    let settleTimer: ReturnType<typeof setTimeout> | undefined;
+    let pollTimer: ReturnType<typeof setTimeout> | undefined;
+    let polling: Promise<unknown> = Promise.resolve();
     let lastBad: string | undefined;
     let inFlight: Promise<unknown> = Promise.resolve();
+    let lastStat = statSignature(this.path);
 
-    const reload = async () => {
+    const warn = (message: string, cause?: unknown) => {
+      if (closed) return;
+      if (handlers.onWarning) return handlers.onWarning(message);
+      const err = new Error(message, { cause });
+      handlers.onError?.(new RulesFileError(this.path, [], "watch", err));
+    };
+
+    /** Reads the file and applies it; `settled`: a missing or empty file had its grace time. */
+    const reload = async (settled: boolean) => {
       if (closed) return;
       let text: string | null;
       try {
@@ -218,9 +278,18 @@ export class RulesStore {
         return;
       }
       if (closed || text === this.#lastText) return;
-      if (text === null) {
+      if (text === null || text === "") {
+        const hadRules = this.#current.rules.length > 0;
+        if (hadRules && !settled && settleMs > 0) {
+          // Maybe mid-rewrite: look again before dropping every rule.
+          settleTimer ??= setTimeout(() => {
+            settleTimer = undefined;
+            inFlight = this.#serial(() => reload(true));
+          }, settleMs);
+          return;
+        }
         lastBad = undefined;
-        handlers.onReload?.(this.#accept(null, []));
+        handlers.onReload?.(this.#accept(text, []));
         return;
       }
       const parsed = parseRulesText(text);
@@ -235,19 +304,59 @@ export class RulesStore {
       handlers.onReload?.(this.#accept(text, parsed.rules));
     };
 
+    const schedule = () => {
+      if (closed) return;
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        timer = undefined;
+        inFlight = this.#serial(() => reload(false));
+      }, debounceMs);
+    };
+
+    const poll = async () => {
+      const sig = await statSignatureAsync(this.path);
+      if (closed) return;
+      if (sig.key !== lastStat.key || sig.recentAt(Date.now(), pollMs)) schedule();
+      lastStat = sig;
+    };
+    const nextPoll = () => {
+      if (closed) return;
+      pollTimer = setTimeout(() => {
+        pollTimer = undefined;
+        polling = poll().catch(() => {}).finally(nextPoll);
+      }, pollMs);
+    };
+    nextPoll();
+
+    const every = pollMs >= 1000 ? `${pollMs / 1000} s` : `${pollMs} ms`;
     const loop = (async () => {
-      try {
-        for await (const event of watcher) {
-          if (closed) break;
-          if (event.kind === "access") continue;
-          if (!event.paths.some((p) => basename(p) === name)) continue;
-          clearTimeout(timer);
-          timer = setTimeout(() => {
-            timer = undefined;
-            inFlight = this.#serial(reload);
-          }, debounceMs);
+      let failure: unknown = openFailure;
+      if (watcher) {
+        try {
+          for await (const event of watcher) {
+            if (closed) break;
+            if (event.kind === "access") continue;
+            // No paths (queue overflow) or a rescan request: anything may have changed.
+            const unknown = event.paths.length === 0 || event.flag === "rescan";
+            if (!unknown && !event.paths.some((p) => basename(p) === name)) continue;
+            schedule();
+          }
+        } catch (e) {
+          failure = e;
         }
-      } catch { /* the watcher was closed */ }
+      } else {
+        await Promise.resolve(); // report after watch() has returned
+      }
+      if (!closed) {
+        const why = failure instanceof Error ? `: ${describeIoError(failure)}` : "";
+        warn(
+          `the file-system watcher on ${dir} ${
+            watcher ? "stopped" : "could not start"
+          }${why}; checking the file for changes every ${every} instead`,
+          failure,
+        );
+        schedule(); // whatever happened meanwhile
+      }
     })();
 
     return {
@@ -255,10 +364,13 @@ export class RulesStore {
         if (closed) return;
         closed = true;
         clearTimeout(timer);
+        clearTimeout(settleTimer);
+        clearTimeout(pollTimer);
         try {
-          watcher.close();
+          watcher?.close();
         } catch { /* already closed */ }
         await loop;
+        await polling;
         await inFlight.catch(() => {});
       },
     };
@@ -374,4 +486,42 @@ function setRule(text: string, doc: ParsedRulesText, pattern: string, action: St
     rule,
     previous: undefined,
   };
+}
+
+/** What the polling backstop compares between two looks at the file. */
+interface StatSignature {
+  /** Equal for two looks exactly when nothing visible changed. */
+  key: string;
+  /**
+   * True when the modification time is too close to `now` to rule out a
+   * later edit in the same clock tick with the same size (git's "racy clean").
+   */
+  recentAt(now: number, windowMs: number): boolean;
+}
+
+function signatureOf(info: Deno.FileInfo | undefined, err?: unknown): StatSignature {
+  if (!info) {
+    const key = err instanceof Deno.errors.NotFound ? "missing" : `error:${String(err)}`;
+    return { key, recentAt: () => false };
+  }
+  const mtime = info.mtime?.getTime() ?? 0;
+  const key = [mtime, info.ctime?.getTime() ?? 0, info.size, info.ino ?? 0, info.dev].join(":");
+  return { key, recentAt: (now, windowMs) => now - mtime < windowMs + 1000 };
+}
+
+/** `Deno.stat` (following symlinks) as a signature. */
+function statSignature(path: string): StatSignature {
+  try {
+    return signatureOf(Deno.statSync(path));
+  } catch (e) {
+    return signatureOf(undefined, e);
+  }
+}
+
+async function statSignatureAsync(path: string): Promise<StatSignature> {
+  try {
+    return signatureOf(await Deno.stat(path));
+  } catch (e) {
+    return signatureOf(undefined, e);
+  }
 }

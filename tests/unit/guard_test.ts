@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { addressKey, classifyAddress, DestinationGuard, parseIPv6 } from "../../lib/net/guard.ts";
 import { normaliseHost } from "../../lib/net/host.ts";
-import { addressForDial, parseResolveEntry, Resolver } from "../../lib/net/resolve.ts";
+import {
+  addressForDial,
+  dialableAnswer,
+  parseResolveEntry,
+  Resolver,
+} from "../../lib/net/resolve.ts";
 import { formatUrl, normalisePath, parseAbsoluteForm } from "../../lib/net/url.ts";
 import { decisionExempts } from "../../lib/proxy/upstream.ts";
 import type { Rule } from "../../lib/rules/types.ts";
@@ -117,6 +122,79 @@ Deno.test("guard: own address, exemptions, loops", () => {
   assert.equal(off.check("127.0.0.1", 1, false), "proxy");
 });
 
+Deno.test("guard: every address of this host is protected, whatever the listen address", () => {
+  const g = new DestinationGuard({
+    listenAddress: "127.0.0.1",
+    listenPort: 8080,
+    interfaceAddresses: ["127.0.0.1", "172.17.0.1", "192.0.2.2", "fd00::2", "fe80::1"],
+  });
+  assert.equal(g.check("172.17.0.1", 2375, false), "host", "docker0 gateway");
+  assert.equal(g.check("::ffff:172.17.0.1", 2375, false), "host", "in an IPv6 spelling");
+  assert.equal(g.check("192.0.2.2", 5432, false), "host", "eth0");
+  assert.equal(g.check("fd00::2", 22, false), "host");
+  assert.equal(g.check("fe80::1", 22, false), "link-local", "the more specific class wins");
+  assert.equal(g.check("172.17.0.2", 80, false), undefined, "a container is not this host");
+  assert.equal(g.check("172.17.0.1", 2375, true), undefined, "an exact rule or --resolve may");
+  assert.equal(g.check("172.17.0.1", 8080, true), "proxy", "never our port on this host");
+  assert.equal(g.check("127.0.0.1", 8080, true), "proxy");
+  assert.throws(
+    () => g.assert("x.attacker.test", "172.17.0.1", 80, false),
+    /^DestinationRefusedError: destination protection: x\.attacker\.test \(172\.17\.0\.1\) is an address of this host$/,
+  );
+  const off = new DestinationGuard({
+    enabled: false,
+    listenAddress: "127.0.0.1",
+    listenPort: 8080,
+    interfaceAddresses: ["172.17.0.1"],
+  });
+  assert.equal(off.check("172.17.0.1", 80, false), undefined);
+  assert.equal(off.check("172.17.0.1", 8080, false), "proxy", "a loop is refused even when off");
+});
+
+Deno.test("guard: interface addresses are re-read lazily, at most every refreshMs", () => {
+  let now = 0;
+  let reads = 0;
+  let current = ["192.0.2.2"];
+  const g = new DestinationGuard({
+    listenAddress: "127.0.0.1",
+    listenPort: 8080,
+    interfaceAddresses: () => {
+      reads++;
+      return current;
+    },
+    refreshMs: 10_000,
+    now: () => now,
+  });
+  assert.equal(reads, 0, "nothing is read before the first check");
+  assert.equal(g.check("192.0.2.2", 80, false), "host");
+  assert.equal(g.check("172.18.0.1", 80, false), undefined);
+  assert.equal(reads, 1);
+  // A bridge appears (docker network create): covered once the reading is old.
+  current = ["192.0.2.2", "172.18.0.1"];
+  now = 9_999;
+  assert.equal(g.check("172.18.0.1", 80, false), undefined);
+  assert.equal(reads, 1);
+  now = 10_000;
+  assert.equal(g.check("172.18.0.1", 80, false), "host");
+  assert.equal(reads, 2);
+  // A reading that fails leaves only the classes (and loopback).
+  const broken = new DestinationGuard({
+    interfaceAddresses: () => {
+      throw new Deno.errors.PermissionDenied("no sys permission");
+    },
+  });
+  assert.equal(broken.check("127.0.0.1", 80, false), "loopback");
+  assert.equal(broken.check("192.0.2.2", 80, false), undefined);
+});
+
+Deno.test("guard: the real interface list is used by default", () => {
+  const own = Deno.networkInterfaces().map((i) => i.address).filter((a) =>
+    classifyAddress(a) === undefined
+  );
+  const g = new DestinationGuard({ listenAddress: "127.0.0.1", listenPort: 1 });
+  for (const a of own) assert.equal(g.check(a, 80, false), "host", a);
+});
+
 const rule = (pattern: string, kind: Rule["kind"], verdict: "allow" | "deny" = "allow"): Rule => ({
   pattern,
   kind,
@@ -168,6 +246,15 @@ Deno.test("resolver: --resolve entries, IP literals, localhost", async () => {
     "127.0.0.1",
     "::1",
   ]);
+});
+
+Deno.test("resolver: DNS answers with an IPv6 zone id are skipped, not a client error", () => {
+  assert.equal(dialableAnswer("fe80::1%eth0"), undefined);
+  assert.equal(dialableAnswer("[fe80::1%25eth0]"), undefined);
+  assert.equal(dialableAnswer("not an address"), undefined);
+  assert.equal(dialableAnswer("fe80::1"), "fe80::1");
+  assert.equal(dialableAnswer("::ffff:127.0.0.1"), "127.0.0.1");
+  assert.equal(dialableAnswer("10.0.0.1"), "10.0.0.1");
 });
 
 Deno.test("url: absolute-form parsing rejects userinfo, other schemes, bad hosts", () => {

@@ -305,3 +305,72 @@ Deno.test("makeRule: short forms take their kind from the pattern", () => {
   assert.equal(makeRule("https://h.test/x", "allow-url").verdict, "allow");
   assert.equal(makeRule("10.0.0.1", "deny-domain").kind, "host");
 });
+
+Deno.test("URL rules: an allow matches only the URL as forwarded; a deny matches every spelling", () => {
+  // [rule path, request path, allow-url decision, deny-url decision]
+  const table: Array<[string, string, "allow" | "ask", ("deny" | "allow")?]> = [
+    ["/a/b", "/a/b", "allow"],
+    ["/a/b", "/a//b", "ask"],
+    ["/a/b", "//a/b", "ask"],
+    ["/a/b", "/a/b/", "ask", "allow"], // another resource: the host rule decides
+    ["/a/b", "/a/./b", "allow"], // forwarded as /a/b
+    ["/a/b", "/a/x/../b", "allow"], // forwarded as /a/b
+    ["/a/b", "/%61/b", "allow"], // unreserved escapes are decoded before forwarding
+    ["/a;b", "/a;b", "allow"],
+    ["/a;b", "/a%3Bb", "ask"],
+    ["/a;b", "/a%3bb", "ask"],
+    ["/a%3Bb", "/a%3bb", "allow"],
+    ["/a%3Bb", "/a;b", "ask"],
+    ["/s?q=a%20b", "/s?q=a%20b", "allow"],
+    ["/s?q=a%20b", "/s?q=a+b", "ask"],
+    ["/s?q=a+b", "/s?q=a+b", "allow"],
+    ["/s?q=a+b", "/s?q=a%20b", "ask"],
+    ["/s?q=a+b", "/s?q=a+b&more", "ask", "allow"], // a deny with a query names that query
+    ["/~u", "/%7eu", "allow"],
+    ["/caf%C3%A9", "/café", "allow"],
+  ];
+  for (const [rulePath, reqPath, want, wantDeny = "deny"] of table) {
+    const url = `https://h.test${rulePath}`;
+    const allow = ruleSet({ [url]: "allow-url" });
+    const a = allow.decide({ scheme: "https", host: "h.test", port: 443, path: reqPath });
+    assert.equal(a.action, want, `allow-url ${rulePath} vs ${reqPath}`);
+    const deny = ruleSet({ [url]: "deny-url", "h.test": "allow" });
+    const d = deny.decide({ scheme: "https", host: "h.test", port: 443, path: reqPath });
+    assert.deepEqual(
+      [d.action, d.rule?.pattern],
+      [wantDeny, wantDeny === "deny" ? url : "h.test"],
+      `deny-url ${rulePath} vs ${reqPath}`,
+    );
+  }
+});
+
+Deno.test("URL rules: a host rule decides what an allow-url does not match exactly", () => {
+  const rules = ruleSet({
+    "https://h.test/a/b": "allow-url",
+    "h.test": "deny",
+    "https://g.test/x": "allow",
+    "g.test": "allow",
+  });
+  check(rules, [
+    ["https://h.test/a/b", "allow", "https://h.test/a/b"],
+    ["https://h.test/a//b", "deny", "h.test"],
+    ["https://h.test//a/b", "deny", "h.test"],
+    ["https://g.test//x", "allow", "g.test"],
+  ]);
+});
+
+Deno.test("URL rules: of an allow and a deny with the same meaning, the later wins", () => {
+  const denyLast = new RuleSet([
+    makeRule("https://h.test/a/b", "allow-url"),
+    makeRule("https://h.test/a//b", "deny-url"),
+  ]);
+  assert.equal(denyLast.decide(target("https://h.test/a/b")).action, "deny");
+  assert.equal(denyLast.decide(target("https://h.test/a//b")).action, "deny");
+  const allowLast = new RuleSet([
+    makeRule("https://h.test/a//b", "deny-url"),
+    makeRule("https://h.test/a/b", "allow-url"),
+  ]);
+  assert.equal(allowLast.decide(target("https://h.test/a/b")).action, "allow");
+  // The deny's widening (any query) still covers other spellings.
+  assert.equal(allowLast.decide(target("https://h.test/a//b")).action, "deny");
+});

@@ -36,15 +36,56 @@ Deno.test("parsePattern: every kind of pattern", () => {
         port: 443,
         path: "/api/sensitive",
         query: undefined,
+        forwarded: "/api/sensitive",
       },
     ],
     [
       "HTTP://Example.com:8080?x=1",
-      { kind: "url", scheme: "http", host: "example.com", port: 8080, path: "/", query: "x=1" },
+      {
+        kind: "url",
+        scheme: "http",
+        host: "example.com",
+        port: 8080,
+        path: "/",
+        query: "x=1",
+        forwarded: "/?x=1",
+      },
     ],
     [
       "https://[::1]:8443/a?",
-      { kind: "url", scheme: "https", host: "[::1]", port: 8443, path: "/a", query: undefined },
+      {
+        kind: "url",
+        scheme: "https",
+        host: "[::1]",
+        port: 8443,
+        path: "/a",
+        query: undefined,
+        forwarded: "/a?",
+      },
+    ],
+    [
+      "https://h.test//a/./b/%7e%3b?q=a+b",
+      {
+        kind: "url",
+        scheme: "https",
+        host: "h.test",
+        port: 443,
+        path: "/a/b/~;",
+        query: "q=a%20b",
+        forwarded: "//a/b/~%3B?q=a+b",
+      },
+    ],
+    [
+      "https://h.test/a\\b",
+      {
+        kind: "url",
+        scheme: "https",
+        host: "h.test",
+        port: 443,
+        path: "/a/b",
+        query: undefined,
+        forwarded: undefined,
+      },
     ],
   ];
   for (const [pattern, want] of cases) assert.deepEqual(parsePattern(pattern), want, pattern);

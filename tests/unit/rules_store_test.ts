@@ -322,8 +322,11 @@ Deno.test("concurrent adds from two processes lose nothing", async () => {
 
 /** Collects watch callbacks; `next()` waits for the next one. */
 function recorder() {
-  const events: Array<{ kind: "reload"; rules: RuleSet } | { kind: "error"; err: RulesFileError }> =
-    [];
+  const events: Array<
+    | { kind: "reload"; rules: RuleSet }
+    | { kind: "error"; err: RulesFileError }
+    | { kind: "warning"; message: string }
+  > = [];
   let wake: (() => void) | undefined;
   const push = (e: (typeof events)[number]) => {
     events.push(e);
@@ -333,6 +336,7 @@ function recorder() {
     handlers: {
       onReload: (rules: RuleSet) => push({ kind: "reload", rules }),
       onError: (err: RulesFileError) => push({ kind: "error", err }),
+      onWarning: (message: string) => push({ kind: "warning", message }),
     },
     async next(): Promise<(typeof events)[number]> {
       const deadline = Date.now() + 10_000;
@@ -415,6 +419,156 @@ Deno.test("watch: valid edits reload, invalid keep the last good, delete/recreat
       await Deno.writeTextFile(join(dir, "network-access.log"), "x\n");
       await new Promise((r) => setTimeout(r, 300));
       assert.equal(rec.pending, 0);
+    } finally {
+      await watcher.close();
+    }
+  });
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Grace time for an emptied file in the tests: long enough that a slow machine cannot outrun it. */
+const SETTLE = 1500;
+
+Deno.test("watch: a symlinked rules file edited at its target elsewhere is picked up", async () => {
+  await withTempDir(async (dir) => {
+    const elsewhere = join(dir, "elsewhere");
+    const data = join(dir, "data");
+    await Deno.mkdir(elsewhere);
+    await Deno.mkdir(data);
+    const target = join(elsewhere, "rules.json");
+    await Deno.writeTextFile(target, '{"a.test": "allow"}');
+    const store = new RulesStore(join(data, "network-rules.json"));
+    await Deno.symlink(target, store.path);
+    await store.load();
+    assert.deepEqual(pairs(store.current), [["a.test", "allow"]]);
+    const rec = recorder();
+    const watcher = store.watch(rec.handlers, { debounceMs: 20, pollMs: 50 });
+    try {
+      // The data directory sees no event for this: only polling can notice.
+      await Deno.writeTextFile(target, '{"a.test": "deny"}');
+      let e = await rec.next();
+      assert.equal(e.kind, "reload");
+      assert.deepEqual(pairs(store.current), [["a.test", "deny"]]);
+      // Same size, written again in place: still seen (the mtime is too recent to trust).
+      await Deno.writeTextFile(target, '{"b.test": "deny"}');
+      e = await rec.next();
+      assert.equal(e.kind, "reload");
+      assert.deepEqual(pairs(store.current), [["b.test", "deny"]]);
+      // An atomic rename-over at the target.
+      await Deno.writeTextFile(join(elsewhere, "tmp"), "{}");
+      await Deno.rename(join(elsewhere, "tmp"), target);
+      e = await rec.next();
+      assert.equal(e.kind, "reload");
+      assert.deepEqual(store.current.rules, []);
+    } finally {
+      await watcher.close();
+    }
+  });
+});
+
+Deno.test("watch: a file-system watcher that ends is reported, and polling still reloads", async () => {
+  await withTempDir(async (dir) => {
+    const store = await storeWith(dir, '{"a.test": "allow"}');
+    await store.load();
+    const rec = recorder();
+    let real: Deno.FsWatcher | undefined;
+    const watcher = store.watch(rec.handlers, {
+      debounceMs: 20,
+      pollMs: 50,
+      openWatcher: (d) => real = Deno.watchFs(d, { recursive: false }),
+    });
+    try {
+      real!.close(); // the watcher ends underneath the store
+      let e = await rec.next();
+      assert.equal(e.kind, "warning");
+      if (e.kind === "warning") {
+        assert.match(
+          e.message,
+          /file-system watcher on .* stopped; checking the file .* every 50 ms/,
+        );
+      }
+      // The operator removes the allow rule: it must not stay in force.
+      await Deno.writeTextFile(store.path, '{"a.test": "deny"}');
+      e = await rec.next();
+      assert.equal(e.kind, "reload");
+      assert.deepEqual(pairs(store.current), [["a.test", "deny"]]);
+      await new RulesStore(store.path).remove("a.test");
+      e = await rec.next();
+      assert.equal(e.kind, "reload");
+      assert.deepEqual(store.current.rules, []);
+    } finally {
+      await watcher.close();
+    }
+  });
+});
+
+Deno.test("watch: without onWarning, a watcher that cannot start is reported through onError", async () => {
+  await withTempDir(async (dir) => {
+    const store = await storeWith(dir, '{"a.test": "allow"}');
+    await store.load();
+    const errors: RulesFileError[] = [];
+    const reloads: RuleSet[] = [];
+    const watcher = store.watch({
+      onReload: (r) => reloads.push(r),
+      onError: (e) => errors.push(e),
+    }, {
+      debounceMs: 20,
+      pollMs: 50,
+      openWatcher: () => {
+        throw new Deno.errors.PermissionDenied("too many inotify instances (os error 24)");
+      },
+    });
+    try {
+      await Deno.writeTextFile(store.path, '{"a.test": "deny"}');
+      const end = Date.now() + 10_000;
+      while ((errors.length === 0 || reloads.length === 0) && Date.now() < end) await sleep(20);
+      assert.equal(errors.length, 1);
+      assert.match(
+        errors[0].message,
+        /^Cannot watch rules ".*": the file-system watcher on .* could not start: permission denied; checking/,
+      );
+      assert.deepEqual(pairs(reloads.at(-1)!), [["a.test", "deny"]]);
+    } finally {
+      await watcher.close();
+    }
+  });
+});
+
+Deno.test("watch: a file truncated mid-rewrite keeps its rules; an empty or missing file that stays so means no rules", async () => {
+  await withTempDir(async (dir) => {
+    const store = await storeWith(dir, '{"a.test": "deny"}');
+    await store.load();
+    const rec = recorder();
+    const watcher = store.watch(rec.handlers, { debounceMs: 20, pollMs: 50, settleMs: SETTLE });
+    try {
+      // A non-atomic editor: truncate, pause, write.
+      await Deno.writeTextFile(store.path, "");
+      await sleep(150);
+      assert.equal(rec.pending, 0, "an empty file is not applied at once");
+      assert.deepEqual(pairs(store.current), [["a.test", "deny"]]);
+      await Deno.writeTextFile(store.path, '{"a.test": "deny", "b.test": "deny"}');
+      let e = await rec.next();
+      assert.equal(e.kind, "reload");
+      assert.deepEqual(pairs(store.current), [["a.test", "deny"], ["b.test", "deny"]]);
+      await sleep(SETTLE + 300); // the pending re-check finds the same text: no second callback
+      assert.equal(rec.pending, 0);
+
+      // Truly emptied: after the grace time, no rules.
+      await Deno.writeTextFile(store.path, "");
+      e = await rec.next();
+      assert.equal(e.kind, "reload");
+      assert.deepEqual(store.current.rules, []);
+
+      // Deleted while holding rules: the same grace, then no rules.
+      await Deno.writeTextFile(store.path, '{"c.test": "allow"}');
+      e = await rec.next();
+      assert.equal(e.kind, "reload");
+      await Deno.remove(store.path);
+      await sleep(150);
+      assert.deepEqual(pairs(store.current), [["c.test", "allow"]]);
+      e = await rec.next();
+      assert.equal(e.kind, "reload");
+      assert.deepEqual(store.current.rules, []);
     } finally {
       await watcher.close();
     }
