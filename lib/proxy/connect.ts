@@ -26,7 +26,7 @@ import type { Exchange } from "./context.ts";
 import { type ByteCounts, closeQuietly, writeAll } from "./duplex.ts";
 import { errorOutcome, ioErrorText } from "./errors.ts";
 import { IdleWatch } from "./idle.ts";
-import { BufferedReader, Deadline, DeadlineError } from "./reader.ts";
+import { BufferedReader, Deadline, DeadlineError, RELAY_STREAM_SIZE } from "./reader.ts";
 import {
   CONNECT_ESTABLISHED,
   decisionHeader,
@@ -116,7 +116,9 @@ async function relayTunnel(s: HttpSession, ex: Exchange, dialled: Dialled): Prom
   const watch = tunnelWatch(s, dialled.conn);
   s.setRelay(dialled.conn);
   try {
-    await relay(s.reader, s.conn, new BufferedReader(dialled.conn), dialled.conn, counts, watch);
+    const upstream = new BufferedReader(dialled.conn);
+    s.reader.streamSize = upstream.streamSize = RELAY_STREAM_SIZE;
+    await relay(s.reader, s.conn, upstream, dialled.conn, counts, watch);
   } finally {
     watch.stop();
     s.setRelay(undefined);

@@ -107,6 +107,9 @@ export interface BufferedReaderOptions {
   maxSize?: number;
 }
 
+/** The buffer size a tunnel relay grows to: fewer, larger reads and writes for bulk data. */
+export const RELAY_STREAM_SIZE = 262144;
+
 const STREAM_SIZE = 131072;
 
 /** Buffered reads with explicit consumption. */
@@ -121,6 +124,11 @@ export class BufferedReader {
   readonly #max: number;
   #inflight: Promise<boolean> | undefined;
   #fullReads = 0;
+  /**
+   * The size the buffer grows to once reads keep filling it (data is
+   * streaming). A relay raises it to {@linkcode RELAY_STREAM_SIZE}.
+   */
+  streamSize = STREAM_SIZE;
 
   constructor(src: Duplex, options: BufferedReaderOptions = {}) {
     this.#src = src;
@@ -209,8 +217,8 @@ export class BufferedReader {
     if (this.start === this.end) {
       this.start = this.end = 0;
       // Reads kept filling the buffer: data is streaming, use a bigger one.
-      if (this.#fullReads >= 2 && this.buf.length < STREAM_SIZE) {
-        this.buf = new Uint8Array(STREAM_SIZE);
+      if (this.#fullReads >= 2 && this.buf.length < this.streamSize) {
+        this.buf = new Uint8Array(this.streamSize);
         this.#fullReads = 0;
       }
       return;

@@ -352,7 +352,10 @@ export class HttpSession implements Live {
     };
     if (!this.reader.eof) {
       try {
-        this.reader.watch().then((more) => more || gone(), gone);
+        // Only a failed read means the client is gone. An end of stream may
+        // be a half-close (shutdown(SHUT_WR)) after a complete request, and
+        // such a client still reads the response; the session ends after it.
+        this.reader.watch().then(undefined, gone);
       } catch {
         // buffer full of pipelined bytes: nothing to watch
       }
@@ -522,7 +525,7 @@ export class HttpSession implements Live {
         await writeAll(up.conn, requestHead);
       } catch (e) {
         closeQuietly(up.conn);
-        if (pooled && framing.kind === "none") continue;
+        if (pooled && retryable(head, framing)) continue;
         throw new UpstreamError(`sending the request to ${key} failed: ${ioErrorText(e)}`);
       }
       if (framing.kind !== "none") {
@@ -545,7 +548,10 @@ export class HttpSession implements Live {
         break;
       } catch (e) {
         closeQuietly(up.conn);
-        if (e instanceof NoAnswerError && pooled && framing.kind === "none") continue;
+        // A kept-alive connection the upstream closed meanwhile: the request
+        // may not have been seen, or may have been and its answer lost. Only a
+        // request that is safe to repeat is sent again (RFC 9110 9.2.2).
+        if (e instanceof NoAnswerError && pooled && retryable(head, framing)) continue;
         // A failing or stalled request body closes the upstream first, so
         // `body.stall`/`body.failed` is already set when that is why the
         // response could not be read.
@@ -967,6 +973,18 @@ function clientResponseHead(
 function websocketUpgrade(head: RequestHead): string | undefined {
   const up = upgradeRequested(head);
   return up !== undefined && up.trim().toLowerCase() === "websocket" ? up.trim() : undefined;
+}
+
+/** Methods whose repetition has the effect of one request (RFC 9110 9.2.2). */
+const IDEMPOTENT = new Set(["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"]);
+
+/**
+ * True when a request that got no answer on a reused connection may be sent
+ * again on a new one: an idempotent method without a body (a body was
+ * consumed from the client and cannot be replayed).
+ */
+function retryable(head: RequestHead, framing: BodyFraming): boolean {
+  return framing.kind === "none" && IDEMPOTENT.has(head.method);
 }
 
 function clientErrorReason(status: number): string {

@@ -11,16 +11,17 @@
  */
 
 // @ts-types="@types/node-forge"
-import forge from "node-forge";
+import type forge from "node-forge";
 import {
+  type Forge,
   generateRsaKey,
+  loadForge,
   randomSerial,
   type RsaKey,
   rsaKeyFromPem,
   signCertificate,
 } from "./_x509.ts";
 
-const pki = forge.pki;
 const DAY_MS = 86_400_000;
 
 /** Where the CA lives; the same field names as `dataPaths()` in lib/paths.ts. */
@@ -67,6 +68,8 @@ export interface CreateCaOptions {
 /** Creates a new CA in memory (RSA 2048, SHA-256, 10 years). Save it with {@linkcode saveCa}. */
 export async function createCa(options: CreateCaOptions = {}): Promise<CertificateAuthority> {
   const now = options.now ?? new Date();
+  const f = await loadForge();
+  const pki = f.pki;
   const key = await generateRsaKey();
   const commonName = `netmonitor CA (${options.hostname ?? machineName()} ${
     now.toISOString().slice(0, 10)
@@ -92,7 +95,7 @@ export async function createCa(options: CreateCaOptions = {}): Promise<Certifica
     { name: "subjectKeyIdentifier" },
   ]);
   const certPem = await signCertificate(cert, key.privateKey);
-  return fromParts(pki.certificateFromPem(certPem), certPem, key);
+  return fromParts(f, pki.certificateFromPem(certPem), certPem, key);
 }
 
 /**
@@ -122,9 +125,10 @@ export async function loadCa(
   const fix = `run "netmonitor ca regenerate" to make a new CA`;
   const certPem = await readText(files.caCert, "certificate", fix);
   const keyPem = await readText(files.caKey, "private key", fix);
+  const f = await loadForge();
   let cert: forge.pki.Certificate;
   try {
-    cert = pki.certificateFromPem(certPem);
+    cert = f.pki.certificateFromPem(certPem);
   } catch (e) {
     throw new CaError(`Cannot load CA certificate "${files.caCert}": ${message(e)}; ${fix}`);
   }
@@ -144,7 +148,7 @@ export async function loadCa(
   if (!bc?.cA) {
     throw new CaError(`Cannot load CA certificate "${files.caCert}": not a CA certificate; ${fix}`);
   }
-  const ca = fromParts(cert, certPem.replaceAll("\r\n", "\n"), key);
+  const ca = fromParts(f, cert, certPem.replaceAll("\r\n", "\n"), key);
   const now = options.now ?? new Date();
   if (now > ca.notAfter) {
     throw new CaError(
@@ -196,13 +200,15 @@ export async function regenerateCa(
 
 /** SHA-256 fingerprint of the CA certificate, `AB:CD:...`, as browsers and openssl show it. */
 export async function caFingerprint(ca: CertificateAuthority): Promise<string> {
-  const der = forge.asn1.toDer(pki.certificateToAsn1(ca.cert)).getBytes();
+  const f = await loadForge();
+  const der = f.asn1.toDer(f.pki.certificateToAsn1(ca.cert)).getBytes();
   const bytes = Uint8Array.from(der, (c) => c.charCodeAt(0));
   const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
   return Array.from(digest, (b) => b.toString(16).padStart(2, "0").toUpperCase()).join(":");
 }
 
 function fromParts(
+  forge: Forge,
   cert: forge.pki.Certificate,
   certPem: string,
   key: RsaKey,
@@ -212,7 +218,7 @@ function fromParts(
     | undefined;
   const subjectKeyId = ski?.subjectKeyIdentifier
     ? forge.util.hexToBytes(ski.subjectKeyIdentifier)
-    : pki.getPublicKeyFingerprint(cert.publicKey, { type: "RSAPublicKey" }).getBytes();
+    : forge.pki.getPublicKeyFingerprint(cert.publicKey, { type: "RSAPublicKey" }).getBytes();
   const cn = cert.subject.getField("CN") as { value?: string } | null;
   return {
     cert,

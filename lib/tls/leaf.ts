@@ -9,19 +9,17 @@
  * @module
  */
 
-// @ts-types="@types/node-forge"
-import forge from "node-forge";
 import { normaliseHost } from "../net/host.ts";
 import type { CertificateAuthority } from "./ca.ts";
 import {
   generateRsaKey,
   ipAddressBytes,
+  loadForge,
   randomSerial,
   type RsaKey,
   signCertificate,
 } from "./_x509.ts";
 
-const pki = forge.pki;
 const DAY_MS = 86_400_000;
 /** Total validity stays under the 398-day limit browsers and Apple clients enforce. */
 const LEAF_VALIDITY_DAYS = 397;
@@ -155,6 +153,7 @@ export async function issueLeafCertificate(
   host = normaliseHost(host);
   const ip = ipAddressBytes(host);
   const bare = host.startsWith("[") ? host.slice(1, -1) : host;
+  const { pki } = await loadForge();
   const cert = pki.createCertificate();
   cert.publicKey = key.publicKey;
   cert.serialNumber = randomSerial();

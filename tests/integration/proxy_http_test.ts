@@ -532,3 +532,60 @@ Deno.test("http: an h2c upgrade is not forwarded (only WebSocket upgrades are re
     await origin.close();
   }
 });
+
+Deno.test("http: a client that half-closes after its request still gets the response", async () => {
+  const origin = await startOrigin();
+  let decisions = 0;
+  const proxy = await startTestProxy({
+    resolve: [["origin.test", origin.port, "127.0.0.1"], ["no.test", origin.port, "127.0.0.1"]],
+    // A slow decision (a prompt): the client's end of stream arrives meanwhile.
+    decide: async (input) => {
+      decisions++;
+      await new Promise((r) => setTimeout(r, 100));
+      return input.target.host === "no.test"
+        ? { action: "deny", source: "prompt", reason: "prompt: deny-once" }
+        : { action: "allow", source: "prompt", reason: "prompt: allow-once" };
+    },
+  });
+  const host = `origin.test:${origin.port}`;
+  const ask = async (request: string) => {
+    const c = await RawClient.connect(proxy.port);
+    try {
+      await c.send(request);
+      await c.conn.closeWrite(); // shutdown(SHUT_WR): "that was my last request"
+      const r = await c.response();
+      return { r, rest: await c.readToEnd() };
+    } finally {
+      c.close();
+    }
+  };
+  try {
+    const get = await ask(`GET http://${host}/hello HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+    assert.equal(get.r.status, 200);
+    assert.equal(get.r.text, "hello from origin");
+    assert.equal(get.rest, "", "then the proxy closes the connection");
+
+    const post = await ask(
+      `POST http://${host}/upload HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 5\r\n\r\nhello`,
+    );
+    assert.equal(post.r.status, 200);
+    assert.equal(JSON.parse(post.r.text).bodyLength, 5);
+
+    const nhost = `no.test:${origin.port}`;
+    const denied = await ask(`GET http://${nhost}/ HTTP/1.1\r\nHost: ${nhost}\r\n\r\n`);
+    assert.equal(denied.r.status, 403);
+    assert.match(denied.r.text, /netmonitor denied GET/);
+
+    assert.equal(decisions, 3);
+    const recs = await proxy.waitRecords(3);
+    assert.deepEqual(recs.map((r) => [r.method, r.status, r.error]), [
+      ["GET", 200, undefined],
+      ["POST", 200, undefined],
+      ["GET", 403, undefined],
+    ]);
+    assert.equal(recs[1].bytesUp, 5);
+  } finally {
+    await proxy.close();
+    await origin.close();
+  }
+});

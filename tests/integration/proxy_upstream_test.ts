@@ -246,3 +246,69 @@ Deno.test("upstream: shutdown answers in-flight requests, denies waiting decisio
     await origin.close();
   }
 });
+
+Deno.test("upstream: a request without an answer on a reused connection is retried only when idempotent", async () => {
+  // Every connection answers its first request (keep-alive), then reads the
+  // next one and closes without answering: a server that dropped the idle
+  // connection just as the request arrived, or crashed while handling it.
+  const seen: string[] = [];
+  const origin = startRawOrigin(async (conn) => {
+    let first = true;
+    while (true) {
+      const head = await readHeadText(conn);
+      if (head === "") return;
+      seen.push(head.slice(0, head.indexOf(" /")));
+      if (!first) return;
+      first = false;
+      await conn.write(enc.encode("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+    }
+  });
+  const proxy = await startTestProxy({
+    rules: { "once.test": "allow-domain" },
+    resolve: [["once.test", origin.port, "127.0.0.1"]],
+  });
+  const host = `once.test:${origin.port}`;
+  const c = await RawClient.connect(proxy.port);
+  try {
+    await c.send(`GET http://${host}/a HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+    assert.equal((await c.response()).status, 200);
+    // Reuses the pooled connection, gets no answer: a POST is not repeated.
+    await c.send(`POST http://${host}/b HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+    const post = await c.response();
+    assert.equal(post.status, 502);
+    assert.match(post.text, /closed the connection without answering/);
+    assert.deepEqual(seen, ["GET", "POST"], "the POST reached the origin exactly once");
+
+    const c2 = await RawClient.connect(proxy.port);
+    try {
+      await c2.send(`GET http://${host}/c HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+      assert.equal((await c2.response()).status, 200);
+      // A GET is repeated on a new connection, which answers it.
+      await c2.send(`GET http://${host}/d HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+      const get2 = await c2.response();
+      assert.equal(get2.status, 200);
+      assert.equal(get2.text, "ok");
+      // DELETE is idempotent but its body could not be replayed: not repeated.
+      await c2.send(
+        `DELETE http://${host}/e HTTP/1.1\r\nHost: ${host}\r\nContent-Length: 2\r\n\r\nxy`,
+      );
+      assert.equal((await c2.response()).status, 502);
+    } finally {
+      c2.close();
+    }
+    assert.deepEqual(seen, ["GET", "POST", "GET", "GET", "GET", "DELETE"]);
+    const recs = await proxy.waitRecords(5);
+    assert.deepEqual(recs.map((r) => [r.method, r.status]), [
+      ["GET", 200],
+      ["POST", 502],
+      ["GET", 200],
+      ["GET", 200],
+      ["DELETE", 502],
+    ]);
+    assert.match(recs[1].error!, /closed the connection without answering/);
+  } finally {
+    c.close();
+    await proxy.close();
+    await origin.close();
+  }
+});
