@@ -28,7 +28,9 @@ export function registerPromptCommand(program: Command, ctx: CliContext): void {
     )
     .addHelpText(
       "after",
-      "\nType a choice (1-6) and Enter; Enter alone allows once. Ctrl-C detaches.\n" +
+      "\nType a choice (1-6) and Enter; Enter alone allows once. Keys typed in the first\n" +
+        "0.4 s after a prompt appears are ignored (they were meant for the one before).\n" +
+        "Ctrl-C detaches.\n" +
         "Exits 0 when detached or when the proxy stops, 1 when no proxy is running.",
     )
     .action(async () => {

@@ -6,6 +6,12 @@
  * Input comes from one shared {@linkcode LineReader}, so nothing else reading
  * the console fights the prompt for lines, and tests inject lines.
  *
+ * A keystroke meant for one prompt must never answer another (Enter alone is
+ * "allow once"): keys typed while no prompt is open are thrown away, and on a
+ * terminal so are keys typed within {@linkcode DEFAULT_INPUT_GUARD_MS} of a new
+ * prompt appearing (a client can withdraw the request the operator is
+ * answering, so that the next one takes its place under the cursor).
+ *
  * @module
  */
 
@@ -19,23 +25,35 @@ import {
   PromptClosedError,
 } from "../lib/decide/types.ts";
 import type { BrokerEvent } from "../lib/decide/broker.ts";
-import { formatAuthority } from "../lib/net/host.ts";
+import { formatAuthority, isIpLiteral } from "../lib/net/host.ts";
 
 const BAR = "=".repeat(80);
 
 /** The question line; the cursor waits after it. */
 export const CHOICE_QUESTION = "Your choice [1]: ";
 
+/** Default for {@linkcode PromptIO.inputGuardMs}: keys typed this soon after a new prompt are ignored. */
+export const DEFAULT_INPUT_GUARD_MS = 400;
+
+/** Printed when the input guard threw away keys typed as a new prompt appeared. */
+export const INPUT_IGNORED_LINE =
+  "(input ignored: typed as this request appeared; read it and choose again)";
+
 /**
  * Renders a pending request as the original design's prompt, up to and
  * including the blank line before `Your choice [1]:` (which
  * {@linkcode CHOICE_QUESTION} adds). The design's lines are verbatim; a
- * `Client:` line, and a `Waiting:` line when several requests share the
- * prompt, are added inside the banner. Every value from the request is made
+ * `Client:` line, and a `Waiting:` line when several identical requests
+ * wait on the prompt, are added inside the banner. For an IP literal,
+ * choices 3 and 4 name the port too (that is the rule they save). Every value from the request is made
  * printable, so a hostile URL cannot rewrite the terminal.
  */
 export function renderPrompt(req: PendingRequest): string {
   const host = printable(formatAuthority(req.host, req.port, req.scheme), 260);
+  // What choices 3 and 4 save: an IP literal always with its port (see the broker).
+  const ruleHost = isIpLiteral(req.host)
+    ? printable(formatAuthority(req.host, req.port), 260)
+    : host;
   const tunnel = req.url === undefined;
   const lines = [
     BAR,
@@ -49,7 +67,7 @@ export function renderPrompt(req: PendingRequest): string {
   ];
   if (req.reason !== "no rule") lines.push(`Reason: ${printable(req.reason, 200)}`);
   if (req.waiting > 1) {
-    lines.push(`Waiting: ${req.waiting} requests to this host (this answer releases all of them)`);
+    lines.push(`Waiting: ${req.waiting} identical requests (this answer applies to all of them)`);
   }
   const noUrl = tunnel ? " (not available: a tunnel has no URL)" : "";
   lines.push(
@@ -58,8 +76,8 @@ export function renderPrompt(req: PendingRequest): string {
     "Choose action:",
     "  1. Allow this request once",
     "  2. Deny this request once",
-    `  3. Always allow ${host}`,
-    `  4. Always deny ${host}`,
+    `  3. Always allow ${ruleHost}`,
+    `  4. Always deny ${ruleHost}`,
     `  5. Always allow this exact URL${noUrl}`,
     `  6. Always deny this exact URL${noUrl}`,
     "",
@@ -112,13 +130,25 @@ export function printable(text: string, max = 200): string {
   return `${chars.slice(0, max).join("")}... (${chars.length - max} more characters)`;
 }
 
+/** Options for one {@linkcode LineReader.readLine}. */
+export interface ReadLineOptions {
+  /**
+   * Ignore keys that arrive within this many milliseconds of the call: they
+   * are neither echoed nor part of the line (terminal mode; piped input is a
+   * script, and is not guarded). Default 0.
+   */
+  guardMs?: number;
+  /** Called once per read when the guard ignored Enter or a printable key. */
+  onIgnored?(): void;
+}
+
 /** A source of typed lines. */
 export interface LineReader {
   /**
    * Resolves with the next line completed after this call (without its line
    * end), or null at end of input. Rejects with `signal.reason` when aborted.
    */
-  readLine(signal?: AbortSignal): Promise<string | null>;
+  readLine(signal?: AbortSignal, opts?: ReadLineOptions): Promise<string | null>;
   /** What has been typed of the line being read (terminal mode), to redraw it. */
   readonly partial?: string;
 }
@@ -129,6 +159,13 @@ export interface PromptIO {
   write(text: string): void;
   /** Output is a terminal: {@linkcode TerminalPrompter.printLine} may redraw the question line. */
   ansi?: boolean;
+  /**
+   * Keys typed within this many milliseconds of a new prompt being drawn are
+   * thrown away (by a terminal-mode reader), with {@linkcode INPUT_IGNORED_LINE}
+   * printed when they could have answered it. Default
+   * {@linkcode DEFAULT_INPUT_GUARD_MS}; 0 turns the guard off.
+   */
+  inputGuardMs?: number;
 }
 
 /** A prompter on a terminal, which can also print other lines without garbling its question. */
@@ -156,22 +193,30 @@ export class InputClosedError extends Error {
  */
 export function createTerminalPrompter(io: PromptIO, name = "terminal"): TerminalPrompter {
   let asking = false;
+  const guardMs = io.inputGuardMs ?? DEFAULT_INPUT_GUARD_MS;
+  const printLine = (text: string): void => {
+    if (!asking) io.write(`${text}\n`);
+    else if (io.ansi) {
+      io.write(`\r\x1b[2K${text}\n${CHOICE_QUESTION}${io.lines.partial ?? ""}`);
+    } else io.write(`\n${text}\n${CHOICE_QUESTION}`);
+  };
   return {
     name,
-    printLine(text: string): void {
-      if (!asking) io.write(`${text}\n`);
-      else if (io.ansi) {
-        io.write(`\r\x1b[2K${text}\n${CHOICE_QUESTION}${io.lines.partial ?? ""}`);
-      } else io.write(`\n${text}\n${CHOICE_QUESTION}`);
-    },
+    printLine,
     async ask(req: PendingRequest, signal: AbortSignal): Promise<PromptAnswer> {
       io.write("\n" + renderPrompt(req));
+      // Only the first read of a new prompt is guarded: a choice asked again
+      // after an invalid one is about the same request.
+      let guard: ReadLineOptions | undefined = guardMs > 0
+        ? { guardMs, onIgnored: () => printLine(INPUT_IGNORED_LINE) }
+        : undefined;
       for (;;) {
         io.write(CHOICE_QUESTION);
         let line: string | null;
         asking = true;
         try {
-          line = await io.lines.readLine(signal);
+          line = await io.lines.readLine(signal, guard);
+          guard = undefined;
         } catch (err) {
           if (signal.aborted) io.write(`\n${closedLine(signal.reason)}\n`);
           throw err;
@@ -200,6 +245,8 @@ export interface AttachTerminalOptions {
   onInputClosed?(): void;
   /** Output is a terminal (redraw the question around other lines). Default: stdout is a terminal. */
   ansi?: boolean;
+  /** See {@linkcode PromptIO.inputGuardMs}. Default {@linkcode DEFAULT_INPUT_GUARD_MS}. */
+  inputGuardMs?: number;
 }
 
 /**
@@ -221,6 +268,7 @@ export function attachTerminal(
     lines,
     write,
     ansi: opts.ansi ?? (opts.write === undefined && Deno.stdout.isTerminal()),
+    ...(opts.inputGuardMs !== undefined ? { inputGuardMs: opts.inputGuardMs } : {}),
   });
   let detached = false;
   const detach = broker.addPrompter({
@@ -298,6 +346,8 @@ export interface StdinLineReaderOptions {
    * answer a future prompt). Default true; set false for scripted input.
    */
   discardUnread?: boolean;
+  /** Clock for {@linkcode ReadLineOptions.guardMs}, in milliseconds. Default `performance.now`. */
+  now?(): number;
 }
 
 const MAX_LINE = 4096;
@@ -307,6 +357,11 @@ interface LineWaiter {
   reject(err: unknown): void;
   signal?: AbortSignal;
   onAbort?: () => void;
+  /** Keys arriving before this time (per the reader's clock) are ignored. */
+  guardUntil?: number;
+  onIgnored?(): void;
+  /** onIgnored was called. */
+  told?: boolean;
 }
 
 /**
@@ -320,6 +375,7 @@ export class StdinLineReader implements LineReader {
   readonly #input: ReadableStream<Uint8Array>;
   readonly #term?: { setRaw(on: boolean): void; echo(text: string): void };
   readonly #discard: boolean;
+  readonly #now: () => number;
   readonly #waiters: LineWaiter[] = [];
   readonly #unread: string[] = [];
   #reader?: ReadableStreamDefaultReader<Uint8Array>;
@@ -347,9 +403,10 @@ export class StdinLineReader implements LineReader {
       this.#term = terminal;
     }
     this.#discard = opts.discardUnread ?? true;
+    this.#now = opts.now ?? (() => performance.now());
   }
 
-  readLine(signal?: AbortSignal): Promise<string | null> {
+  readLine(signal?: AbortSignal, opts: ReadLineOptions = {}): Promise<string | null> {
     if (signal?.aborted) return Promise.reject(signal.reason);
     if (this.#unread.length > 0) return Promise.resolve(this.#unread.shift()!);
     if (this.#eof) return Promise.resolve(null);
@@ -358,6 +415,10 @@ export class StdinLineReader implements LineReader {
     if (this.#term) this.#line = "";
     return new Promise((resolve, reject) => {
       const w: LineWaiter = { resolve, reject, signal };
+      if (this.#term && opts.guardMs && opts.guardMs > 0) {
+        w.guardUntil = this.#now() + opts.guardMs;
+        w.onIgnored = opts.onIgnored;
+      }
       if (signal) {
         w.onAbort = () => {
           const i = this.#waiters.indexOf(w);
@@ -431,12 +492,20 @@ export class StdinLineReader implements LineReader {
   /** Terminal mode: a tiny line editor. Returns true on Ctrl-D at an empty line. */
   #keys(text: string): boolean {
     const reading = this.#waiters.length > 0;
+    const head = this.#waiters[0];
+    const guarded = head?.guardUntil !== undefined && this.#now() < head.guardUntil;
+    let ignored = false;
     for (const ch of text) {
       const code = ch.codePointAt(0)!;
       if (this.#escape > 0) {
         // Skip escape sequences (arrow keys...): ESC [ params final, or ESC O x.
         if (this.#escape === 1) this.#escape = ch === "[" ? 2 : ch === "O" ? 3 : 0;
         else if (this.#escape === 3 || (code >= 0x40 && code <= 0x7e)) this.#escape = 0;
+        continue;
+      }
+      if (guarded && code !== 0x1b && code !== 0x04) {
+        // Typed as the prompt appeared: meant for whatever was there before.
+        if (ch === "\r" || ch === "\n" || code >= 0x20) ignored = true;
         continue;
       }
       if (ch === "\r" || ch === "\n") {
@@ -462,6 +531,10 @@ export class StdinLineReader implements LineReader {
         this.#line += ch;
         this.#term!.echo(ch);
       }
+    }
+    if (ignored && head && !head.told && this.#waiters[0] === head) {
+      head.told = true;
+      head.onIgnored?.();
     }
     return false;
   }

@@ -10,6 +10,22 @@
  * arrival (or allowed, with `timeoutAction: "allow"`), so a client never waits
  * longer than that, however long the queue.
  *
+ * What an answer releases is never more than the operator saw:
+ * - allow-once and allow-url/deny-url release only the requests identical to
+ *   the one shown (same method and URL; for a tunnel, same method, host and
+ *   port). allow-once is checked against the rules once more, so a deny rule
+ *   added while the prompt was open still wins. Every other request waiting
+ *   on the host is decided again by the rules, and asked about again if still
+ *   uncovered (a client cannot slip a `POST /upload` in behind a shown
+ *   `GET /index.html`);
+ * - deny-once denies every request waiting on the host (denying is safe);
+ * - allow-domain/deny-domain release every request waiting on the host (the
+ *   operator chose the whole host).
+ *
+ * A client cannot bury the operator in prompts: beyond
+ * `maxPromptsPerClient` open prompts for one client IP, its new uncovered
+ * requests are denied once (source "policy").
+ *
  * Nothing here touches the terminal: the CLI learns what happens through
  * {@linkcode BrokerEvent}s.
  *
@@ -17,7 +33,7 @@
  */
 
 import type { DecisionSource } from "../log/record.ts";
-import { formatAuthority } from "../net/host.ts";
+import { formatAuthority, isIpLiteral } from "../net/host.ts";
 import type { RequestTarget, Rule, RuleDecision, StoredAction } from "../rules/types.ts";
 import {
   answerAvailable,
@@ -98,6 +114,15 @@ export interface BrokerOptions {
    * forever); a save that completes later is still reported. Default 10_000.
    */
   saveTimeoutMs?: number;
+  /**
+   * Most prompts (queued or shown) that requests from one client IP may hold
+   * open. A further uncovered request from that IP that would need a prompt
+   * of its own is denied once (source "policy", reason
+   * `too many pending prompts from IP`); requests joining an open prompt are
+   * not limited. Keeps one flooding client from pushing everybody else's
+   * prompts into their timeout. Default {@linkcode DEFAULT_MAX_PROMPTS_PER_CLIENT}.
+   */
+  maxPromptsPerClient?: number;
   /** Answer every uncovered request with this default instead of prompting (source "default"). */
   nonInteractive?: { default: "allow" | "deny" };
   /** Receives every {@linkcode BrokerEvent}; more listeners via {@linkcode DecisionBroker.subscribe}. */
@@ -106,6 +131,9 @@ export interface BrokerOptions {
 
 /** Default for {@linkcode BrokerOptions.promptTimeoutMs}. */
 export const DEFAULT_PROMPT_TIMEOUT_MS = 60_000;
+
+/** Default for {@linkcode BrokerOptions.maxPromptsPerClient}. */
+export const DEFAULT_MAX_PROMPTS_PER_CLIENT = 20;
 
 interface Waiter {
   input: DecideInput;
@@ -127,7 +155,6 @@ interface Group {
   state: "queued" | "shown" | "settling";
   /** The request shown to prompters (fixed when the prompt is shown). */
   request?: PendingRequest;
-  shown?: Waiter;
   asks: Map<Prompter, AbortController>;
 }
 
@@ -141,6 +168,7 @@ export class DecisionBroker {
   readonly #timeoutAction: "allow" | "deny";
   readonly #saveTimeoutMs: number;
   readonly #nonInteractive?: { default: "allow" | "deny" };
+  readonly #maxPerClient: number;
   readonly #listeners = new Set<(e: BrokerEvent) => void>();
   readonly #prompters = new Set<Prompter>();
   /** Open groups by host:port key (queued, shown or settling). */
@@ -158,6 +186,8 @@ export class DecisionBroker {
     this.#nonInteractive = opts.nonInteractive;
     this.#timeoutAction = opts.timeoutAction ?? "deny";
     this.#saveTimeoutMs = opts.saveTimeoutMs ?? 10_000;
+    this.#maxPerClient = opts.maxPromptsPerClient ?? DEFAULT_MAX_PROMPTS_PER_CLIENT;
+    if (!(this.#maxPerClient >= 1)) throw new RangeError("maxPromptsPerClient must be at least 1");
     if (opts.onEvent) this.#listeners.add(opts.onEvent);
   }
 
@@ -185,6 +215,8 @@ export class DecisionBroker {
     }
     if (this.#closed) return Promise.resolve(shuttingDown());
     if (signal?.aborted) return Promise.resolve(clientGone());
+    const flood = this.#overPromptCap(input);
+    if (flood) return Promise.resolve(flood);
     return new Promise((resolve) => {
       const w: Waiter = {
         input,
@@ -231,7 +263,7 @@ export class DecisionBroker {
   pending(): PendingRequest[] {
     const out: PendingRequest[] = [];
     if (this.#active?.state === "shown" && this.#active.request) {
-      out.push({ ...this.#active.request, waiting: this.#active.waiters.length });
+      out.push({ ...this.#active.request, waiting: identicalCount(this.#active) });
     }
     for (const g of this.#queue) {
       if (g.waiters.length > 0) out.push(this.#snapshot(g, g.waiters[0]));
@@ -282,6 +314,23 @@ export class DecisionBroker {
     return { final };
   }
 
+  /**
+   * The policy denial for a request that would open one prompt too many for
+   * its client IP, or undefined when it may wait (it joins an open prompt, or
+   * its client is under the cap).
+   */
+  #overPromptCap(input: DecideInput): FinalDecision | undefined {
+    if (this.#groups.has(keyOf(input.target))) return undefined;
+    const ip = clientIp(input.client);
+    let open = 0;
+    for (const g of this.#groups.values()) {
+      if (g.state === "settling") continue;
+      if (g.waiters.some((w) => !w.done && clientIp(w.input.client) === ip)) open++;
+    }
+    if (open < this.#maxPerClient) return undefined;
+    return { action: "deny", source: "policy", reason: `too many pending prompts from ${ip}` };
+  }
+
   #armTimer(w: Waiter): void {
     clearTimeout(w.timer);
     const left = Math.max(0, w.deadline - Date.now());
@@ -296,7 +345,7 @@ export class DecisionBroker {
 
   /** Puts a waiter into its host:port group, creating (and queueing) the group if needed. */
   #join(w: Waiter, front: boolean): void {
-    const key = `${w.input.target.host}:${w.input.target.port}`;
+    const key = keyOf(w.input.target);
     let g = this.#groups.get(key);
     if (!g) {
       g = { id: String(++this.#seq), key, waiters: [], state: "queued", asks: new Map() };
@@ -308,7 +357,7 @@ export class DecisionBroker {
   }
 
   #groupOf(w: Waiter): Group | undefined {
-    const g = this.#groups.get(`${w.input.target.host}:${w.input.target.port}`);
+    const g = this.#groups.get(keyOf(w.input.target));
     return g && g.waiters.includes(w) ? g : undefined;
   }
 
@@ -360,8 +409,7 @@ export class DecisionBroker {
         continue;
       }
       g.state = "shown";
-      g.shown = g.waiters[0];
-      g.request = this.#snapshot(g, g.shown);
+      g.request = this.#snapshot(g, g.waiters[0]);
       this.#active = g;
       this.#emit({ type: "prompt-shown", request: g.request, prompters: this.#prompters.size });
       for (const p of this.#prompters) this.#ask(g, p);
@@ -378,10 +426,11 @@ export class DecisionBroker {
       method: w.input.method,
       client: w.input.client,
       reason: w.askReason,
-      waiting: g.waiters.length,
+      waiting: 0,
     };
     if (t.path !== undefined) req.path = t.path;
     if (w.url !== undefined) req.url = w.url;
+    req.waiting = g.waiters.filter((o) => sameAs(o, req)).length;
     return req;
   }
 
@@ -389,7 +438,7 @@ export class DecisionBroker {
     if (g.asks.has(p)) return;
     const ac = new AbortController();
     g.asks.set(p, ac);
-    const request = { ...g.request!, waiting: g.waiters.length };
+    const request = { ...g.request!, waiting: identicalCount(g) };
     Promise.resolve()
       .then(() => p.ask(request, ac.signal))
       .then(
@@ -438,7 +487,10 @@ export class DecisionBroker {
     return Promise.race([saving, late]).finally(() => clearTimeout(timer));
   }
 
-  /** Applies an answer to every request waiting on the prompt. */
+  /**
+   * Applies an answer to the requests waiting on the prompt: see the module
+   * documentation for which requests each answer releases.
+   */
   async #settle(g: Group, winner: Prompter, answer: PromptAnswer): Promise<void> {
     g.state = "settling";
     this.#active = undefined;
@@ -451,9 +503,7 @@ export class DecisionBroker {
     const verdict = answer.startsWith("allow") ? "allow" : "deny";
     let reason = `prompt: ${answer}`;
     if (answer !== "allow-once" && answer !== "deny-once") {
-      const pattern = answer.endsWith("-url")
-        ? req.url!
-        : formatAuthority(req.host, req.port, req.scheme);
+      const pattern = answer.endsWith("-url") ? req.url! : rulePattern(req);
       try {
         const result = await this.#save(pattern, answer);
         const stored = (result as { rule?: { pattern?: unknown } } | undefined)?.rule?.pattern;
@@ -469,16 +519,24 @@ export class DecisionBroker {
     if (this.#groups.get(g.key) === g) this.#groups.delete(g.key);
     const waiters = g.waiters.splice(0).filter((w) => !w.done);
     const decision: FinalDecision = { action: verdict, source: "prompt", reason };
-    if (!answer.endsWith("-url")) {
+    if (answer === "deny-once" || answer.endsWith("-domain")) {
+      // Denying is always safe; a host answer is the operator's choice for every
+      // request to the host.
       for (const w of waiters) this.#finish(w, decision);
       return;
     }
-    // A URL answer covers the URL shown; every other request is decided
-    // again against the updated rules, and asks again if still uncovered.
+    // allow-once and the URL answers cover only what the operator saw; every
+    // other request is decided again against the (possibly updated) rules, and
+    // asks again if still uncovered.
     const again: Waiter[] = [];
     for (const w of waiters) {
-      if (w.url === req.url) {
-        this.#finish(w, decision);
+      if (sameAs(w, req)) {
+        // A deny rule added while the prompt was open (another terminal ran
+        // `rules add`) beats a one-off allow.
+        const ruled = answer === "allow-once" ? this.#byRules(w.input) : undefined;
+        if (ruled && "final" in ruled && ruled.final.action === "deny") {
+          this.#finish(w, ruled.final);
+        } else this.#finish(w, decision);
         continue;
       }
       const ruled = this.#byRules(w.input);
@@ -502,6 +560,50 @@ export class DecisionBroker {
 export function timeoutReason(timeoutMs: number): string {
   const text = timeoutMs % 1000 === 0 ? `${timeoutMs / 1000}s` : `${timeoutMs}ms`;
   return `no answer within ${text}`;
+}
+
+/** The group key: one prompt per host and port. */
+function keyOf(t: RequestTarget): string {
+  return `${t.host}:${t.port}`;
+}
+
+/**
+ * True when a waiting request is identical to the one shown, as far as the
+ * operator could see: same method, scheme and URL (a tunnel has no URL, and
+ * its host and port are the group's).
+ */
+function sameAs(w: Waiter, shown: PendingRequest): boolean {
+  return w.input.method === shown.method && w.input.target.scheme === shown.scheme &&
+    w.url === shown.url;
+}
+
+/** How many requests waiting on a group are identical to its shown request. */
+function identicalCount(g: Group): number {
+  const shown = g.request;
+  if (!shown) return g.waiters.length;
+  return g.waiters.filter((w) => !w.done && sameAs(w, shown)).length;
+}
+
+/**
+ * The pattern an allow-domain/deny-domain answer saves: the host as shown,
+ * with its port when not the scheme's default. An IP literal always gets its
+ * port: a rule naming an exact IP lifts destination protection, and that
+ * exemption must be no wider than the destination the operator saw.
+ */
+function rulePattern(req: PendingRequest): string {
+  return isIpLiteral(req.host)
+    ? formatAuthority(req.host, req.port)
+    : formatAuthority(req.host, req.port, req.scheme);
+}
+
+/** The IP of a client address `ip:port` or `[ipv6]:port`. */
+function clientIp(client: string): string {
+  if (client.startsWith("[")) {
+    const end = client.indexOf("]");
+    return end > 0 ? client.slice(0, end + 1) : client;
+  }
+  const colon = client.lastIndexOf(":");
+  return colon > 0 && client.indexOf(":") === colon ? client.slice(0, colon) : client;
 }
 
 function urlOf(t: RequestTarget): string | undefined {

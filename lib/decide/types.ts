@@ -38,7 +38,12 @@ export interface PendingRequest {
   client: string;
   /** Why we ask, e.g. `no rule`. */
   reason: string;
-  /** How many requests are waiting on this prompt (shared prompt). */
+  /**
+   * How many waiting requests are identical to this one (same method and URL;
+   * for a tunnel, same method, host and port), counting itself: the requests
+   * an allow-once answer releases. Other requests to the host may wait on the
+   * prompt too; see `DecisionBroker` for what each answer does with them.
+   */
   waiting: number;
 }
 

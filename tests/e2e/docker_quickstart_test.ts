@@ -68,6 +68,8 @@ Deno.test({
       assert.match(screen, /Method: GET/);
       assert.match(screen, /Path: \/repos\/user\/repo/);
       assert.match(screen, /3\. Always allow api\.github\.com/);
+      // Read the prompt first, as a person does: keys typed the instant it appears are ignored.
+      await new Promise((r) => setTimeout(r, 600));
       await prompt.type("3");
       await prompt.press("Enter");
 

@@ -70,6 +70,12 @@ function promptCli(dataDir: string) {
 
 const tty = { ignore: !has("tmux") };
 
+/**
+ * A person reads the prompt before answering. Keys typed within 400 ms of a
+ * new prompt appearing are thrown away (the input guard), so wait longer.
+ */
+const reading = () => new Promise((r) => setTimeout(r, 600));
+
 Deno.test("no proxy running: a clear error and exit 1", async () => {
   const dir = await Deno.makeTempDir({ prefix: "nm-prompt-" });
   try {
@@ -117,6 +123,7 @@ Deno.test({
       ) {
         assert.ok(screen.includes(line), `missing "${line}" in:\n${screen}`);
       }
+      await reading();
       await t.type("3");
       await t.press("Enter");
       assert.deepEqual(await proxy.next(), {
@@ -158,6 +165,7 @@ Deno.test({
       await proxy.request("race.example.test", "/x");
       await first.waitFor("Your choice [1]:");
       await second.waitFor("Your choice [1]:");
+      await reading();
       await first.type("2");
       await first.press("Enter");
       const d = await proxy.next();
@@ -172,6 +180,7 @@ Deno.test({
       await proxy.request("next.example.test", "/y");
       const screen = await second.waitFor("Host: next.example.test");
       await second.waitFor("Your choice [1]:", 30_000, screen.indexOf("Host: next.example.test"));
+      await reading();
       await second.press("Enter");
       assert.deepEqual((await proxy.next()).decision, {
         action: "allow",

@@ -78,6 +78,12 @@ async function run(requests: string[], body: (t: TmuxSession) => Promise<void>) 
 
 const tty = { ignore: !has("tmux") };
 
+/**
+ * A person reads the prompt before answering. Keys typed within 400 ms of a
+ * new prompt appearing are thrown away (the input guard), so wait longer.
+ */
+const reading = () => new Promise((r) => setTimeout(r, 600));
+
 Deno.test({
   name: "TTY: the design's prompt; a bad choice is asked again; 3 saves the host",
   ...tty,
@@ -87,6 +93,7 @@ Deno.test({
       async (t) => {
         const screen = await t.waitFor("Your choice [1]:");
         assert.ok(screen.includes(DESIGN_PROMPT), `prompt differs from the design:\n${screen}`);
+        await reading();
         await t.type("9");
         await t.press("Enter");
         await t.waitFor('Invalid choice "9": type a number from 1 to 6 and press Enter.');
@@ -110,11 +117,13 @@ Deno.test({
     const { results, rules } = await run(
       [request("one.example.test", "/a"), request("two.example.test", "/b")],
       async (t) => {
-        await t.waitFor("Host: one.example.test");
+        await t.waitFor("Your choice [1]:");
+        await reading();
         await t.press("Enter");
         const screen = await t.waitFor("Host: two.example.test");
         const from = screen.indexOf("Host: two.example.test");
         await t.waitFor("Your choice [1]:", 30_000, from);
+        await reading();
         // Typed 6 by mistake, erased it, then 2.
         await t.type("6");
         await t.press("BSpace");
@@ -144,6 +153,7 @@ Deno.test({
         screen,
         /5\. Always allow this exact URL \(not available: a tunnel has no URL\)/,
       );
+      await reading();
       await t.type("5");
       await t.press("Enter");
       await t.waitFor("Options 5 and 6 need a URL");
@@ -165,6 +175,7 @@ Deno.test({
   fn: async () => {
     const { results, rules } = await run([request("api.example.test", "/v1/x?q=1")], async (t) => {
       await t.waitFor("Your choice [1]:");
+      await reading();
       await t.type("6");
       await t.press("Enter");
     });

@@ -338,6 +338,8 @@ Deno.test({
       );
       assert.match(prompt, /1\. Allow this request once/);
       assert.match(prompt, /6\. Always deny this exact URL/);
+      // Read the prompt first, as a person does: keys typed the instant it appears are ignored.
+      await new Promise((r) => setTimeout(r, 600));
       await tty.type("5");
       await tty.press("Enter");
       const r = await request;

@@ -7,6 +7,7 @@
  * rejects our certificate, an h2-only client and passthrough.
  */
 import assert from "node:assert/strict";
+import { hasAll } from "../_helpers/tools.ts";
 import type { DecideInput, FinalDecision } from "../../lib/proxy/mod.ts";
 import { makeRule, RuleSet } from "../../lib/rules/mod.ts";
 import { createCa } from "../../lib/tls/ca.ts";
@@ -86,39 +87,48 @@ function curl(s: Setup, args: string[]) {
   return run("curl", ["-sS", "--noproxy", "", "-x", s.proxy.url, ...args]);
 }
 
-Deno.test("intercept: curl trusting the CA fetches an HTTPS origin; each request logged with its URL", async () => {
-  const s = await setup({ "origin.test": "allow-domain" });
-  try {
-    const r = await curl(s, [
-      "--cacert",
-      caPath,
-      `${s.base}/hello`,
-      "-o",
-      "/dev/null",
-      "-w",
-      "%{http_code}\n",
-      `${s.base}/echo?x=1`,
-    ]);
-    assert.equal(r.code, 0, r.stderr);
-    const [first, echo] = r.stdout.split("\n");
-    assert.equal(first, "200");
-    const seen = JSON.parse(echo.replace(/200$/, ""));
-    assert.equal(seen.path, "/echo?x=1");
-    const records = await s.proxy.waitRecords(3);
-    const urls = records.map((rec) => `${rec.method} ${rec.url} ${rec.status}`).sort();
-    assert.deepEqual(urls, [
-      `CONNECT origin.test:${s.origin.port} 200`,
-      `GET ${s.base}/echo?x=1 200`,
-      `GET ${s.base}/hello 200`,
-    ]);
-    // The CONNECT was decided by decideTunnel; each request by the decider, on its URL.
-    assert.deepEqual(s.proxy.decided.map((d) => d.url), [`${s.base}/hello`, `${s.base}/echo?x=1`]);
-  } finally {
-    await s.close();
-  }
-});
+Deno.test(
+  "intercept: curl trusting the CA fetches an HTTPS origin; each request logged with its URL",
+  { ignore: !hasAll("curl") },
+  async () => {
+    const s = await setup({ "origin.test": "allow-domain" });
+    try {
+      const r = await curl(s, [
+        "--cacert",
+        caPath,
+        `${s.base}/hello`,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}\n",
+        `${s.base}/echo?x=1`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const [first, echo] = r.stdout.split("\n");
+      assert.equal(first, "200");
+      const seen = JSON.parse(echo.replace(/200$/, ""));
+      assert.equal(seen.path, "/echo?x=1");
+      const records = await s.proxy.waitRecords(3);
+      const urls = records.map((rec) => `${rec.method} ${rec.url} ${rec.status}`).sort();
+      assert.deepEqual(urls, [
+        `CONNECT origin.test:${s.origin.port} 200`,
+        `GET ${s.base}/echo?x=1 200`,
+        `GET ${s.base}/hello 200`,
+      ]);
+      // The CONNECT was decided by decideTunnel; each request by the decider, on its URL.
+      assert.deepEqual(s.proxy.decided.map((d) => d.url), [
+        `${s.base}/hello`,
+        `${s.base}/echo?x=1`,
+      ]);
+    } finally {
+      await s.close();
+    }
+  },
+);
 
-Deno.test("intercept: Python urllib and Node.js clients trusting the CA", async () => {
+Deno.test("intercept: Python urllib and Node.js clients trusting the CA", {
+  ignore: !hasAll("node", "python3"),
+}, async () => {
   const s = await setup({ "origin.test": "allow-domain" });
   try {
     const py = await run("python3", [
@@ -165,7 +175,9 @@ http.request({ host: p.hostname, port: p.port, method: "CONNECT", path: target, 
   }
 });
 
-Deno.test("intercept: URL rules allow and deny HTTPS requests inside one tunnel", async () => {
+Deno.test("intercept: URL rules allow and deny HTTPS requests inside one tunnel", {
+  ignore: !hasAll("curl"),
+}, async () => {
   const s = await setup((port) => ({
     [`https://origin.test:${port}/hello`]: "allow-url",
     [`https://origin.test:${port}/echo`]: "deny-url",
@@ -198,7 +210,9 @@ Deno.test("intercept: URL rules allow and deny HTTPS requests inside one tunnel"
   }
 });
 
-Deno.test("intercept: a Host that is not the tunnel's host is denied inside the tunnel", async () => {
+Deno.test("intercept: a Host that is not the tunnel's host is denied inside the tunnel", {
+  ignore: !hasAll("curl"),
+}, async () => {
   const s = await setup({ "origin.test": "allow-domain", "other.test": "allow-domain" });
   try {
     const r = await curl(s, [
@@ -219,7 +233,9 @@ Deno.test("intercept: a Host that is not the tunnel's host is denied inside the 
   }
 });
 
-Deno.test("intercept: an origin whose certificate is invalid gives a 502 with the reason", async () => {
+Deno.test("intercept: an origin whose certificate is invalid gives a 502 with the reason", {
+  ignore: !hasAll("curl"),
+}, async () => {
   const key = await generateRsaKey();
   const DAY = 86_400_000;
   const testCa = await createCa({ hostname: "origin-ca" });
@@ -293,7 +309,9 @@ Deno.test("intercept: an origin whose certificate is invalid gives a 502 with th
   }
 });
 
-Deno.test("intercept: a client that rejects our certificate is logged with a passthrough hint", async () => {
+Deno.test("intercept: a client that rejects our certificate is logged with a passthrough hint", {
+  ignore: !hasAll("curl"),
+}, async () => {
   const s = await setup({ "origin.test": "allow-domain" });
   try {
     // curl trusting only the origin's real CA: as if it pinned it.
@@ -312,21 +330,25 @@ Deno.test("intercept: a client that rejects our certificate is logged with a pas
   }
 });
 
-Deno.test("intercept: passthrough hosts are relayed undecrypted", async () => {
-  const s = await setup({ "origin.test": "allow-domain" }, { passthrough: ["origin.test"] });
-  try {
-    // The client sees the origin's own certificate (test CA), not ours.
-    const r = await curl(s, ["--cacert", TEST_CA_PATH, `${s.base}/hello`]);
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout, "hello from origin");
-    const records = await s.proxy.waitRecords(1);
-    assert.equal(records.length, 1);
-    assert.equal(records[0].method, "CONNECT");
-    assert.equal(s.proxy.decided.length, 1);
-  } finally {
-    await s.close();
-  }
-});
+Deno.test(
+  "intercept: passthrough hosts are relayed undecrypted",
+  { ignore: !hasAll("curl") },
+  async () => {
+    const s = await setup({ "origin.test": "allow-domain" }, { passthrough: ["origin.test"] });
+    try {
+      // The client sees the origin's own certificate (test CA), not ours.
+      const r = await curl(s, ["--cacert", TEST_CA_PATH, `${s.base}/hello`]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, "hello from origin");
+      const records = await s.proxy.waitRecords(1);
+      assert.equal(records.length, 1);
+      assert.equal(records[0].method, "CONNECT");
+      assert.equal(s.proxy.decided.length, 1);
+    } finally {
+      await s.close();
+    }
+  },
+);
 
 Deno.test("intercept: a client offering only h2 gets no tunnel, and a hint", async () => {
   const s = await setup({ "origin.test": "allow-domain" });

@@ -4,6 +4,7 @@
  * ClientHello bytes read first and re-injected as the proxy does.
  */
 import assert from "node:assert/strict";
+import { hasAll } from "../_helpers/tools.ts";
 import type { Duplex } from "../../lib/proxy/types.ts";
 import { parseClientHello } from "../../lib/tls/client_hello.ts";
 import { createCa } from "../../lib/tls/ca.ts";
@@ -220,7 +221,9 @@ Deno.test("terminate: the prefix may end anywhere (7 bytes peeked, the rest from
   }
 });
 
-Deno.test("terminate: curl --cacert, keep-alive over one connection, name and IP hosts", async () => {
+Deno.test("terminate: curl --cacert, keep-alive over one connection, name and IP hosts", {
+  ignore: !hasAll("curl"),
+}, async () => {
   const server = startTerminator(httpResponder);
   try {
     const url = `https://web.test:${server.port}/`;
@@ -251,7 +254,9 @@ Deno.test("terminate: curl --cacert, keep-alive over one connection, name and IP
   }
 });
 
-Deno.test("terminate: openssl s_client verifies the chain and host, TLS 1.3 and 1.2", async () => {
+Deno.test("terminate: openssl s_client verifies the chain and host, TLS 1.3 and 1.2", {
+  ignore: !hasAll("openssl"),
+}, async () => {
   const server = startTerminator(httpResponder);
   try {
     for (const version of ["-tls1_3", "-tls1_2"]) {
@@ -280,38 +285,45 @@ Deno.test("terminate: openssl s_client verifies the chain and host, TLS 1.3 and 
   }
 });
 
-Deno.test("terminate: a client that does not trust the CA is reported as rejecting the certificate", async () => {
-  const server = startTerminator(httpResponder);
-  try {
-    await assert.rejects(async () => {
-      const c = await denoClient(server.port, "pinned.test");
-      try {
-        await c.handshake();
-      } finally {
-        c.close();
-      }
-    }, /UnknownIssuer/);
-    const deno = await server.outcomes[0];
-    assert.ok(deno instanceof ClientTlsError, String(deno));
-    assert.equal(deno.failure, "rejected-certificate");
-    assert.equal(deno.rejectedCertificate, true);
-    assert.equal(deno.alert, "UnknownCA");
-    assert.match(deno.message, /client rejected netmonitor's certificate \(TLS alert UnknownCA\)/);
+Deno.test(
+  "terminate: a client that does not trust the CA is reported as rejecting the certificate",
+  { ignore: !hasAll("curl") },
+  async () => {
+    const server = startTerminator(httpResponder);
+    try {
+      await assert.rejects(async () => {
+        const c = await denoClient(server.port, "pinned.test");
+        try {
+          await c.handshake();
+        } finally {
+          c.close();
+        }
+      }, /UnknownIssuer/);
+      const deno = await server.outcomes[0];
+      assert.ok(deno instanceof ClientTlsError, String(deno));
+      assert.equal(deno.failure, "rejected-certificate");
+      assert.equal(deno.rejectedCertificate, true);
+      assert.equal(deno.alert, "UnknownCA");
+      assert.match(
+        deno.message,
+        /client rejected netmonitor's certificate \(TLS alert UnknownCA\)/,
+      );
 
-    const r = await run("curl", [
-      "-sS",
-      "--resolve",
-      `pinned.test:${server.port}:127.0.0.1`,
-      `https://pinned.test:${server.port}/`,
-    ]);
-    assert.notEqual(r.code, 0);
-    const viaCurl = await server.outcomes[1];
-    assert.ok(viaCurl instanceof ClientTlsError);
-    assert.equal(viaCurl.rejectedCertificate, true, viaCurl.message);
-  } finally {
-    await server.close();
-  }
-});
+      const r = await run("curl", [
+        "-sS",
+        "--resolve",
+        `pinned.test:${server.port}:127.0.0.1`,
+        `https://pinned.test:${server.port}/`,
+      ]);
+      assert.notEqual(r.code, 0);
+      const viaCurl = await server.outcomes[1];
+      assert.ok(viaCurl instanceof ClientTlsError);
+      assert.equal(viaCurl.rejectedCertificate, true, viaCurl.message);
+    } finally {
+      await server.close();
+    }
+  },
+);
 
 Deno.test("terminate: not TLS, a stalled handshake, a vanished client, an abort", async () => {
   // Plain HTTP where a ClientHello should be.
@@ -404,7 +416,9 @@ Deno.test("terminate: EOF and close propagate both ways", async () => {
   }
 });
 
-Deno.test("terminate: handshakes rustls refuses (TLS 1.0 only, ALPN h2 only) fail cleanly", async () => {
+Deno.test("terminate: handshakes rustls refuses (TLS 1.0 only, ALPN h2 only) fail cleanly", {
+  ignore: !hasAll("curl", "openssl"),
+}, async () => {
   const server = startTerminator(httpResponder);
   try {
     const tls10 = await run("openssl", [

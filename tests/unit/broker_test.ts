@@ -3,6 +3,7 @@ import {
   type BrokerEvent,
   type DecideInput,
   DecisionBroker,
+  DEFAULT_MAX_PROMPTS_PER_CLIENT,
   timeoutReason,
 } from "../../lib/decide/broker.ts";
 import {
@@ -187,7 +188,7 @@ Deno.test("allow-domain on a non-default port saves host:port", async () => {
   broker.close();
 });
 
-Deno.test("concurrent requests to one host share one prompt; one answer releases all", async () => {
+Deno.test("identical concurrent requests share one prompt; one answer releases all", async () => {
   await using r = await tempRules();
   const rules = r.store;
   const broker = new DecisionBroker({ rules });
@@ -195,8 +196,8 @@ Deno.test("concurrent requests to one host share one prompt; one answer releases
   broker.addPrompter(p);
   const ds = [
     broker.decide(get("shared.test", "/a")),
-    broker.decide(get("shared.test", "/b", 80, "POST")),
-    broker.decide(get("shared.test", "/c")),
+    broker.decide(get("shared.test", "/a")),
+    broker.decide({ ...get("shared.test", "/a"), client: "127.0.0.1:40001" }),
   ];
   const ask = await p.nth(0);
   assert.equal(ask.request.path, "/a");
@@ -214,6 +215,191 @@ Deno.test("concurrent requests to one host share one prompt; one answer releases
   broker.close();
 });
 
+Deno.test("allow once releases only what was shown: a POST slipped in behind a GET asks again", async () => {
+  await using r = await tempRules();
+  const broker = new DecisionBroker({ rules: r.store });
+  const p = new HandPrompter("t");
+  broker.addPrompter(p);
+  const shown = broker.decide(get("site.test", "/index.html"));
+  const ask = await p.nth(0);
+  assert.deepEqual([ask.request.method, ask.request.path], ["GET", "/index.html"]);
+  // Sent after the prompt is on screen, to ride on the operator's answer.
+  const upload = broker.decide(get("site.test", "/upload?data=secret", 80, "POST"));
+  const samePathPost = broker.decide(get("site.test", "/index.html", 80, "POST"));
+  const twin = broker.decide(get("site.test", "/index.html"));
+  await settle();
+  // Only the identical GETs count as waiting on what the operator sees.
+  assert.equal(broker.pending()[0].waiting, 2);
+  ask.answer("allow-once");
+  assert.deepEqual(await shown, {
+    action: "allow",
+    source: "prompt",
+    reason: "prompt: allow-once",
+  });
+  assert.equal((await twin).action, "allow");
+  // The others are asked about again, first in line, one prompt for the host.
+  const again = await p.nth(1);
+  assert.notEqual(again.request.id, ask.request.id);
+  assert.deepEqual([again.request.method, again.request.path, again.request.waiting], [
+    "POST",
+    "/upload?data=secret",
+    1,
+  ]);
+  again.answer("deny-once");
+  // deny-once denies everything still waiting on the host.
+  assert.deepEqual(await upload, { action: "deny", source: "prompt", reason: "prompt: deny-once" });
+  assert.equal((await samePathPost).action, "deny");
+  await settle();
+  assert.equal(p.asks.length, 2);
+  assert.deepEqual(broker.pending(), []);
+  broker.close();
+});
+
+Deno.test("deny once and the host answers release every request waiting on the host", async () => {
+  for (const answer of ["deny-once", "allow-domain", "deny-domain"] as const) {
+    await using r = await tempRules();
+    const broker = new DecisionBroker({ rules: r.store });
+    const p = new HandPrompter("t");
+    broker.addPrompter(p);
+    const a = broker.decide(get("many.test", "/a"));
+    await p.nth(0);
+    const b = broker.decide(get("many.test", "/b", 80, "POST"));
+    const c = broker.decide({ ...get("many.test", "/c", 80, "PUT"), client: "10.0.0.9:1" });
+    await settle();
+    p.asks[0].answer(answer);
+    const verdict = answer.startsWith("allow") ? "allow" : "deny";
+    for (const d of await Promise.all([a, b, c])) {
+      assert.deepEqual([d.action, d.source], [verdict, "prompt"], answer);
+    }
+    await settle();
+    assert.equal(p.asks.length, 1, answer);
+    broker.close();
+  }
+});
+
+Deno.test("tunnels: identical CONNECTs share an allow once; a plain request to that port asks again", async () => {
+  await using r = await tempRules();
+  const broker = new DecisionBroker({ rules: r.store });
+  const p = new HandPrompter("t");
+  broker.addPrompter(p);
+  const t1 = broker.decide(get("tun.test", undefined, 443, "CONNECT"));
+  const ask = await p.nth(0);
+  const t2 = broker.decide(get("tun.test", undefined, 443, "CONNECT"));
+  const plain = broker.decide({
+    target: { scheme: "http", host: "tun.test", port: 443, path: "/x" },
+    method: "GET",
+    client: "127.0.0.1:40000",
+  });
+  await settle();
+  assert.equal(broker.pending()[0].waiting, 2);
+  ask.answer("allow-once");
+  assert.equal((await t1).action, "allow");
+  assert.equal((await t2).action, "allow");
+  const again = await p.nth(1);
+  assert.deepEqual([again.request.method, again.request.url], ["GET", "http://tun.test:443/x"]);
+  again.answer("deny-once");
+  assert.equal((await plain).action, "deny");
+  broker.close();
+});
+
+Deno.test("a deny rule added while the prompt is open beats a later allow once", async () => {
+  for (const pattern of ["edit.test", "http://edit.test/a"]) {
+    await using r = await tempRules();
+    const rules = r.store;
+    const broker = new DecisionBroker({ rules });
+    const p = new HandPrompter("t");
+    broker.addPrompter(p);
+    const d = broker.decide(get("edit.test", "/a"));
+    const ask = await p.nth(0);
+    // Another terminal runs `netmonitor rules add` meanwhile.
+    await rules.add(pattern, pattern.includes("/") ? "deny-url" : "deny-domain");
+    ask.answer("allow-once");
+    const decision = await d;
+    assert.equal(decision.action, "deny", pattern);
+    assert.equal(decision.source, "rule", pattern);
+    assert.equal(decision.rule?.pattern, pattern);
+    broker.close();
+  }
+});
+
+Deno.test("a host answer for an IP literal saves ip:port, even on the default port", async () => {
+  const cases: { input: DecideInput; answer: PromptAnswer; saved: string }[] = [
+    { input: get("127.0.0.1", "/"), answer: "allow-domain", saved: "127.0.0.1:80" },
+    { input: get("10.1.2.3", "/", 8080), answer: "deny-domain", saved: "10.1.2.3:8080" },
+    {
+      input: get("[::1]", undefined, 443, "CONNECT"),
+      answer: "allow-domain",
+      saved: "[::1]:443",
+    },
+    // Names keep the short form.
+    { input: get("name.test", "/"), answer: "allow-domain", saved: "name.test" },
+  ];
+  for (const c of cases) {
+    await using r = await tempRules();
+    const broker = new DecisionBroker({ rules: r.store });
+    const p = new HandPrompter("t");
+    broker.addPrompter(p);
+    const d = broker.decide(c.input);
+    (await p.nth(0)).answer(c.answer);
+    assert.equal((await d).reason, `prompt: ${c.answer} (saved rule ${JSON.stringify(c.saved)})`);
+    assert.deepEqual(await r.saved(), [[c.saved, c.answer]]);
+    // The rule covers that port only: another port of the same IP still asks.
+    if (c.saved.startsWith("127.")) {
+      const other = broker.decide(get("127.0.0.1", "/", 8080));
+      const ask = await p.nth(1);
+      assert.equal(ask.request.port, 8080);
+      ask.answer("deny-once");
+      assert.equal((await other).source, "prompt");
+    }
+    broker.close();
+  }
+});
+
+Deno.test("a client flooding distinct hosts is capped; others still get prompts", async () => {
+  assert.equal(DEFAULT_MAX_PROMPTS_PER_CLIENT, 20);
+  await using r = await tempRules();
+  const broker = new DecisionBroker({ rules: r.store, maxPromptsPerClient: 3 });
+  const p = new HandPrompter("t");
+  broker.addPrompter(p);
+  const from = (client: string, host: string, path = "/") => ({ ...get(host, path), client });
+  const flood = ["f0", "f1", "f2"].map((h) => broker.decide(from("172.18.0.2:1000", `${h}.test`)));
+  await p.nth(0);
+  // A fourth prompt from that IP (another source port too) is refused at once.
+  assert.deepEqual(await broker.decide(from("172.18.0.2:2000", "f3.test")), {
+    action: "deny",
+    source: "policy",
+    reason: "too many pending prompts from 172.18.0.2",
+  });
+  // Joining an open prompt is not a new prompt; other clients are not affected.
+  const joins = broker.decide(from("172.18.0.2:3000", "f1.test", "/other"));
+  const other = broker.decide(from("172.18.0.3:1000", "g.test"));
+  const v6 = [0, 1, 2, 3].map((i) => broker.decide(from(`[fd00::1]:${i + 1}`, `v${i}.test`)));
+  assert.deepEqual(await v6[3], {
+    action: "deny",
+    source: "policy",
+    reason: "too many pending prompts from [fd00::1]",
+  });
+  assert.deepEqual(broker.pending().map((q) => q.host), [
+    "f0.test",
+    "f1.test",
+    "f2.test",
+    "g.test",
+    "v0.test",
+    "v1.test",
+    "v2.test",
+  ]);
+  // Once one of its prompts is answered, the client may queue another.
+  p.asks[0].answer("deny-once");
+  await flood[0];
+  const later = broker.decide(from("172.18.0.2:4000", "f4.test"));
+  await settle();
+  assert.equal(broker.pending().at(-1)?.host, "f4.test");
+  broker.close();
+  for (const d of [...flood.slice(1), joins, other, later, ...v6.slice(0, 3)]) {
+    assert.equal((await d).reason, "shutting down");
+  }
+});
+
 Deno.test("same host on another port gets its own prompt", async () => {
   await using r = await tempRules();
   const broker = new DecisionBroker({ rules: r.store });
@@ -221,7 +407,7 @@ Deno.test("same host on another port gets its own prompt", async () => {
   broker.addPrompter(p);
   const a = broker.decide(get("h.test", "/", 80));
   const b = broker.decide(get("h.test", "/", 8080));
-  (await p.nth(0)).answer("deny-domain");
+  (await p.nth(0)).answer("deny-once");
   assert.equal((await a).action, "deny");
   const second = await p.nth(1);
   assert.equal(second.request.port, 8080);
@@ -410,7 +596,7 @@ Deno.test("a client that disconnects is withdrawn; an empty prompt is withdrawn"
   const ac1 = new AbortController();
   const ac2 = new AbortController();
   const d1 = broker.decide(get("gone.test", "/1"), ac1.signal);
-  const d2 = broker.decide(get("gone.test", "/2"), ac2.signal);
+  const d2 = broker.decide(get("gone.test", "/1"), ac2.signal);
   const other = broker.decide(get("other.test", "/"));
   const ask = await p.nth(0);
   ac1.abort();

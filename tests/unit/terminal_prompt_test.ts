@@ -3,7 +3,9 @@ import {
   attachTerminal,
   closedLine,
   createTerminalPrompter,
+  DEFAULT_INPUT_GUARD_MS,
   formatBrokerEvent,
+  INPUT_IGNORED_LINE,
   InputClosedError,
   parseChoice,
   printable,
@@ -85,8 +87,13 @@ Deno.test("non-default port, shared prompt and a special reason are shown", () =
   assert.match(text, /^Host: svc\.test:8443$/m);
   assert.match(text, /^ {2}3\. Always allow svc\.test:8443$/m);
   assert.match(text, /^ {2}4\. Always deny svc\.test:8443$/m);
-  assert.match(text, /^Waiting: 3 requests to this host \(this answer releases all of them\)$/m);
+  assert.match(text, /^Waiting: 3 identical requests \(this answer applies to all of them\)$/m);
   assert.match(text, /^Reason: rules file invalid$/m);
+  // An IP literal's host choices name the port they save, even the default one.
+  const ip = renderPrompt({ ...designRequest, host: "127.0.0.1", port: 443 });
+  assert.match(ip, /^Host: 127\.0\.0\.1$/m);
+  assert.match(ip, /^ {2}3\. Always allow 127\.0\.0\.1:443$/m);
+  assert.match(ip, /^ {2}4\. Always deny 127\.0\.0\.1:443$/m);
 });
 
 Deno.test("request values cannot inject terminal control sequences", () => {
@@ -334,7 +341,12 @@ Deno.test("printLine: other output goes above an open question, which is redrawn
     terminal: { setRaw: () => {}, echo: () => {} },
   });
   let out = "";
-  const prompter = createTerminalPrompter({ lines, write: (s) => out += s, ansi: true });
+  const prompter = createTerminalPrompter({
+    lines,
+    write: (s) => out += s,
+    ansi: true,
+    inputGuardMs: 0,
+  });
   prompter.printLine("before");
   assert.equal(out, "before\n");
   const answer = prompter.ask(designRequest, new AbortController().signal);
@@ -350,4 +362,122 @@ Deno.test("printLine: other output goes above an open question, which is redrawn
   assert.equal(out, "after\n");
   await input.end();
   await lines.close();
+});
+
+/** A terminal-mode reader on typed input with a clock the test moves by hand. */
+function guardedTerminal() {
+  const input = typed();
+  const clock = { now: 0 };
+  let echoed = "";
+  const lines = new StdinLineReader({
+    input: input.readable,
+    terminal: { setRaw: () => {}, echo: (s) => echoed += s },
+    now: () => clock.now,
+  });
+  return { input, clock, lines, echoed: () => echoed };
+}
+
+/** Waits until `cond` holds (a few event-loop turns at most in practice). */
+async function until(cond: () => boolean): Promise<void> {
+  while (!cond()) await new Promise((r) => setTimeout(r, 1));
+}
+
+Deno.test("input guard: keys typed as a new prompt appears are ignored, and it says so", async () => {
+  assert.equal(DEFAULT_INPUT_GUARD_MS, 400);
+  const { input, clock, lines, echoed } = guardedTerminal();
+  let out = "";
+  const prompter = createTerminalPrompter({
+    lines,
+    write: (s) => out += s,
+    ansi: true,
+    inputGuardMs: 400,
+  });
+  const answer = prompter.ask(designRequest, new AbortController().signal);
+  let answered = false;
+  answer.then(() => answered = true, () => {});
+  // Enter meant for the previous prompt lands 10 ms after this one was drawn.
+  clock.now = 10;
+  await input.type("\r");
+  await until(() => out.includes(INPUT_IGNORED_LINE));
+  assert.ok(
+    out.endsWith(`Your choice [1]: \r\x1b[2K${INPUT_IGNORED_LINE}\nYour choice [1]: `),
+    JSON.stringify(out),
+  );
+  // More keys inside the window: dropped too, not echoed, said only once.
+  clock.now = 399;
+  await input.type("6");
+  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(lines.partial, "");
+  assert.equal(echoed(), "");
+  assert.equal(out.split(INPUT_IGNORED_LINE).length - 1, 1);
+  assert.equal(answered, false);
+  // After the window the operator's choice counts (the stray 6 is not part of it).
+  clock.now = 400;
+  await input.type("9\r");
+  await until(() => out.includes('Invalid choice "9"'));
+  // Asked again about the same request: not guarded.
+  await input.type("2\r");
+  assert.equal(await answer, "deny-once");
+  assert.equal(echoed(), "9\r\n2\r\n");
+  await input.end();
+  await lines.close();
+});
+
+Deno.test("input guard: 0 turns it off; piped (scripted) input is never guarded", async () => {
+  const t = guardedTerminal();
+  const off = createTerminalPrompter({ lines: t.lines, write: () => {}, inputGuardMs: 0 });
+  const a = off.ask(designRequest, new AbortController().signal);
+  await t.input.type("\r");
+  assert.equal(await a, "allow-once");
+  await t.input.end();
+  await t.lines.close();
+
+  const piped = typed();
+  const lines = new StdinLineReader({ input: piped.readable, terminal: false, now: () => 0 });
+  let out = "";
+  const on = createTerminalPrompter({ lines, write: (s) => out += s, inputGuardMs: 400 });
+  const b = on.ask(designRequest, new AbortController().signal);
+  await piped.type("4\n");
+  assert.equal(await b, "deny-domain");
+  assert.ok(!out.includes(INPUT_IGNORED_LINE));
+  await piped.end();
+  await lines.close();
+});
+
+Deno.test("input guard: an Enter meant for a withdrawn request does not answer the next one", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nm-term-" });
+  const { input, clock, lines } = guardedTerminal();
+  const broker = new DecisionBroker({ rules: new RulesStore(`${dir}/network-rules.json`) });
+  let out = "";
+  const term = attachTerminal(broker, { lines, write: (s) => out += s, inputGuardMs: 400 });
+  const req = (host: string) => ({
+    target: { scheme: "http" as const, host, port: 80, path: "/" },
+    method: "GET",
+    client: "127.0.0.1:1",
+  });
+  try {
+    const gone = new AbortController();
+    const a = broker.decide(req("a.test"), gone.signal);
+    const b = broker.decide(req("b.test"));
+    await until(() => out.includes("Host: a.test") && out.endsWith("Your choice [1]: "));
+    // The operator reads a.test for a while...
+    clock.now = 5_000;
+    // ...its client withdraws it just as they press Enter: b.test takes its place.
+    gone.abort();
+    assert.equal((await a).source, "error");
+    await until(() => out.includes("Host: b.test") && out.endsWith("Your choice [1]: "));
+    clock.now = 5_050;
+    await input.type("\r");
+    await until(() => out.includes(INPUT_IGNORED_LINE));
+    assert.equal(broker.pending()[0]?.host, "b.test", "b.test is still waiting");
+    clock.now = 6_000;
+    await input.type("2\r");
+    assert.deepEqual(await b, { action: "deny", source: "prompt", reason: "prompt: deny-once" });
+  } finally {
+    broker.close();
+    await term.close();
+    await input.end();
+    await lines.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
