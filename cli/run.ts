@@ -412,6 +412,7 @@ export async function runProxy(
       warnPassthrough(set);
     },
     onError: (e) => warn(`${e.message}\nThe last good rules stay in force.`),
+    onWarning: (message) => warn(`rules: ${message}`),
   });
   cleanup.push(() => watcher.close());
 
