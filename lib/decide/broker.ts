@@ -32,9 +32,9 @@
  * @module
  */
 
-import type { DecisionSource } from "../log/record.ts";
+import type { DecideInput, FinalDecision } from "../proxy/types.ts";
 import { formatAuthority, isIpLiteral } from "../net/host.ts";
-import type { RequestTarget, Rule, RuleDecision, StoredAction } from "../rules/types.ts";
+import type { RequestTarget, RuleDecision, StoredAction } from "../rules/types.ts";
 import {
   answerAvailable,
   isPromptAnswer,
@@ -46,27 +46,9 @@ import {
   type PromptOutcome,
 } from "./types.ts";
 
-/** What the proxy knows about a request when it asks for a decision. */
-export interface DecideInput {
-  target: RequestTarget;
-  method: string;
-  /** Client address as `ip:port`. */
-  client: string;
-  /**
-   * The exact URL an allow-url/deny-url answer saves (unredacted). Defaults to
-   * one built from `target` when it has a path; a tunnel has none.
-   */
-  url?: string;
-}
-
-/** The broker's answer for one request. */
-export interface FinalDecision {
-  action: "allow" | "deny";
-  source: DecisionSource;
-  /** Human readable; goes to the log, the terminal line and stats. */
-  reason: string;
-  rule?: Rule;
-}
+// The proxy defines what it asks and what it expects back; the broker is one
+// implementation of that contract.
+export type { DecideInput, FinalDecision };
 
 /** The part of the rules engine the broker uses (satisfied by `RuleSet`). */
 export interface RuleDecider {
