@@ -485,6 +485,9 @@ async function sectionConnect(run: Run, proxies: Proxy[]): Promise<void> {
   }, run.s.quick ? run.s.repeat : Math.max(5, run.s.repeat));
 }
 
+/** How long a proxy rests after a load before its RSS is sampled, ms. */
+const SETTLE_MS = 1000;
+
 /** Bring each proxy to `requests` served, sample RSS, open tunnels, sample RSS. */
 async function sectionRss(run: Run, proxies: Proxy[]): Promise<void> {
   const o = run.origin!;
@@ -511,6 +514,8 @@ async function sectionRss(run: Run, proxies: Proxy[]): Promise<void> {
         run.notes.push(`rss top-up / ${p.kind}: ${e instanceof Error ? e.message : e}`);
       }
     }
+    // Like the tunnels below: sample the resting process, not the last burst's garbage.
+    await new Promise((r) => setTimeout(r, SETTLE_MS));
     const m1 = p.memory();
     if (m1.processes === 0) {
       addProblem(run.rows.rss_requests, p.kind, "the proxy is not running any more");
@@ -534,7 +539,7 @@ async function sectionRss(run: Run, proxies: Proxy[]): Promise<void> {
       count: run.s.tunnels,
     });
     try {
-      await new Promise((r) => setTimeout(r, 500)); // let the proxy settle
+      await new Promise((r) => setTimeout(r, SETTLE_MS)); // let the proxy settle
       const m2 = p.memory();
       addSample(run.rows.rss_tunnels, p.kind, m2.rssKiB / 1024);
       cell(run.rows.rss_tunnels, p.kind).text = `(peak ${fmt(m2.peakKiB / 1024)})`;
@@ -568,7 +573,7 @@ async function sectionInterceptedConns(run: Run, proxies: Proxy[]): Promise<void
       count: run.s.tunnels,
     });
     try {
-      await new Promise((r) => setTimeout(r, 500));
+      await new Promise((r) => setTimeout(r, SETTLE_MS));
       addSample(row, p.kind, p.memory().rssKiB / 1024);
       if (t.open < run.s.tunnels) {
         addProblem(

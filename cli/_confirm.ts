@@ -3,9 +3,6 @@
  * @module
  */
 
-import { confirm } from "@inquirer/prompts";
-import process from "node:process";
-
 /** Asks a yes/no question. */
 export interface Confirmer {
   /** Resolves true only for an explicit yes; end of input is no. */
@@ -46,6 +43,12 @@ export function terminalConfirmer(write: (text: string) => void): Confirmer {
         if (answer === null) write("\n");
         return isYes(answer);
       }
+      // Loaded on first use: it costs about 10 MiB of resident memory, which a
+      // long-running `netmonitor run` would otherwise carry for nothing.
+      const [{ confirm }, { default: process }] = await Promise.all([
+        import("@inquirer/prompts"),
+        import("node:process"),
+      ]);
       try {
         return await confirm({ message: question, default: false }, { output: process.stderr });
       } catch (e) {

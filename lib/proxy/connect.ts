@@ -26,7 +26,13 @@ import type { Exchange } from "./context.ts";
 import { type ByteCounts, closeQuietly, writeAll } from "./duplex.ts";
 import { errorOutcome, ioErrorText } from "./errors.ts";
 import { IdleWatch } from "./idle.ts";
-import { BufferedReader, Deadline, DeadlineError, RELAY_STREAM_SIZE } from "./reader.ts";
+import {
+  BufferedReader,
+  Deadline,
+  DeadlineError,
+  RELAY_QUIET_SIZE,
+  RELAY_STREAM_SIZE,
+} from "./reader.ts";
 import {
   CONNECT_ESTABLISHED,
   decisionHeader,
@@ -116,8 +122,9 @@ async function relayTunnel(s: HttpSession, ex: Exchange, dialled: Dialled): Prom
   const watch = tunnelWatch(s, dialled.conn);
   s.setRelay(dialled.conn);
   try {
-    const upstream = new BufferedReader(dialled.conn);
+    const upstream = new BufferedReader(dialled.conn, { initialSize: RELAY_QUIET_SIZE });
     s.reader.streamSize = upstream.streamSize = RELAY_STREAM_SIZE;
+    s.reader.quietSize = RELAY_QUIET_SIZE;
     await relay(s.reader, s.conn, upstream, dialled.conn, counts, watch);
   } finally {
     watch.stop();

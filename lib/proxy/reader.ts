@@ -3,7 +3,9 @@
  *
  * One buffer per connection side serves heads, bodies and relays, so the hot
  * path allocates nothing per request. Buffers start small (idle keep-alive
- * connections and tunnels are cheap) and grow while data streams in bulk.
+ * connections and tunnels are cheap), switch to a large one while data
+ * streams in bulk, and give it back once reads turn small again: a tunnel
+ * that downloaded something and then sits idle holds a few KiB, not 256.
  *
  * @module
  */
@@ -110,7 +112,43 @@ export interface BufferedReaderOptions {
 /** The buffer size a tunnel relay grows to: fewer, larger reads and writes for bulk data. */
 export const RELAY_STREAM_SIZE = 262144;
 
+/** The buffer size a tunnel relay waits with while no data moves (see {@linkcode BufferedReader.quietSize}). */
+export const RELAY_QUIET_SIZE = 1024;
+
 const STREAM_SIZE = 131072;
+
+/**
+ * Large buffers given back by readers whose stream went quiet, by size, so a
+ * stream that alternates between bursts and pauses does not allocate (and
+ * zero) 256 KiB per burst. Bounded: at most this many per size are kept.
+ */
+const POOL_MAX = 8;
+const pool = new Map<number, Uint8Array[]>();
+
+function acquire(size: number): Uint8Array {
+  return pool.get(size)?.pop() ?? new Uint8Array(size);
+}
+
+function release(buf: Uint8Array): void {
+  if (buf.length !== STREAM_SIZE && buf.length !== RELAY_STREAM_SIZE) return;
+  let free = pool.get(buf.length);
+  if (!free) pool.set(buf.length, free = []);
+  if (free.length >= POOL_MAX) return;
+  // The next owner only ever sees bytes it read itself; zero anyway, so one
+  // connection's data never sits in another's buffer.
+  buf.fill(0);
+  free.push(buf);
+}
+
+/** Number of large buffers in the shared pool (for tests). */
+export function pooledBuffers(): number {
+  let n = 0;
+  for (const free of pool.values()) n += free.length;
+  return n;
+}
+
+/** A read below 1/QUIET_FRACTION of a large buffer means its stream is no longer streaming. */
+const QUIET_FRACTION = 16;
 
 /** Buffered reads with explicit consumption. */
 export class BufferedReader {
@@ -124,6 +162,10 @@ export class BufferedReader {
   readonly #max: number;
   #inflight: Promise<boolean> | undefined;
   #fullReads = 0;
+  /** The buffer used while the stream is quiet (the first one, unless {@linkcode quietSize} changed it). */
+  #quiet: Uint8Array;
+  /** Size of the last read, bytes. */
+  #lastRead = 0;
   /**
    * The size the buffer grows to once reads keep filling it (data is
    * streaming). A relay raises it to {@linkcode RELAY_STREAM_SIZE}.
@@ -132,8 +174,17 @@ export class BufferedReader {
 
   constructor(src: Duplex, options: BufferedReaderOptions = {}) {
     this.#src = src;
-    this.buf = new Uint8Array(options.initialSize ?? 4096);
+    this.buf = this.#quiet = new Uint8Array(options.initialSize ?? 4096);
     this.#max = options.maxSize ?? 131072;
+  }
+
+  /**
+   * Size of the buffer a quiet stream waits with. A relay lowers it: an idle
+   * tunnel then holds two 1 KiB buffers instead of two 4 KiB ones, and
+   * traffic that arrives switches to a large buffer after two full reads.
+   */
+  set quietSize(size: number) {
+    if (size !== this.#quiet.length) this.#quiet = new Uint8Array(size);
   }
 
   /** Number of unconsumed bytes. */
@@ -201,6 +252,7 @@ export class BufferedReader {
         // #makeRoom never runs while a read is in flight, so `target` is
         // still the free tail of this.buf.
         this.end += n;
+        this.#lastRead = n;
         if (n === target.length) this.#fullReads++;
         return true;
       },
@@ -216,9 +268,19 @@ export class BufferedReader {
   #makeRoom(limit?: number): void {
     if (this.start === this.end) {
       this.start = this.end = 0;
-      // Reads kept filling the buffer: data is streaming, use a bigger one.
       if (this.#fullReads >= 2 && this.buf.length < this.streamSize) {
-        this.buf = new Uint8Array(this.streamSize);
+        // Reads kept filling the buffer: data is streaming, use a bigger one.
+        if (this.buf !== this.#quiet) release(this.buf);
+        this.buf = acquire(this.streamSize);
+        this.#fullReads = 0;
+      } else if (
+        this.buf !== this.#quiet &&
+        this.#lastRead < Math.max(this.#quiet.length, this.buf.length / QUIET_FRACTION)
+      ) {
+        // The stream went quiet: the next read may wait for a long time, so
+        // wait with the small buffer and let the large one serve others.
+        release(this.buf);
+        this.buf = this.#quiet;
         this.#fullReads = 0;
       }
       return;

@@ -10,6 +10,7 @@ import { Resolver } from "../net/resolve.ts";
 import { ConnectionLimiter, MAX_ANSWERED_REFUSALS, refuseConnection } from "./admission.ts";
 import type { Limits, Live, ServerContext } from "./context.ts";
 import { closeQuietly } from "./duplex.ts";
+import { MemoryReducer } from "./memory.ts";
 import { BufferedReader } from "./reader.ts";
 import { HttpSession } from "./session.ts";
 import type { ProxyOptions, ProxyServer } from "./types.ts";
@@ -72,12 +73,19 @@ export function startProxy(options: ProxyOptions): Promise<ProxyServer> {
   const live = new Set<Live>();
   const running = new Set<Promise<void>>();
   let closing = false;
+  const reducer = options.reduceMemory === false ? undefined : new MemoryReducer();
+  const record = options.record;
 
   const ctx: ServerContext = {
     limits,
     decide: options.decide,
     decideTunnel: options.decideTunnel,
-    record: options.record,
+    record: reducer
+      ? (rec) => {
+        reducer.touch();
+        record(rec);
+      }
+      : record,
     dialer,
     intercept: options.intercept,
     shutdown: shutdownController.signal,
@@ -98,6 +106,7 @@ export function startProxy(options: ProxyOptions): Promise<ProxyServer> {
     } catch {
       // already gone; the session will notice
     }
+    reducer?.touch();
     const client = clientAddress(conn.remoteAddr as Deno.NetAddr);
     const reader = new BufferedReader(conn, { maxSize: limits.maxHeaderBytes + 65536 });
     const session = new HttpSession(ctx, conn, reader, client);
@@ -166,6 +175,7 @@ export function startProxy(options: ProxyOptions): Promise<ProxyServer> {
   const shutdown = (): Promise<void> => {
     shutdownPromise ??= (async () => {
       closing = true;
+      reducer?.stop();
       try {
         listener.close();
       } catch {

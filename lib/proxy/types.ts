@@ -223,6 +223,12 @@ export interface ProxyOptions {
   maxConnectionsPerClient?: number;
   /** TLS interception for CONNECT tunnels; undefined relays their bytes. */
   intercept?: TunnelInterceptor;
+  /**
+   * Collect garbage once the proxy goes quiet after a busy spell (see
+   * `MemoryReducer`; it needs `--v8-flags=--expose-gc`, else it does nothing).
+   * @default {true}
+   */
+  reduceMemory?: boolean;
 }
 
 /** A running proxy. */
