@@ -33,9 +33,9 @@ nm_resolve_cmd() {
   elif command -v netmonitor >/dev/null 2>&1; then
     NM_CMD=(netmonitor)
   elif command -v deno >/dev/null 2>&1; then
-    NM_CMD=(deno run -A --v8-flags=--max-semi-space-size=4,--expose-gc "$NM_REPO/main.ts")
+    NM_CMD=(deno run -A "--v8-flags=--max-semi-space-size=4,--expose-gc" "$NM_REPO/main.ts")
   elif command -v npx >/dev/null 2>&1; then
-    NM_CMD=(npx -y "deno@$NM_DENO_VERSION" run -A --v8-flags=--max-semi-space-size=4,--expose-gc "$NM_REPO/main.ts")
+    NM_CMD=(npx -y "deno@$NM_DENO_VERSION" run -A "--v8-flags=--max-semi-space-size=4,--expose-gc" "$NM_REPO/main.ts")
   else
     nm_die "cannot find netmonitor: install the binary on PATH, install Deno, or set NETMONITOR_BIN"
   fi

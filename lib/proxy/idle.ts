@@ -11,14 +11,14 @@
  * @module
  */
 
-import { schedule, type Timed, unschedule } from "./reader.ts";
+import { coarseNow, schedule, type Timed, unschedule } from "./reader.ts";
 
 /**
  * Fires `onIdle` once when no activity was stamped for `ms`. `ms` 0 (or less)
  * never fires. Call {@linkcode stop} when the transfer ends.
  */
 export class IdleWatch implements Timed {
-  /** Last activity, `performance.now()` time. */
+  /** Last activity, {@linkcode coarseNow} time. */
   last: number;
   /**
    * What the transfer waits for now: a read from its source or a write to
@@ -29,7 +29,7 @@ export class IdleWatch implements Timed {
   fired = false;
 
   constructor(readonly ms: number, readonly onIdle: (w: IdleWatch) => void) {
-    this.last = performance.now();
+    this.last = coarseNow();
     if (ms > 0) schedule(this);
   }
 
@@ -40,11 +40,11 @@ export class IdleWatch implements Timed {
 
   /** Stamps activity now. */
   touch(): void {
-    this.last = performance.now();
+    this.last = coarseNow();
   }
 
   /** Fires now if the timeout has passed; true once fired. */
-  poll(now: number = performance.now()): boolean {
+  poll(now: number = coarseNow()): boolean {
     if (this.fired || this.ms <= 0 || now - this.last < this.ms) return this.fired;
     this.fired = true;
     unschedule(this);

@@ -24,13 +24,26 @@ let ticker: ReturnType<typeof setInterval> | undefined;
 
 /** Something the shared ticker checks: `expire()` is called once `at` has passed. */
 export interface Timed {
-  /** When it expires, `performance.now()` time (may move later). */
+  /** When it expires, {@linkcode coarseNow} time (may move later). */
   readonly at: number;
   expire(): void;
 }
 
+/**
+ * The ticker's clock: `performance.now()` read once per tick while the ticker
+ * runs, and on every call while it does not. Deadlines and idle watches are
+ * created and stamped several times per request, and each `performance.now()`
+ * is a call into the runtime; they only need the ticker's resolution anyway.
+ */
+let coarse = 0;
+
+/** `performance.now()`, up to {@linkcode TICK_MS} old while deadlines are pending. */
+export function coarseNow(): number {
+  return ticker === undefined ? (coarse = performance.now()) : coarse;
+}
+
 function tick(): void {
-  const now = performance.now();
+  const now = coarse = performance.now();
   for (const d of pending) if (d.at <= now) d.expire();
   if (pending.size === 0 && ticker !== undefined) {
     clearInterval(ticker);
@@ -44,7 +57,10 @@ function tick(): void {
  */
 export function schedule(t: Timed): void {
   pending.add(t);
-  ticker ??= setInterval(tick, TICK_MS);
+  if (ticker === undefined) {
+    coarse = performance.now();
+    ticker = setInterval(tick, TICK_MS);
+  }
 }
 
 /** Removes `t` from the shared ticker. */
@@ -62,7 +78,7 @@ export function unschedule(t: Timed): void {
  * profiles. They fire up to {@linkcode TICK_MS} late.
  */
 export class Deadline {
-  /** When it expires, `performance.now()` time. */
+  /** When it expires, {@linkcode coarseNow} time. */
   readonly at: number;
   #promise: Promise<never> | undefined;
   #reject: ((e: Error) => void) | undefined;
@@ -70,7 +86,7 @@ export class Deadline {
   readonly #message: string;
 
   constructor(ms: number, message: string) {
-    this.at = performance.now() + ms;
+    this.at = coarseNow() + ms;
     this.#message = message;
     schedule(this);
   }

@@ -55,7 +55,7 @@ import {
   UpstreamTimeoutError,
 } from "./errors.ts";
 import { IdleWatch } from "./idle.ts";
-import { BufferedReader, Deadline, DeadlineError } from "./reader.ts";
+import { BufferedReader, coarseNow, Deadline, DeadlineError } from "./reader.ts";
 import { decisionHeader, proxyResponse } from "./respond.ts";
 import type { DecideInput, Duplex, FinalDecision } from "./types.ts";
 import { decisionExempts, type Dialled } from "./upstream.ts";
@@ -706,7 +706,7 @@ export class HttpSession implements Live {
   ): Promise<ResponseHead> {
     const ms = this.ctx.limits.responseTimeoutMs;
     const message = `${key} did not answer within ${ms} ms`;
-    let since = performance.now();
+    let since = coarseNow();
     let deadline = new Deadline(ms, message);
     const scanner = this.#resScanner;
     const r = up.reader;
@@ -736,7 +736,7 @@ export class HttpSession implements Live {
                 // Request body bytes went up meanwhile: count from the last one.
                 since = w.last;
                 deadline.clear();
-                deadline = new Deadline(since + ms - performance.now(), message);
+                deadline = new Deadline(since + ms - coarseNow(), message);
               }
             }
           } catch (e) {
