@@ -337,7 +337,9 @@ export async function runProxy(
       }
     }
   };
-  cleanup.push(() => log.close(), () => broker.close());
+  // Run in reverse: the broker first (its waiting requests get their records),
+  // then the records still batched, then the log.
+  cleanup.push(() => log.close(), () => records.close(), () => broker.close());
 
   const warnPassthrough = (set: RuleSet) => {
     if (!config.intercept) return;
