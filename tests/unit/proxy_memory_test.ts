@@ -7,7 +7,7 @@ const MiB = 2 ** 20;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A reducer over a fake heap, counting collections; a collection empties the heap to `live`. */
-function fakeReducer(quietMs = 20) {
+function fakeReducer(quietMs = 50) {
   const heap: HeapSize & { live: number } = { used: 10 * MiB, total: 20 * MiB, live: 10 * MiB };
   let gcs = 0;
   const reducer = new MemoryReducer({
@@ -26,17 +26,17 @@ function fakeReducer(quietMs = 20) {
 Deno.test("memory reducer: collects once after a busy spell, not during it", async () => {
   const { reducer, heap, gcs } = fakeReducer();
   try {
-    // Busy: a touch every 5 ms for 100 ms, while garbage piles up.
-    for (let i = 0; i < 20; i++) {
+    // Busy: a touch every 5 ms for about four quiet intervals, while garbage piles up.
+    for (let i = 0; i < 40; i++) {
       reducer.touch();
       heap.used += MiB;
       await sleep(5);
     }
     assert.equal(gcs(), 0, "no collection while requests keep coming");
-    await sleep(80);
+    await sleep(200);
     assert.equal(gcs(), 1, "one collection once quiet");
     assert.equal(reducer.collections, 1);
-    await sleep(80);
+    await sleep(200);
     assert.equal(gcs(), 1, "and no more while nothing happens");
   } finally {
     reducer.stop();
@@ -48,12 +48,12 @@ Deno.test("memory reducer: a spell that left little garbage is not worth a colle
   try {
     reducer.touch();
     heap.used += MiB;
-    await sleep(80);
+    await sleep(200);
     assert.equal(gcs(), 0);
     // The next spell starts from the same baseline: growth adds up.
     reducer.touch();
     heap.used += 4 * MiB;
-    await sleep(80);
+    await sleep(200);
     assert.equal(gcs(), 1);
   } finally {
     reducer.stop();
@@ -65,7 +65,7 @@ Deno.test("memory reducer: a heap that reserved more memory is collected too", a
   try {
     reducer.touch();
     heap.total += 6 * MiB; // the young generation grew; objects died in it
-    await sleep(80);
+    await sleep(200);
     assert.equal(gcs(), 1);
   } finally {
     reducer.stop();
@@ -77,11 +77,11 @@ Deno.test("memory reducer: growth counts from V8's own collections", async () =>
   try {
     heap.used = 6 * MiB; // V8 collected by itself below the baseline
     reducer.touch();
-    await sleep(80);
+    await sleep(200);
     assert.equal(gcs(), 0);
     reducer.touch();
     heap.used += 4 * MiB; // 10 MiB: back at the old baseline, but 4 MiB above the new one
-    await sleep(80);
+    await sleep(200);
     assert.equal(gcs(), 1);
   } finally {
     reducer.stop();
