@@ -27,6 +27,24 @@ const LABEL = /^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$/;
  * @throws {HostError} when the input is not a usable host name or IP literal.
  */
 export function normaliseHost(input: string): string {
+  const hit = normalised.get(input);
+  if (hit !== undefined) return hit;
+  const host = normaliseUncached(input);
+  if (input.length <= 255) {
+    if (normalised.size >= NORMALISED_MAX) normalised.clear();
+    normalised.set(input, host);
+  }
+  return host;
+}
+
+// A request's host is normalised several times (its URL, its Host header,
+// the rules, the destination guard), and it is nearly always one of a few
+// names: the URL parser is most of the cost, so answers are remembered.
+// Failures are not. A client spraying made-up names only empties the cache.
+const normalised = new Map<string, string>();
+const NORMALISED_MAX = 1024;
+
+function normaliseUncached(input: string): string {
   let raw = input.trim();
   if (raw === "") throw new HostError("empty host");
   if (raw.includes(":") && !raw.startsWith("[")) raw = `[${raw}]`;
