@@ -80,7 +80,9 @@ Deno.test("normaliseHost: remembered answers equal fresh ones, failures are neve
   const spellings = ["GitHub.COM.", "0x7f.1", "[::FFFF:7f00:1]", "faß.de"];
   const first = spellings.map((h) => normaliseHost(h));
   // Enough distinct names to overflow the cache several times over.
-  for (let i = 0; i < 5000; i++) assert.equal(normaliseHost(`h${i}.Example.com`), `h${i}.example.com`);
+  for (let i = 0; i < 5000; i++) {
+    assert.equal(normaliseHost(`h${i}.Example.com`), `h${i}.example.com`);
+  }
   assert.deepEqual(spellings.map((h) => normaliseHost(h)), first);
   assert.deepEqual(first, ["github.com", "127.0.0.1", "127.0.0.1", "xn--fa-hia.de"]);
   for (let i = 0; i < 3; i++) assert.throws(() => normaliseHost("a..b"), HostError);
