@@ -161,12 +161,16 @@ export function looksLikeSecret(value: string): boolean {
   return hex || (upper && lower && digit);
 }
 
-/** Redacts the values of secret parameters in `a=1&b=2` (a query or a fragment). */
+/**
+ * Redacts the values of secret parameters in `a=1&b=2` (a query or a
+ * fragment). `;` separates parameters too, as some servers take it.
+ */
 function redactParams(params: string): string {
   if (params === "") return params;
-  const parts = params.split("&");
+  // Separators are kept at the odd indexes, so the text is rebuilt as it was.
+  const parts = params.split(/([&;])/);
   let changed = false;
-  for (let i = 0; i < parts.length; i++) {
+  for (let i = 0; i < parts.length; i += 2) {
     const part = parts[i];
     const eq = part.indexOf("=");
     if (eq < 0) {
@@ -184,7 +188,7 @@ function redactParams(params: string): string {
       changed = true;
     }
   }
-  return changed ? parts.join("&") : params;
+  return changed ? parts.join("") : params;
 }
 
 /** Redacts path segments that are secrets on their own (JWTs, prefixed tokens). */
@@ -218,8 +222,8 @@ function redactPath(path: string): string {
 export function redactUrl(url: string): string {
   let rest = url;
   let head = "";
-  const schemeEnd = url.indexOf("://");
-  if (schemeEnd > 0 && schemeEnd < 16) {
+  const schemeEnd = SCHEME.test(url) ? url.indexOf("://") : -1;
+  if (schemeEnd > 0) {
     const authStart = schemeEnd + 3;
     let authEnd = url.length;
     for (let i = authStart; i < url.length; i++) {
@@ -234,10 +238,24 @@ export function redactUrl(url: string): string {
     if (at >= 0) authority = `${REDACTED}@${authority.slice(at + 1)}`;
     head = url.slice(0, authStart) + authority;
     rest = url.slice(authEnd);
-  } else if (url.includes("@") && !url.includes("/")) {
-    // `user:pass@host:port` as a tunnel target.
-    const at = url.lastIndexOf("@");
-    return `${REDACTED}@${url.slice(at + 1)}`;
+  } else if (url.includes("@")) {
+    // No `scheme://`: a tunnel target (`user:pass@host:port`) or a malformed
+    // request target (`//user:pass@h/x`, `http:/user:pass@h/x`). Whatever
+    // comes before the last `@` of its authority-like first part goes.
+    const start = AUTHORITY_PREFIX.exec(url)![0].length;
+    let end = url.length;
+    for (let i = start; i < url.length; i++) {
+      const c = url.charCodeAt(i);
+      if (c === 47 || c === 63 || c === 35) { // / ? #
+        end = i;
+        break;
+      }
+    }
+    const at = url.lastIndexOf("@", end - 1);
+    if (at >= start) {
+      head = `${url.slice(0, start)}${REDACTED}${url.slice(at, end)}`;
+      rest = url.slice(end);
+    }
   }
 
   const hashAt = rest.indexOf("#");
@@ -258,6 +276,11 @@ export function redactUrl(url: string): string {
   return out;
 }
 
+/** `scheme://` at the start. */
+const SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;
+/** What may precede an authority when there is no `scheme://`: `scheme:/`, slashes. */
+const AUTHORITY_PREFIX = /^(?:[a-z][a-z0-9+.-]*:(?=\/))?\/*/i;
+
 const URL_IN_TEXT = /[a-z][a-z0-9+.-]{0,15}:\/\/[^\s"'<>]+/gi;
 
 /**
@@ -268,8 +291,9 @@ export function redactText(text: string): string {
   let out = text.includes("://") ? text.replace(URL_IN_TEXT, (u) => redactUrl(u)) : text;
   // An authority quoted without a scheme (a bad Host header or CONNECT target
   // echoed in an error) can still carry `user:password@`.
-  if (out.includes("@")) out = out.replace(USERINFO_IN_TEXT, `$1${REDACTED}@`);
+  if (out.includes("@")) out = out.replace(USERINFO_IN_TEXT, `$1$2${REDACTED}@`);
   return out;
 }
 
-const USERINFO_IN_TEXT = /(^|[\s"'(])[^\s"'()<>/@]+@/g;
+// Also after `scheme:/` or slashes: `"//user:pass@h/x"`, `"http:/user:pass@h"`.
+const USERINFO_IN_TEXT = /(^|[\s"'(])((?:[a-z][a-z0-9+.-]*:(?=\/))?\/*)[^\s"'()<>/@]+@/gi;

@@ -662,8 +662,11 @@ export class HttpSession implements Live {
     }
     // Bytes after the end of the response (a misframed or hostile origin)
     // would be read as the next response: such a connection is not reused.
+    // Nor is one that carried a request body: an origin that ignores a body
+    // (a GET's, say) reads it as a request of its own, one nobody decided,
+    // and its answer may come late enough to be taken for the next one's.
     const reusable = serverKeepAlive(res) && resFraming.kind !== "close" && !body.failed &&
-      up.reader.buffered === 0 && !up.reader.eof && !this.ctx.closing;
+      !carriesBody(framing) && up.reader.buffered === 0 && !up.reader.eof && !this.ctx.closing;
     if (reusable) this.#pool(up);
     else closeQuietly(up.conn);
     return !closeClient;
@@ -973,6 +976,10 @@ function clientResponseHead(
 function websocketUpgrade(head: RequestHead): string | undefined {
   const up = upgradeRequested(head);
   return up !== undefined && up.trim().toLowerCase() === "websocket" ? up.trim() : undefined;
+}
+
+function carriesBody(framing: BodyFraming): boolean {
+  return framing.kind === "chunked" || (framing.kind === "length" && framing.length > 0);
 }
 
 /** Methods whose repetition has the effect of one request (RFC 9110 9.2.2). */

@@ -220,6 +220,19 @@ export function canonicalPathQuery(raw: string): { path: string; query?: string 
   return { path: canonPath, query: canonQuery };
 }
 
+/**
+ * `raw` with `%2F` and `%5C` in its path decoded to `/`, or undefined when it
+ * has none. nginx, among others, decodes them before merging slashes and
+ * resolving dot segments, so to it `/a%2F..%2Fadmin` is `/admin`: a deny URL
+ * rule is checked against this reading as well (see `RuleSet`).
+ */
+export function slashesDecoded(raw: string): string | undefined {
+  const end = raw.search(/[?#]/);
+  const path = end < 0 ? raw : raw.slice(0, end);
+  if (!/%(?:2f|5c)/i.test(path)) return undefined;
+  return path.replace(/%(?:2f|5c)/gi, "/") + (end < 0 ? "" : raw.slice(end));
+}
+
 function normaliseEscapes(s: string, keep: string): string {
   return s.replace(/%([0-9A-Fa-f]{2})/g, (_m, hex: string) => {
     const code = parseInt(hex, 16);

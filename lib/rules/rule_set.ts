@@ -10,6 +10,7 @@ import {
   forwardedPathQuery,
   type ParsedPattern,
   parsePattern,
+  slashesDecoded,
 } from "./pattern.ts";
 import {
   type RequestTarget,
@@ -158,7 +159,8 @@ const ANY_QUERY = "\0any";
  * URL rules compare scheme, host and port, then the path and query:
  * - a deny URL rule compares them loosely, after canonicalising both sides
  *   (`canonicalPathQuery`: merged slashes, `%3B` is `;`, `+` is `%20` in a
- *   query, ...), so no other spelling of the URL dodges it;
+ *   query, ...), so no other spelling of the URL dodges it; the path is also
+ *   read with `%2F`/`%5C` decoded to `/`, as nginx reads it (`slashesDecoded`);
  * - an allow URL rule compares them exactly as the proxy forwards them
  *   (`forwardedPathQuery`, i.e. `normalisePath`: dot segments resolved,
  *   unreserved escapes decoded, other escapes upper-cased), so it allows only what it
@@ -420,10 +422,15 @@ export class RuleSet {
 
   /** Step 1 of the precedence; see the class documentation for the order. */
   #matchUrl(scheme: "http" | "https", host: string, port: number, raw: string): Rule | undefined {
-    const { path, query } = canonicalPathQuery(raw);
-    const q = query ?? "";
-    const denied = this.#urlExact.get(urlKey(scheme, host, port, path, q));
-    if (denied) return denied;
+    // Deny rules see every reading of the path a server may have: the
+    // canonical one, and the one with `%2F`/`%5C` decoded (nginx's).
+    const readings = [canonicalPathQuery(raw)];
+    const decoded = slashesDecoded(raw);
+    if (decoded !== undefined) readings.push(canonicalPathQuery(decoded));
+    for (const { path, query } of readings) {
+      const denied = this.#urlExact.get(urlKey(scheme, host, port, path, query ?? ""));
+      if (denied) return denied;
+    }
     if (this.#urlAllow.size > 0) {
       // What the proxy forwards (it normalises the target once, the same way).
       const forwarded = forwardedPathQuery(raw);
@@ -432,8 +439,12 @@ export class RuleSet {
         : this.#urlAllow.get(allowKey(scheme, host, port, forwarded));
       if (allowed) return allowed;
     }
-    return this.#urlDeny.get(urlKey(scheme, host, port, path, q)) ??
-      this.#urlDeny.get(urlKey(scheme, host, port, path, ANY_QUERY));
+    for (const { path, query } of readings) {
+      const denied = this.#urlDeny.get(urlKey(scheme, host, port, path, query ?? "")) ??
+        this.#urlDeny.get(urlKey(scheme, host, port, path, ANY_QUERY));
+      if (denied) return denied;
+    }
+    return undefined;
   }
 }
 

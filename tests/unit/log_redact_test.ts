@@ -62,6 +62,8 @@ const CASES: [string, string][] = [
   // Path segments that are tokens on their own.
   [`https://x.test/verify/${JWT}/done`, "https://x.test/verify/REDACTED/done"],
   ["https://hooks.x.test/bot/xoxb-123456789012-abcdefghijkl", "https://hooks.x.test/bot/REDACTED"],
+  // `;` separates parameters too.
+  ["https://x.test/?a=1;token=hunter2;b=2", "https://x.test/?a=1;token=REDACTED;b=2"],
   // Fragments (OAuth implicit flow).
   [
     "https://x.test/cb#access_token=abc&token_type=bearer",
@@ -74,6 +76,35 @@ Deno.test("redactUrl: table", () => {
     assert.equal(redactUrl(input), expected, input);
     // Idempotent: redacting twice changes nothing more.
     assert.equal(redactUrl(expected), expected, `twice: ${input}`);
+  }
+});
+
+Deno.test("redactUrl: credentials in malformed targets, whatever precedes them", () => {
+  const cases: [string, string][] = [
+    ["//user:hunter2@allowed.test/x", "//REDACTED@allowed.test/x"],
+    ["http:/user:hunter2@allowed.test/x", "http:/REDACTED@allowed.test/x"],
+    ["user:hunter2@allowed.test:18951/x", "REDACTED@allowed.test:18951/x"],
+    ["user:hunter2@allowed.test:443", "REDACTED@allowed.test:443"],
+    [
+      "abcdefghijklmnopq://user:hunter2@allowed.test/x",
+      "abcdefghijklmnopq://REDACTED@allowed.test/x",
+    ],
+    // An @ after the authority is not userinfo.
+    ["/repos/@scope/pkg", "/repos/@scope/pkg"],
+    ["allowed.test/@x", "allowed.test/@x"],
+  ];
+  for (const [input, expected] of cases) {
+    assert.equal(redactUrl(input), expected, input);
+    assert.equal(redactUrl(expected), expected, `twice: ${input}`);
+  }
+  for (
+    const text of [
+      'invalid request target "//user:hunter2@allowed.test/x"',
+      'invalid request target "http:/user:hunter2@allowed.test/x"',
+      "bad target (abcdefghijklmnopq://user:hunter2@allowed.test/x)",
+    ]
+  ) {
+    assert.equal(redactText(text).includes("hunter2"), false, text);
   }
 });
 

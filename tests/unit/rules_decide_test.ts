@@ -179,7 +179,14 @@ Deno.test("URL rules: a deny-url cannot be dodged by another spelling", () => {
     ["https://GITHUB.com./api/sensitive", "deny", deny],
     ["https://github.com/api/sensitive/", "allow", "github.com"], // another resource
     ["https://github.com/api/sensitive2", "allow", "github.com"],
-    ["https://github.com/api%2Fsensitive", "allow", "github.com"], // %2F is not "/"
+    // nginx decodes %2F (and %5C) before merging slashes and resolving dot segments.
+    ["https://github.com/api%2Fsensitive", "deny", deny],
+    ["https://github.com/%2Fapi/sensitive", "deny", deny],
+    ["https://github.com/x%2F..%2Fapi/sensitive", "deny", deny],
+    ["https://github.com/x/..%2fapi/sensitive", "deny", deny],
+    ["https://github.com/api%5Csensitive?q=1", "deny", deny],
+    ["https://github.com/api%2Fsensitive2", "allow", "github.com"],
+    ["https://github.com/api/sensitive2?x=%2Fapi%2Fsensitive", "allow", "github.com"], // query: no
   ]);
 });
 
