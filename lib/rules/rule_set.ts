@@ -3,6 +3,7 @@
  * @module
  */
 
+import { embeddedIPv4, parseIPv6 } from "../net/guard.ts";
 import { isIpLiteral, normaliseHost } from "../net/host.ts";
 import { RuleError } from "./errors.ts";
 import {
@@ -308,6 +309,14 @@ export class RuleSet {
     }
     // 2-4. Exact host, longest wildcard, catch-all.
     const rule = this.#hostRule(host, port);
+    // An IPv6 address that carries an IPv4 one (NAT64 `64:ff9b::a.b.c.d`,
+    // 6to4, IPv4-compatible) reaches that IPv4 host on networks that route
+    // it: a rule naming the IPv4 host and denying it denies it too.
+    if (host.startsWith("[") && rule?.verdict !== "deny") {
+      const v4 = embeddedIPv4Host(host);
+      const v4Rule = v4 === undefined ? undefined : pick(this.#hosts.get(v4), port);
+      if (v4Rule?.verdict === "deny") return decision(v4Rule);
+    }
     if (rule) return decision(rule);
     // 5. Nobody said anything: ask.
     return { action: "ask", reason: "no rule" };
@@ -446,6 +455,15 @@ export class RuleSet {
     }
     return undefined;
   }
+}
+
+/** The IPv4 address (dotted) inside a normalised IPv6 literal, if it carries one. */
+function embeddedIPv4Host(host: string): string | undefined {
+  const b = parseIPv6(host);
+  const n = b && embeddedIPv4(b);
+  return n === undefined
+    ? undefined
+    : `${n >>> 24}.${(n >>> 16) & 255}.${(n >>> 8) & 255}.${n & 255}`;
 }
 
 function normaliseOrUndefined(host: string): string | undefined {

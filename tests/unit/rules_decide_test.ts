@@ -107,6 +107,27 @@ Deno.test("normalisation: a request in any spelling meets the rule", () => {
   ]);
 });
 
+Deno.test("an IPv6 address carrying a denied IPv4 one is denied; allows are not widened", () => {
+  const rules = ruleSet({
+    "*": "allow",
+    "10.0.0.1": "deny",
+    "10.0.0.2": "allow",
+    "[64:ff9b::a00:3]": "allow",
+    "10.0.0.3": "deny",
+  });
+  check(rules, [
+    ["http://[64:ff9b::10.0.0.1]/", "deny", "10.0.0.1"], // NAT64
+    ["http://[::10.0.0.1]/", "deny", "10.0.0.1"], // IPv4-compatible
+    ["http://[::ffff:0:10.0.0.1]/", "deny", "10.0.0.1"], // IPv4-translated
+    ["http://[2002:a00:1::]/", "deny", "10.0.0.1"], // 6to4
+    ["http://[64:ff9b::10.0.0.9]/", "allow", "*"],
+    ["http://[64:ff9b::a00:3]/", "deny", "10.0.0.3"], // deny wins over an allow of the other reading
+  ]);
+  const strict = ruleSet({ "10.0.0.2": "allow" });
+  // An allow for the IPv4 host does not allow its IPv6 spellings.
+  check(strict, [["http://[64:ff9b::10.0.0.2]/", "ask", undefined]]);
+});
+
 Deno.test("wildcards never match by plain suffix, nor the apex", () => {
   const rules = ruleSet({ "*.github.com": "allow" });
   check(rules, [
