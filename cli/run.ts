@@ -600,7 +600,7 @@ export class TunnelPassthrough {
       if (!this.#flags.matches(host)) continue;
       out.push(
         `--passthrough does not apply to ${host}:${port}: the deny URL rule "${rule.pattern}" ` +
-          `needs its HTTPS decrypted, so ${host}:${port} is intercepted`,
+          `needs its tunnels decrypted, so ${host}:${port} is intercepted`,
       );
     }
     return out;

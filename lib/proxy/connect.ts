@@ -43,8 +43,12 @@ import { checkHostHeader, HttpSession } from "./session.ts";
 import type { Duplex, InterceptedTunnel } from "./types.ts";
 import { decisionExempts, type Dialled } from "./upstream.ts";
 
-/** Largest ClientHello accepted, bytes (its records' headers included). */
+/** Largest ClientHello handshake message accepted, bytes. */
 const MAX_HELLO = 65536;
+/** Most TLS records it may be split over. */
+const MAX_HELLO_RECORDS = 64;
+/** Room for the largest hello in the most records, and the next record's header. */
+const MAX_HELLO_BYTES = MAX_HELLO + 4 + 5 * (MAX_HELLO_RECORDS + 1);
 
 /** Serves a CONNECT request on `s`; the connection ends with the tunnel. */
 export async function serveConnect(s: HttpSession, head: RequestHead, ex: Exchange): Promise<void> {
@@ -164,10 +168,13 @@ async function readClientHello(
   try {
     while (true) {
       if (reader.buffered > 0) {
-        hello = parseClientHello(reader.view(), { maxLength: MAX_HELLO });
+        hello = parseClientHello(reader.view(), {
+          maxLength: MAX_HELLO,
+          maxRecords: MAX_HELLO_RECORDS,
+        });
         if (hello) break;
       }
-      if (!(await reader.fill(deadline, MAX_HELLO + 1024))) {
+      if (!(await reader.fill(deadline, MAX_HELLO_BYTES))) {
         ex.error = "the client closed the tunnel before sending a TLS ClientHello";
         return undefined;
       }
@@ -193,6 +200,13 @@ async function readClientHello(
         denyByPolicy(ex, "malformed TLS ClientHello", e.message);
         await writeAll(conn, TLS_ALERT_ACCESS_DENIED).catch(() => {});
       }
+      return undefined;
+    }
+    if (e instanceof RangeError) {
+      // The read buffer filled up: cannot happen with the limits above, but
+      // if it does, nothing was relayed and the record must say so.
+      denyByPolicy(ex, "TLS ClientHello too large (fail closed)", e.message);
+      await writeAll(conn, TLS_ALERT_ACCESS_DENIED).catch(() => {});
       return undefined;
     }
     ex.error = `reading the TLS ClientHello failed: ${ioErrorText(e)}`;

@@ -283,6 +283,8 @@ export class HttpSession implements Live {
       }
       target = abs;
     } else {
+      // Known before the request is refused, so its record still names it.
+      ex.host = tt.host;
       if (head.method === "CONNECT") throw new HttpParseError("CONNECT inside a tunnel");
       if (head.target.startsWith("/")) {
         target = {

@@ -255,7 +255,9 @@ export class RuleSet {
           if (scheme === "https") this.#httpsUrlRules.push({ rule, host, port });
           if (rule.verdict === "deny") {
             this.#urlDeny.set(urlKey(scheme, host, port, path, query ?? ANY_QUERY), rule);
-            if (scheme === "https") this.#noteHttpsDeny(host, port, rule);
+            // An `http://` one too: its port's CONNECT tunnels could carry
+            // plain HTTP after a token ClientHello unless they are decrypted.
+            this.#noteHttpsDeny(host, port, rule);
             if (port === DEFAULT_PORT[scheme]) crossScheme.push([parsed, rule]);
           }
           break;
@@ -358,10 +360,12 @@ export class RuleSet {
   }
 
   /**
-   * True when a deny URL rule can match an HTTPS request to `host:port`
-   * (an `https://` deny URL rule, or the `https` twin of an `http://` one on
-   * the default port). Such tunnels must be decrypted to enforce it, so they
-   * are never passthrough: not by a rule, and not by `--passthrough`.
+   * True when a deny URL rule can match a request carried by a CONNECT tunnel
+   * to `host:port`: an `https://` deny URL rule, the `https` twin of an
+   * `http://` one on the default port, or an `http://` one on that very port
+   * (an undecrypted tunnel relays whatever follows the ClientHello, plain
+   * HTTP included). Such tunnels must be decrypted to enforce it, so they are
+   * never passthrough: not by a rule, and not by `--passthrough`.
    */
   hasDenyUrlRulesFor(host: string, port: number): boolean {
     if (this.#httpsDenyHostPorts.size === 0) return false;

@@ -56,6 +56,13 @@ export interface ParseClientHelloOptions {
    * @default {65536}
    */
   maxLength?: number;
+  /**
+   * Most TLS records the ClientHello may be split over. Clients send one,
+   * rarely two; more is an attempt to get past inspection, or to make the
+   * proxy parse the same bytes again and again (every call starts over).
+   * @default {64}
+   */
+  maxRecords?: number;
 }
 
 const RECORD_HANDSHAKE = 22;
@@ -77,6 +84,7 @@ export function parseClientHello(
   options: ParseClientHelloOptions = {},
 ): ClientHello | undefined {
   const maxLength = options.maxLength ?? 65536;
+  const maxRecords = options.maxRecords ?? 64;
   // Reassemble the handshake message from consecutive handshake records.
   let offset = 0;
   let message: Uint8Array | undefined;
@@ -92,6 +100,9 @@ export function parseClientHello(
     const len = (input[offset + 3] << 8) | input[offset + 4];
     if (len === 0 || len > MAX_RECORD) {
       throw new ClientHelloError(`invalid TLS record length ${len}`);
+    }
+    if (parts.length === maxRecords) {
+      throw new ClientHelloError(`ClientHello split over more than ${maxRecords} TLS records`);
     }
     if (input.length - offset - 5 < len) return undefined;
     const fragment = input.subarray(offset + 5, offset + 5 + len);

@@ -179,6 +179,13 @@ const denyCases: DenyCase[] = [
     reason: /does not match/,
   },
   {
+    name: "an allowed SNI in a ClientHello split into 1-byte TLS records (too many)",
+    // Re-parsed on every read, 1-byte records cost the proxy quadratic CPU.
+    payload: () => tlsRecords(clientHello({ sni: ["allowed.test"] }), 1),
+    alert: true,
+    reason: /malformed TLS ClientHello/,
+  },
+  {
     name: "plain HTTP request smuggled inside the tunnel",
     payload: () => latin1("GET http://denied.test/secret HTTP/1.1\r\nHost: denied.test\r\n\r\n"),
     reason: /tunnel traffic is not TLS/,

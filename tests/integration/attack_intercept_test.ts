@@ -123,6 +123,7 @@ Deno.test("attack intercept: requests inside a decrypted tunnel cannot name anot
         assert.equal(recs[1].url, A);
         assert.equal(inner.status, status);
         assert.notEqual(inner.decision, "allow");
+        assert.equal(inner.host, "a.test", "the record names the tunnel's host");
         assert.equal(e.origin.requests.length, seen, `${name}: reached the origin`);
       });
     }

@@ -93,6 +93,19 @@ Deno.test("client hello: a message fragmented over several records", () => {
   assert.equal(parseClientHello(more)!.length, bytes.length);
 });
 
+Deno.test("client hello: too many records is an error, found without waiting for the rest", () => {
+  // About 80 bytes of message in 1-byte records: 80 records.
+  const bytes = buildHello([[0, sni("frag.test")]], { recordSize: 1 });
+  assert.ok(parseClientHello(bytes, { maxRecords: 128 }), "fits 128 records");
+  assert.throws(
+    () => parseClientHello(bytes, { maxRecords: 64 }),
+    (e: unknown) => e instanceof ClientHelloError && /more than 64 TLS records/.test(e.message),
+  );
+  // As soon as the 65th record header is there, not once the hello is complete.
+  assert.throws(() => parseClientHello(bytes.subarray(0, 64 * 6 + 5)), ClientHelloError);
+  assert.equal(parseClientHello(bytes.subarray(0, 64 * 6 + 4)), undefined);
+});
+
 Deno.test("client hello: non-TLS first bytes are reported as not TLS", () => {
   for (const text of ["GET / HTTP/1.1\r\n", "SSH-2.0-OpenSSH\r\n", "\x16\x02", "G"]) {
     assert.throws(

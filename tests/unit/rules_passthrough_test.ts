@@ -178,7 +178,7 @@ Deno.test("isPassthrough: a deny URL rule keeps its host:port decrypted (fail cl
     "*.example.com": "passthrough",
     "https://g.example.com/secret": "deny",
     "http://h.example.com/x": "deny-url", // its https twin on 443 is denied too
-    "http://k.example.com:8080/x": "deny", // plain HTTP on 8080 only
+    "http://k.example.com:8080/x": "deny", // plain HTTP on 8080: its tunnels are decrypted too
     "https://ok.example.com/fine": "allow", // an allow does not need decryption
   });
   const cases: Array<[string, number, boolean, boolean]> = [
@@ -187,8 +187,10 @@ Deno.test("isPassthrough: a deny URL rule keeps its host:port decrypted (fail cl
     ["G.EXAMPLE.COM.", 443, false, true],
     ["g.example.com", 8443, true, false],
     ["h.example.com", 443, false, true],
-    ["h.example.com", 80, true, false],
-    ["k.example.com", 8080, true, false],
+    // A tunnel to an http:// deny URL rule's port could carry plain HTTP.
+    ["h.example.com", 80, false, true],
+    ["k.example.com", 8080, false, true],
+    ["k.example.com", 8081, true, false],
     ["ok.example.com", 443, true, false],
     ["other.example.com", 443, true, false],
   ];
@@ -203,7 +205,12 @@ Deno.test("isPassthrough: a deny URL rule keeps its host:port decrypted (fail cl
   assert.equal(at("h.example.com", "/x").action, "deny");
   assert.deepEqual(
     set.httpsDenyTargets().map((t) => `${t.host}:${t.port} ${t.rule.pattern}`).sort(),
-    ["g.example.com:443 https://g.example.com/secret", "h.example.com:443 http://h.example.com/x"],
+    [
+      "g.example.com:443 https://g.example.com/secret",
+      "h.example.com:443 http://h.example.com/x",
+      "h.example.com:80 http://h.example.com/x",
+      "k.example.com:8080 http://k.example.com:8080/x",
+    ],
   );
 });
 
@@ -280,7 +287,7 @@ Deno.test("TunnelPassthrough: --passthrough and live rules, deny URL rules overr
   assert.equal(p.isPassthrough("flagged.test", 8443), true);
   assert.deepEqual(p.warnings(rules.current), [
     '--passthrough does not apply to flagged.test:443: the deny URL rule "https://flagged.test/secret" ' +
-    "needs its HTTPS decrypted, so flagged.test:443 is intercepted",
+    "needs its tunnels decrypted, so flagged.test:443 is intercepted",
   ]);
   rules.current = ruleSet({ "*.example.com": "passthrough", "https://a.example.com/x": "deny" });
   assert.equal(p.warnings(rules.current).length, 1);
