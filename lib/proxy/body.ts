@@ -219,7 +219,8 @@ export interface RelayCounts {
  * passed on as a half-close) or one side failed (then both are closed).
  * Bytes already buffered in either reader are relayed first. `watch` is
  * stamped by every read and write in either direction (its `onIdle` closes
- * `a` and `b` to end an idle relay).
+ * `a` and `b` to end an idle relay). `checkUp` sees the bytes from `a`
+ * before they are sent to `b`; when it throws, the relay ends (both closed).
  */
 export async function relay(
   aReader: BufferedReader,
@@ -228,6 +229,7 @@ export async function relay(
   b: Duplex,
   counts: RelayCounts,
   watch?: IdleWatch,
+  checkUp?: (bytes: Uint8Array) => void,
 ): Promise<void> {
   let failed = false;
   const pump = async (src: BufferedReader, dst: Duplex, up: boolean): Promise<void> => {
@@ -235,6 +237,8 @@ export async function relay(
       while (true) {
         const n = src.buffered;
         if (n > 0) {
+          // Throws (ending the relay) before anything it refuses is sent on.
+          if (up) checkUp?.(src.view());
           await writeAll(dst, src.view());
           watch?.touch();
           src.consume(n);

@@ -21,6 +21,7 @@ import { quote } from "../http1/head.ts";
 import { HostError, isIpLiteral, normaliseHost, parseAuthority } from "../net/host.ts";
 import { TargetError } from "../net/url.ts";
 import { type ClientHello, ClientHelloError, parseClientHello } from "../tls/client_hello.ts";
+import { TlsRecordError, TlsRecordStream } from "../tls/record_stream.ts";
 import { relay } from "./body.ts";
 import type { Exchange } from "./context.ts";
 import { type ByteCounts, closeQuietly, writeAll } from "./duplex.ts";
@@ -123,19 +124,37 @@ export async function serveConnect(s: HttpSession, head: RequestHead, ex: Exchan
  */
 async function relayTunnel(s: HttpSession, ex: Exchange, dialled: Dialled): Promise<void> {
   const counts = { up: 0, down: 0 };
+  let notTls: TlsRecordError | undefined;
   const watch = tunnelWatch(s, dialled.conn);
   s.setRelay(dialled.conn);
   try {
     const upstream = new BufferedReader(dialled.conn, { initialSize: RELAY_QUIET_SIZE });
     s.reader.streamSize = upstream.streamSize = RELAY_STREAM_SIZE;
     s.reader.quietSize = RELAY_QUIET_SIZE;
-    await relay(s.reader, s.conn, upstream, dialled.conn, counts, watch);
+    // The client's side must stay TLS records after its ClientHello: the
+    // tunnel was allowed for TLS to this host (see TlsRecordStream).
+    const records = new TlsRecordStream();
+    await relay(s.reader, s.conn, upstream, dialled.conn, counts, watch, (bytes) => {
+      try {
+        records.push(bytes);
+      } catch (e) {
+        notTls = e as TlsRecordError;
+        throw e;
+      }
+    });
   } finally {
     watch.stop();
     s.setRelay(undefined);
     ex.bytesUp += counts.up;
     ex.bytesDown += counts.down;
     if (watch.fired) ex.error = tunnelIdleError(watch.ms);
+    if (notTls) {
+      denyByPolicy(
+        ex,
+        "tunnel traffic after the ClientHello is not TLS (fail closed)",
+        notTls.message,
+      );
+    }
   }
 }
 

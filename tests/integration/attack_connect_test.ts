@@ -434,3 +434,51 @@ Deno.test("attack connect: CONNECT with a body, a mismatched Host, or to a denie
     await env.close();
   }
 });
+
+Deno.test("attack connect: plain text after a valid ClientHello is not relayed", async (t) => {
+  const env = await startEnv();
+  const hello = tlsRecords(clientHello({ sni: ["allowed.test"] }));
+  const cases: [string, Uint8Array][] = [
+    [
+      "in the same write",
+      concat(hello, latin1("GET /secret HTTP/1.1\r\nHost: allowed.test\r\n\r\n")),
+    ],
+    ["in a later write", latin1("GET /secret HTTP/1.1\r\nHost: allowed.test\r\n\r\n")],
+    [
+      "after a valid application-data record",
+      concat(new Uint8Array([23, 3, 3, 0, 2, 9, 9]), latin1("GET /x")),
+    ],
+  ];
+  try {
+    for (const [name, tail] of cases) {
+      await t.step(name, async () => {
+        const got = originBytes(env.origin);
+        const before = env.proxy.records.length;
+        const c = await RawClient.connect(env.proxy.port);
+        try {
+          await c.send(
+            `CONNECT allowed.test:${env.p} HTTP/1.1\r\nHost: allowed.test:${env.p}\r\n\r\n`,
+          );
+          assert.equal((await c.response({ head: true })).status, 200);
+          if (name !== "in the same write") {
+            await c.send(hello);
+            assert.ok(await originGot(env.origin, got + hello.length), "the hello went through");
+          }
+          await c.send(tail);
+          const [rec] = await newRecords(env.proxy, before, 1);
+          assert.deepEqual([rec.decision, rec.source], ["deny", "policy"]);
+          assert.match(rec.reason, /after the ClientHello is not TLS/);
+          assert.match(rec.error ?? "", /not a TLS record at byte \d+ of the tunnel/);
+        } finally {
+          c.close();
+        }
+        const sent = new TextDecoder("latin1").decode(
+          env.origin.received[env.origin.received.length - 1],
+        );
+        assert.equal(sent.includes("GET "), false, "no plain text reached the origin");
+      });
+    }
+  } finally {
+    await env.close();
+  }
+});

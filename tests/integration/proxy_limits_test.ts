@@ -191,7 +191,11 @@ Deno.test("limits: a tunnel is closed after no bytes moved either way for the tu
     const hello = tlsRecords(clientHello({ sni: ["echo.test"] }));
     await c.send(hello);
     assert.equal((await c.take(hello.length)).length, hello.length);
-    // A byte every 200 ms for 1.2 s: alive, echoed.
+    // A TLS record's header, then its 6 bytes one every 200 ms for 1.2 s:
+    // alive, echoed.
+    const header = new Uint8Array([23, 3, 3, 0, 6]);
+    await c.send(header);
+    assert.equal((await c.take(5)).length, 5);
     for (let i = 0; i < 6; i++) {
       await sleep(200);
       await c.send("p");
@@ -206,8 +210,8 @@ Deno.test("limits: a tunnel is closed after no bytes moved either way for the tu
     const [rec] = await proxy.waitRecords(1);
     assert.deepEqual([rec.method, rec.status, rec.decision], ["CONNECT", 200, "allow"]);
     assert.equal(rec.error, "tunnel idle: no bytes either way for 500 ms");
-    assert.equal(rec.bytesUp, hello.length + 6);
-    assert.equal(rec.bytesDown, hello.length + 6);
+    assert.equal(rec.bytesUp, hello.length + 5 + 6);
+    assert.equal(rec.bytesDown, hello.length + 5 + 6);
   } finally {
     await proxy.close();
     await origin.close();
