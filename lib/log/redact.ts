@@ -225,14 +225,7 @@ export function redactUrl(url: string): string {
   const schemeEnd = SCHEME.test(url) ? url.indexOf("://") : -1;
   if (schemeEnd > 0) {
     const authStart = schemeEnd + 3;
-    let authEnd = url.length;
-    for (let i = authStart; i < url.length; i++) {
-      const c = url.charCodeAt(i);
-      if (c === 47 || c === 63 || c === 35) { // / ? #
-        authEnd = i;
-        break;
-      }
-    }
+    const authEnd = authorityEnd(url, authStart);
     let authority = url.slice(authStart, authEnd);
     const at = authority.lastIndexOf("@");
     if (at >= 0) authority = `${REDACTED}@${authority.slice(at + 1)}`;
@@ -243,14 +236,7 @@ export function redactUrl(url: string): string {
     // request target (`//user:pass@h/x`, `http:/user:pass@h/x`). Whatever
     // comes before the last `@` of its authority-like first part goes.
     const start = AUTHORITY_PREFIX.exec(url)![0].length;
-    let end = url.length;
-    for (let i = start; i < url.length; i++) {
-      const c = url.charCodeAt(i);
-      if (c === 47 || c === 63 || c === 35) { // / ? #
-        end = i;
-        break;
-      }
-    }
+    const end = authorityEnd(url, start);
     const at = url.lastIndexOf("@", end - 1);
     if (at >= start) {
       head = `${url.slice(0, start)}${REDACTED}${url.slice(at, end)}`;
@@ -274,6 +260,15 @@ export function redactUrl(url: string): string {
   if (query !== undefined) out += `?${redactParams(query)}`;
   if (hashAt >= 0) out += `#${redactParams(fragment)}`;
   return out;
+}
+
+/** Where the authority starting at `from` ends: at the first `/`, `?` or `#`. */
+function authorityEnd(url: string, from: number): number {
+  for (let i = from; i < url.length; i++) {
+    const c = url.charCodeAt(i);
+    if (c === 47 || c === 63 || c === 35) return i; // / ? #
+  }
+  return url.length;
 }
 
 /** `scheme://` at the start. */

@@ -1,21 +1,12 @@
 import assert from "node:assert/strict";
 import { TlsRecordError, TlsRecordStream } from "../../lib/tls/record_stream.ts";
+import { concat } from "../_helpers/attack.ts";
 
 function record(type: number, len: number, version = 0x0303): Uint8Array {
   const r = new Uint8Array(5 + len);
   r.set([type, version >> 8, version & 0xff, len >> 8, len & 0xff]);
   r.fill(0x41, 5); // fragment bytes are never looked at
   return r;
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
 }
 
 const STREAM = concat(
@@ -46,9 +37,13 @@ Deno.test("tls record stream: plain text or a bad header after valid records is 
     const s = new TlsRecordStream();
     s.push(STREAM);
     // Bytes arriving one at a time are refused at the header's last byte at the latest.
-    assert.throws(() => {
-      for (let i = 0; i < bad.length; i++) s.push(bad.subarray(i, i + 1));
-    }, (e: unknown) => e instanceof TlsRecordError && message.test(e.message), name);
+    assert.throws(
+      () => {
+        for (let i = 0; i < bad.length; i++) s.push(bad.subarray(i, i + 1));
+      },
+      (e: unknown) => e instanceof TlsRecordError && message.test(e.message),
+      name,
+    );
     assert.match(
       (() => {
         try {
