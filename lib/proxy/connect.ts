@@ -21,7 +21,7 @@ import { quote } from "../http1/head.ts";
 import { HostError, isIpLiteral, normaliseHost, parseAuthority } from "../net/host.ts";
 import { TargetError } from "../net/url.ts";
 import { type ClientHello, ClientHelloError, parseClientHello } from "../tls/client_hello.ts";
-import { TlsRecordError, TlsRecordStream } from "../tls/record_stream.ts";
+import { type TlsRecordError, TlsRecordStream } from "../tls/record_stream.ts";
 import { relay } from "./body.ts";
 import type { Exchange } from "./context.ts";
 import { type ByteCounts, closeQuietly, writeAll } from "./duplex.ts";
