@@ -46,6 +46,8 @@ const SECRET_PARAMS = new Set([
   "code",
   "session",
   "sessionid",
+  "jsessionid",
+  "phpsessid",
   "session_id",
   "sid",
   "jwt",
@@ -191,15 +193,26 @@ function redactParams(params: string): string {
   return changed ? parts.join("") : params;
 }
 
-/** Redacts path segments that are secrets on their own (JWTs, prefixed tokens). */
+/**
+ * Redacts path segments that are secrets on their own (JWTs, prefixed
+ * tokens), and secret path parameters (`/x;jsessionid=...`).
+ */
 function redactPath(path: string): string {
-  if (path.length < 17) return path;
+  if (path.length < 17 && !path.includes(";")) return path;
   const segments = path.split("/");
   let changed = false;
   for (let i = 0; i < segments.length; i++) {
     const s = segments[i];
     if (s.length >= 16 && (looksLikeJwt(s) || hasTokenPrefix(s))) {
       segments[i] = REDACTED;
+      changed = true;
+      continue;
+    }
+    const semi = s.indexOf(";");
+    if (semi < 0) continue;
+    const params = redactParams(s.slice(semi + 1));
+    if (params !== s.slice(semi + 1)) {
+      segments[i] = `${s.slice(0, semi + 1)}${params}`;
       changed = true;
     }
   }

@@ -62,6 +62,10 @@ const CASES: [string, string][] = [
   // Path segments that are tokens on their own.
   [`https://x.test/verify/${JWT}/done`, "https://x.test/verify/REDACTED/done"],
   ["https://hooks.x.test/bot/xoxb-123456789012-abcdefghijkl", "https://hooks.x.test/bot/REDACTED"],
+  // Path parameters.
+  ["http://x.test/app;jsessionid=0A1B2C3D/page", "http://x.test/app;jsessionid=REDACTED/page"],
+  ["http://x.test/a;v=2;token=abc?q=1", "http://x.test/a;v=2;token=REDACTED?q=1"],
+  ["http://x.test/a;v=2", "http://x.test/a;v=2"],
   // `;` separates parameters too.
   ["https://x.test/?a=1;token=hunter2;b=2", "https://x.test/?a=1;token=REDACTED;b=2"],
   // Fragments (OAuth implicit flow).
