@@ -468,6 +468,10 @@ export async function runProxy(
   }
 
   say("Stopping: answering requests in flight...");
+  // The broker first: requests waiting on a prompt are answered as shut down
+  // (not as withdrawn, and no queued prompt flashes up), and an "always"
+  // answer still being saved is waited for.
+  await broker.close();
   await proxy.shutdown();
   records.close();
   await runCleanup();

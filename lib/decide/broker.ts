@@ -138,6 +138,8 @@ interface Group {
   /** The request shown to prompters (fixed when the prompt is shown). */
   request?: PendingRequest;
   asks: Map<Prompter, AbortController>;
+  /** Per prompter, the waiters identical to the request when it was asked: what it saw counted. */
+  seen: Map<Prompter, Set<Waiter>>;
 }
 
 /**
@@ -160,6 +162,9 @@ export class DecisionBroker {
   #active?: Group;
   #seq = 0;
   #closed = false;
+  /** Answers being applied (their rule being saved); shutdown waits for them. */
+  readonly #settling = new Set<Promise<void>>();
+  #closing: Promise<void> | undefined;
 
   constructor(opts: BrokerOptions) {
     this.#rules = opts.rules;
@@ -253,9 +258,14 @@ export class DecisionBroker {
     return out;
   }
 
-  /** Denies everything pending (source "default", reason "shutting down") and stops prompting. */
-  close(): void {
-    if (this.#closed) return;
+  /**
+   * Denies everything pending (source "default", reason "shutting down") and
+   * stops prompting. Resolves once the answers being applied have saved
+   * their rules (or given up, after `saveTimeoutMs`): an "always" answer
+   * given just before shutdown is not lost.
+   */
+  close(): Promise<void> {
+    if (this.#closing) return this.#closing;
     this.#closed = true;
     const groups = [...this.#groups.values()];
     this.#groups.clear();
@@ -267,6 +277,8 @@ export class DecisionBroker {
       g.waiters.length = 0;
     }
     this.#prompters.clear();
+    this.#closing = Promise.allSettled([...this.#settling]).then(() => {});
+    return this.#closing;
   }
 
   // --- internals ---------------------------------------------------------
@@ -330,7 +342,14 @@ export class DecisionBroker {
     const key = keyOf(w.input.target);
     let g = this.#groups.get(key);
     if (!g) {
-      g = { id: String(++this.#seq), key, waiters: [], state: "queued", asks: new Map() };
+      g = {
+        id: String(++this.#seq),
+        key,
+        waiters: [],
+        state: "queued",
+        asks: new Map(),
+        seen: new Map(),
+      };
       this.#groups.set(key, g);
       if (front) this.#queue.unshift(g);
       else this.#queue.push(g);
@@ -420,9 +439,14 @@ export class DecisionBroker {
     if (g.asks.has(p)) return;
     const ac = new AbortController();
     g.asks.set(p, ac);
-    const request = { ...g.request!, waiting: identicalCount(g) };
     Promise.resolve()
-      .then(() => p.ask(request, ac.signal))
+      .then(() => {
+        // What the prompter is told is counted now, and that is what an
+        // "allow once" from it releases.
+        const request = { ...g.request!, waiting: identicalCount(g) };
+        g.seen.set(p, new Set(g.waiters.filter((w) => !w.done && sameAs(w, g.request!))));
+        return p.ask(request, ac.signal);
+      })
       .then(
         (answer) => {
           if (ac.signal.aborted || this.#active !== g || g.state !== "shown") return;
@@ -435,7 +459,9 @@ export class DecisionBroker {
             });
             return;
           }
-          this.#settle(g, p, answer);
+          const settling = this.#settle(g, p, answer);
+          this.#settling.add(settling);
+          settling.finally(() => this.#settling.delete(settling));
         },
         (err) => {
           if (ac.signal.aborted) return;
@@ -450,6 +476,7 @@ export class DecisionBroker {
     const reason = new PromptClosedError(outcome);
     for (const [p, ac] of g.asks) if (p !== winner) ac.abort(reason);
     g.asks.clear();
+    for (const p of g.seen.keys()) if (p !== winner) g.seen.delete(p);
     if (g.request) this.#emit({ type: "prompt-closed", request: g.request, outcome });
   }
 
@@ -501,18 +528,30 @@ export class DecisionBroker {
     if (this.#groups.get(g.key) === g) this.#groups.delete(g.key);
     const waiters = g.waiters.splice(0).filter((w) => !w.done);
     const decision: FinalDecision = { action: verdict, source: "prompt", reason };
-    if (answer === "deny-once" || answer.endsWith("-domain")) {
-      // Denying is always safe; a host answer is the operator's choice for every
-      // request to the host.
+    if (answer === "deny-once" || answer === "deny-domain") {
+      // Denying is always safe.
       for (const w of waiters) this.#finish(w, decision);
+      return;
+    }
+    if (answer === "allow-domain") {
+      // The operator's choice for every request to the host, except what a
+      // deny rule still decides: an exact URL rule beats the host rule just
+      // saved (perhaps added by another terminal while the prompt was open).
+      for (const w of waiters) {
+        const ruled = this.#byRules(w.input);
+        if ("final" in ruled && ruled.final.action === "deny") this.#finish(w, ruled.final);
+        else this.#finish(w, decision);
+      }
       return;
     }
     // allow-once and the URL answers cover only what the operator saw; every
     // other request is decided again against the (possibly updated) rules, and
-    // asks again if still uncovered.
+    // asks again if still uncovered. "Once" covers only the identical requests
+    // the winning prompter was shown (counted): later ones are asked about.
+    const shown = answer === "allow-once" ? g.seen.get(winner) : undefined;
     const again: Waiter[] = [];
     for (const w of waiters) {
-      if (sameAs(w, req)) {
+      if (sameAs(w, req) && (!shown || shown.has(w))) {
         // A deny rule added while the prompt was open (another terminal ran
         // `rules add`) beats a one-off allow.
         const ruled = answer === "allow-once" ? this.#byRules(w.input) : undefined;

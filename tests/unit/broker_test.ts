@@ -215,7 +215,7 @@ Deno.test("identical concurrent requests share one prompt; one answer releases a
   broker.close();
 });
 
-Deno.test("allow once releases only what was shown: a POST slipped in behind a GET asks again", async () => {
+Deno.test("allow once releases only what was shown: requests sent after the prompt ask again", async () => {
   await using r = await tempRules();
   const broker = new DecisionBroker({ rules: r.store });
   const p = new HandPrompter("t");
@@ -223,20 +223,19 @@ Deno.test("allow once releases only what was shown: a POST slipped in behind a G
   const shown = broker.decide(get("site.test", "/index.html"));
   const ask = await p.nth(0);
   assert.deepEqual([ask.request.method, ask.request.path], ["GET", "/index.html"]);
-  // Sent after the prompt is on screen, to ride on the operator's answer.
+  assert.equal(ask.request.waiting, 1);
+  // Sent after the prompt is on screen, to ride on the operator's answer:
+  // even an identical GET was not counted in what the operator saw.
   const upload = broker.decide(get("site.test", "/upload?data=secret", 80, "POST"));
   const samePathPost = broker.decide(get("site.test", "/index.html", 80, "POST"));
   const twin = broker.decide(get("site.test", "/index.html"));
   await settle();
-  // Only the identical GETs count as waiting on what the operator sees.
-  assert.equal(broker.pending()[0].waiting, 2);
   ask.answer("allow-once");
   assert.deepEqual(await shown, {
     action: "allow",
     source: "prompt",
     reason: "prompt: allow-once",
   });
-  assert.equal((await twin).action, "allow");
   // The others are asked about again, first in line, one prompt for the host.
   const again = await p.nth(1);
   assert.notEqual(again.request.id, ask.request.id);
@@ -249,6 +248,7 @@ Deno.test("allow once releases only what was shown: a POST slipped in behind a G
   // deny-once denies everything still waiting on the host.
   assert.deepEqual(await upload, { action: "deny", source: "prompt", reason: "prompt: deny-once" });
   assert.equal((await samePathPost).action, "deny");
+  assert.equal((await twin).action, "deny");
   await settle();
   assert.equal(p.asks.length, 2);
   assert.deepEqual(broker.pending(), []);
@@ -283,8 +283,9 @@ Deno.test("tunnels: identical CONNECTs share an allow once; a plain request to t
   const p = new HandPrompter("t");
   broker.addPrompter(p);
   const t1 = broker.decide(get("tun.test", undefined, 443, "CONNECT"));
-  const ask = await p.nth(0);
   const t2 = broker.decide(get("tun.test", undefined, 443, "CONNECT"));
+  const ask = await p.nth(0);
+  assert.equal(ask.request.waiting, 2);
   const plain = broker.decide({
     target: { scheme: "http", host: "tun.test", port: 443, path: "/x" },
     method: "GET",
@@ -300,6 +301,63 @@ Deno.test("tunnels: identical CONNECTs share an allow once; a plain request to t
   again.answer("deny-once");
   assert.equal((await plain).action, "deny");
   broker.close();
+});
+
+Deno.test("a deny URL rule added while the prompt is open beats a later always-allow-host", async () => {
+  await using r = await tempRules();
+  const broker = new DecisionBroker({ rules: r.store });
+  const p = new HandPrompter("t");
+  broker.addPrompter(p);
+  const secret = broker.decide(get("race.test", "/secret"));
+  const other = broker.decide(get("race.test", "/other"));
+  const ask = await p.nth(0);
+  // Another terminal: `netmonitor rules add http://race.test/secret deny`.
+  await r.store.add("http://race.test/secret", "deny");
+  ask.answer("allow-domain");
+  const s = await secret;
+  assert.deepEqual([s.action, s.source, s.reason], [
+    "deny",
+    "rule",
+    'rule "http://race.test/secret": deny',
+  ]);
+  assert.equal((await other).action, "allow");
+  assert.equal((await other).source, "prompt");
+  broker.close();
+});
+
+Deno.test("close waits for an always answer still being saved", async () => {
+  await using r = await tempRules();
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  const slow = {
+    get current() {
+      return r.store.current;
+    },
+    add: async (pattern: string, action: StoredAction) => {
+      await gate;
+      return r.store.add(pattern, action);
+    },
+  };
+  const events: string[] = [];
+  const broker = new DecisionBroker({ rules: slow, onEvent: (e) => events.push(e.type) });
+  const p = new HandPrompter("t");
+  broker.addPrompter(p);
+  const d = broker.decide(get("late.test", "/"));
+  (await p.nth(0)).answer("allow-domain");
+  await settle();
+  let closed = false;
+  const closing = broker.close().then(() => (closed = true));
+  // The waiting request is answered at once; the save is waited for.
+  assert.equal((await d).action, "deny");
+  await settle();
+  assert.equal(closed, false, "close waits for the save");
+  release();
+  await closing;
+  assert.ok(events.includes("rule-saved"));
+  assert.equal(
+    r.store.current.decide({ scheme: "http", host: "late.test", port: 80 }).action,
+    "allow",
+  );
 });
 
 Deno.test("a deny rule added while the prompt is open beats a later allow once", async () => {
