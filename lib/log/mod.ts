@@ -13,6 +13,7 @@
  * @module
  */
 
+import { withFileLock } from "../file_lock.ts";
 import { dirname } from "node:path";
 import type { AccessRecord } from "./record.ts";
 import { redactText, redactUrl } from "./redact.ts";
@@ -383,8 +384,14 @@ export class AccessLog {
   /**
    * Renames current -> .1 -> .2 ... -> .keep. If another process rotated the
    * file under us (the path now names a different file), reopen instead.
+   * Processes sharing the log take turns (a lock next to it): two rename
+   * chains at once would overwrite each other's files.
    */
-  async #rotate(nextLineBytes: number): Promise<void> {
+  #rotate(nextLineBytes: number): Promise<void> {
+    return withFileLock(`${this.path}.lock`, () => this.#rotateLocked(nextLineBytes));
+  }
+
+  async #rotateLocked(nextLineBytes: number): Promise<void> {
     const ours = await this.#file!.stat();
     let current: Deno.FileInfo | null = null;
     try {

@@ -6,7 +6,8 @@
 
 import { basename, dirname } from "node:path";
 import { appendProperty, removeProperty, replaceValue } from "./_edit.ts";
-import { withFileLock, writeFileAtomic } from "./_fs.ts";
+import { withFileLock } from "../file_lock.ts";
+import { writeFileAtomic } from "./_fs.ts";
 import { describeIoError, RulesFileError } from "./errors.ts";
 import { type ParsedRulesText, parseRulesText } from "./parse.ts";
 import { patternIdentity } from "./pattern.ts";

@@ -11,6 +11,7 @@
  */
 
 // @ts-types="@types/node-forge"
+import { withFileLock } from "../file_lock.ts";
 import type forge from "node-forge";
 import {
   type Forge,
@@ -172,11 +173,19 @@ export async function ensureCa(
   files: CaFiles,
   options: CreateCaOptions = {},
 ): Promise<{ ca: CertificateAuthority; created: boolean }> {
-  const [hasCert, hasKey] = await Promise.all([exists(files.caCert), exists(files.caKey)]);
+  let [hasCert, hasKey] = await Promise.all([exists(files.caCert), exists(files.caKey)]);
   if (!hasCert && !hasKey) {
-    const ca = await createCa(options);
-    await saveCa(ca, files);
-    return { ca, created: true };
+    // Two processes starting at once must not each write a CA: the key of
+    // one could end up next to the certificate of the other.
+    await Deno.mkdir(dirname(files.caKey), { recursive: true, mode: 0o700 });
+    const created = await withFileLock(`${files.caKey}.lock`, async () => {
+      [hasCert, hasKey] = await Promise.all([exists(files.caCert), exists(files.caKey)]);
+      if (hasCert || hasKey) return undefined;
+      const ca = await createCa(options);
+      await saveCa(ca, files);
+      return ca;
+    });
+    if (created) return { ca: created, created: true };
   }
   if (!hasCert || !hasKey) {
     const [present, missing] = hasCert ? [files.caCert, files.caKey] : [files.caKey, files.caCert];
@@ -194,7 +203,8 @@ export async function regenerateCa(
   options: CreateCaOptions = {},
 ): Promise<CertificateAuthority> {
   const ca = await createCa(options);
-  await saveCa(ca, files);
+  await Deno.mkdir(dirname(files.caKey), { recursive: true, mode: 0o700 });
+  await withFileLock(`${files.caKey}.lock`, () => saveCa(ca, files));
   return ca;
 }
 

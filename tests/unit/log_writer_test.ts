@@ -310,3 +310,39 @@ Deno.test("writer: a line cut by a crash is ended before new lines are appended"
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("writer: two processes sharing one log lose no line across rotations", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "network-access.log");
+    const maxBytes = (serialiseRecord(rec(100)).length + 1) * 3 + 5; // 3 lines per file
+    const mod = new URL("../../lib/log/mod.ts", import.meta.url).href;
+    const writer = (from: number) =>
+      new Deno.Command(Deno.execPath(), {
+        args: [
+          "eval",
+          `import { AccessLog } from "${mod}";
+           const log = new AccessLog(${JSON.stringify(path)}, { maxBytes: ${maxBytes}, keep: 400 });
+           for (let i = 0; i < 300; i++) {
+             log.write({ time: new Date().toISOString(), client: "c", method: "GET",
+               url: "http://x.test/", host: "x.test", decision: "allow", source: "rule",
+               reason: "r", status: 200, bytesUp: 0, bytesDown: ${from} + i, durationMs: 1 });
+             if (i % 3 === 0) await new Promise((r) => setTimeout(r, 1));
+           }
+           await log.close();`,
+        ],
+        stdout: "null",
+        stderr: "inherit",
+      }).output();
+    const results = await Promise.all([writer(1000), writer(2000)]);
+    assert.deepEqual(results.map((r) => r.code), [0, 0]);
+    const values = (await readAll(path, 400)).map((l) => JSON.parse(l).bytesDown).sort();
+    const want = [
+      ...Array.from({ length: 300 }, (_, i) => 1000 + i),
+      ...Array.from({ length: 300 }, (_, i) => 2000 + i),
+    ].sort();
+    assert.deepEqual(values, want);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

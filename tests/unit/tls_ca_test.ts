@@ -69,7 +69,12 @@ Deno.test("ensureCa: creates the CA once, key 0600, cert 0644, data dir 0700", a
     assert.equal((await Deno.stat(files.caCert)).mode! & 0o777, 0o644);
     assert.equal((await Deno.stat(dir)).mode! & 0o777, 0o700);
     const names = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
-    assert.deepEqual(names, ["netmonitor-ca-key.pem", "netmonitor-ca.pem"], "no temp files left");
+    // The lock that keeps two processes from creating two CAs stays (as the rules' does).
+    assert.deepEqual(
+      names,
+      ["netmonitor-ca-key.pem", "netmonitor-ca-key.pem.lock", "netmonitor-ca.pem"],
+      "no temp files left",
+    );
     assert.match(await Deno.readTextFile(files.caKey), /^-----BEGIN PRIVATE KEY-----\n/);
 
     const second = await ensureCa(files);
@@ -166,5 +171,15 @@ Deno.test("loadCa: an expired CA or a leaf certificate is refused", async () => 
     cert.sign(key as forge.pki.rsa.PrivateKey, forge.md.sha256.create());
     await saveCa({ ...ca, certPem: forge.pki.certificateToPem(cert) }, files);
     await assert.rejects(() => loadCa(files), /not a CA certificate/);
+  });
+});
+
+Deno.test("ensureCa: two starting at once make one CA, and both use it", async () => {
+  await withDir(async (_dir, files) => {
+    const [a, b] = await Promise.all([ensureCa(files), ensureCa(files)]);
+    assert.deepEqual([a.created, b.created].sort(), [false, true]);
+    assert.equal(a.ca.certPem, b.ca.certPem);
+    const loaded = await loadCa(files);
+    assert.equal(loaded.certPem, a.ca.certPem);
   });
 });
