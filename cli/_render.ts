@@ -267,7 +267,10 @@ export function formatRecordLine(rec: AccessRecord, opts: RecordLineOptions): st
   const status = rec.status === 0 ? "---" : String(rec.status);
   const tail = `${formatBytes(rec.bytesDown)} ${formatDuration(rec.durationMs)}`;
   // Redacted like the log: this output is often redirected to a file too.
-  const why = safeText(redactText(rec.error ? `${rec.reason}: ${rec.error}` : rec.reason));
+  const both = rec.error && rec.error !== rec.reason;
+  const why = safeText(
+    redactText(both ? `${rec.reason}: ${rec.error}` : rec.reason || rec.error || ""),
+  );
   let url = safeText(redactUrl(rec.url));
   let reason = why;
   if (opts.width !== undefined) {

@@ -142,6 +142,15 @@ export async function promptLoop(
         } else {
           entry.ac.abort(new PromptClosedError(outcomeOf(m)));
         }
+      } else if (m.type === "rule") {
+        const pattern = printable(JSON.stringify(m.pattern), 300);
+        io.write(
+          m.saved
+            ? `Saved rule ${pattern}: ${m.action}.\n`
+            : `Could not save rule ${pattern}: ${m.action} (${
+              printable(m.error ?? "unknown error", 300)
+            }); the answer was applied once.\n`,
+        );
       } else if (m.type === "error") {
         io.error(`The proxy refused that: ${printable(m.message, 300)}\n`);
       }

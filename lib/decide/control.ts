@@ -194,8 +194,15 @@ class Server implements ControlServer {
 
   start(): void {
     this.#unsubscribe = this.broker.subscribe((e) => {
-      if (e.type !== "prompt-closed") return;
-      for (const s of this.#sessions) s.resolved(e.request.id, e.outcome);
+      if (e.type === "prompt-closed") {
+        for (const s of this.#sessions) s.resolved(e.request.id, e.outcome);
+      } else if (e.type === "rule-saved" || e.type === "rule-save-failed") {
+        // Every prompter learns whether an "always" answer became a rule.
+        const m: ServerMessage = e.type === "rule-saved"
+          ? { type: "rule", pattern: e.pattern, action: e.action, saved: true }
+          : { type: "rule", pattern: e.pattern, action: e.action, saved: false, error: e.error };
+        for (const s of this.#sessions) s.notify(m);
+      }
     });
     this.#track(this.#acceptLoop());
   }
@@ -293,6 +300,11 @@ class Session implements NamedPrompter {
       ...(outcome.by !== undefined ? { by: outcome.by } : {}),
       ...(outcome.answer !== undefined ? { answer: outcome.answer } : {}),
     });
+  }
+
+  /** A message for every client, whatever it was shown. */
+  notify(m: ServerMessage): void {
+    this.#send(m);
   }
 
   async refuse(message: string): Promise<void> {

@@ -8,6 +8,9 @@
  * - `{"type":"pending","request":PendingRequest}` when a prompt is shown;
  * - `{"type":"resolved","id":"7","outcome":"answered","by":"terminal","answer":"allow-once"}`
  *   when a prompt this client was shown closes (also after its own answer);
+ * - `{"type":"rule","pattern":"github.com","action":"allow-domain","saved":true}`
+ *   when an "always" answer's rule was saved, or `"saved":false,"error":"..."`
+ *   when it could not be (the answer was then applied once);
  * - `{"type":"error","message":"...","id"?:"7"}` for a bad client message.
  *
  * Client to server: `{"type":"answer","id":"7","answer":"allow-domain"}`.
@@ -49,12 +52,24 @@ export interface ResolvedMessage {
   by?: string;
   answer?: PromptAnswer;
 }
+export interface RuleMessage {
+  type: "rule";
+  pattern: string;
+  action: string;
+  saved: boolean;
+  error?: string;
+}
 export interface ErrorMessage {
   type: "error";
   message: string;
   id?: string;
 }
-export type ServerMessage = HelloMessage | PendingMessage | ResolvedMessage | ErrorMessage;
+export type ServerMessage =
+  | HelloMessage
+  | PendingMessage
+  | ResolvedMessage
+  | RuleMessage
+  | ErrorMessage;
 
 export interface AnswerMessage {
   type: "answer";
@@ -166,6 +181,14 @@ export function parseServerMessage(line: string): ServerMessage {
       };
       if (str(o.by)) m.by = o.by;
       if (isPromptAnswer(o.answer)) m.answer = o.answer;
+      return m;
+    }
+    case "rule": {
+      if (!str(o.pattern) || !str(o.action) || typeof o.saved !== "boolean") {
+        throw new ProtocolError("malformed rule message");
+      }
+      const m: RuleMessage = { type: "rule", pattern: o.pattern, action: o.action, saved: o.saved };
+      if (str(o.error)) m.error = o.error;
       return m;
     }
     case "error": {

@@ -128,6 +128,15 @@ Deno.test("two clients: the first answer wins, both see it resolved", async () =
     };
     assert.deepEqual(await a.expect("resolved"), expected);
     assert.deepEqual(await b.expect("resolved"), expected);
+    // Both are told the rule was saved.
+    const saved = {
+      type: "rule",
+      pattern: "api.example.test",
+      action: "allow-domain",
+      saved: true,
+    };
+    assert.deepEqual(await a.expect("rule"), saved);
+    assert.deepEqual(await b.expect("rule"), saved);
     assert.deepEqual(
       JSON.parse(await Deno.readTextFile(env.rules.path)),
       { "api.example.test": "allow-domain" },
@@ -150,6 +159,29 @@ Deno.test("two clients: the first answer wins, both see it resolved", async () =
   } finally {
     a.close();
     b.close();
+  }
+});
+
+Deno.test("a rule that could not be saved is reported to the clients", async () => {
+  await using env = await setup();
+  const a = await RawClient.connect(env.path);
+  try {
+    await a.expect("hello");
+    // A rules file that does not parse: the store refuses to edit it.
+    await Deno.mkdir(`${env.dir}/data`, { recursive: true });
+    await Deno.writeTextFile(env.rules.path, '{ "x.test": "allow", oops }');
+    const decision = env.broker.decide(req("unsaved.test", "/"));
+    const p = await a.expect("pending");
+    await a.send(
+      JSON.stringify({ type: "answer", id: p.request.id, answer: "allow-domain" }) + "\n",
+    );
+    assert.equal((await decision).action, "allow");
+    assert.equal((await a.expect("resolved")).answer, "allow-domain");
+    const m = await a.expect("rule");
+    assert.deepEqual([m.pattern, m.action, m.saved], ["unsaved.test", "allow-domain", false]);
+    assert.ok(m.error && m.error.length > 0);
+  } finally {
+    a.close();
   }
 });
 

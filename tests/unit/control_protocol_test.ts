@@ -87,6 +87,8 @@ Deno.test("server messages round-trip through encodeMessage", () => {
     },
     { type: "resolved", id: "3", outcome: "answered", by: "terminal", answer: "allow-once" },
     { type: "resolved", id: "4", outcome: "timeout" },
+    { type: "rule", pattern: "api.github.com", action: "allow-domain", saved: true },
+    { type: "rule", pattern: "x.test", action: "deny-domain", saved: false, error: "locked" },
     { type: "error", message: "nope", id: "3" },
   ] as const;
   for (const m of messages) {
@@ -95,6 +97,10 @@ Deno.test("server messages round-trip through encodeMessage", () => {
     assert.deepEqual(parseServerMessage(line.trimEnd()), m);
   }
   assert.throws(() => parseServerMessage('{"type":"pending","request":{"id":1}}'), ProtocolError);
+  assert.throws(
+    () => parseServerMessage('{"type":"rule","pattern":"x","action":"a"}'),
+    ProtocolError,
+  );
   assert.throws(
     () => parseServerMessage('{"type":"resolved","id":"1","outcome":"x"}'),
     ProtocolError,
