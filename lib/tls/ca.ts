@@ -10,8 +10,8 @@
  * @module
  */
 
-// @ts-types="@types/node-forge"
 import { withFileLock } from "../file_lock.ts";
+// @ts-types="@types/node-forge"
 import type forge from "node-forge";
 import {
   type Forge,
