@@ -257,6 +257,14 @@ Deno.test("attack connect: SNI and non-TLS tricks in an allowed tunnel relay not
   }
 });
 
+/** A raw client whose CONNECT to allowed.test was answered 200. */
+async function allowedTunnel(env: { proxy: { port: number }; p: number }): Promise<RawClient> {
+  const c = await RawClient.connect(env.proxy.port);
+  await c.send(`CONNECT allowed.test:${env.p} HTTP/1.1\r\nHost: allowed.test:${env.p}\r\n\r\n`);
+  assert.equal((await c.response({ head: true })).status, 200);
+  return c;
+}
+
 Deno.test("attack connect: equivalent SNI spellings and fragmented hellos are relayed intact", async (t) => {
   const env = await startEnv();
   const variants: [string, Uint8Array, number | undefined][] = [
@@ -274,12 +282,8 @@ Deno.test("attack connect: equivalent SNI spellings and fragmented hellos are re
       await t.step(name, async () => {
         const got = originBytes(env.origin);
         const before = env.proxy.records.length;
-        const c = await RawClient.connect(env.proxy.port);
+        const c = await allowedTunnel(env);
         try {
-          await c.send(
-            `CONNECT allowed.test:${env.p} HTTP/1.1\r\nHost: allowed.test:${env.p}\r\n\r\n`,
-          );
-          assert.equal((await c.response({ head: true })).status, 200);
           for (let o = 0; o < hello.length; o += drip ?? hello.length) {
             await c.send(hello.subarray(o, o + (drip ?? hello.length)));
           }
@@ -454,12 +458,8 @@ Deno.test("attack connect: plain text after a valid ClientHello is not relayed",
       await t.step(name, async () => {
         const got = originBytes(env.origin);
         const before = env.proxy.records.length;
-        const c = await RawClient.connect(env.proxy.port);
+        const c = await allowedTunnel(env);
         try {
-          await c.send(
-            `CONNECT allowed.test:${env.p} HTTP/1.1\r\nHost: allowed.test:${env.p}\r\n\r\n`,
-          );
-          assert.equal((await c.response({ head: true })).status, 200);
           if (name !== "in the same write") {
             await c.send(hello);
             assert.ok(await originGot(env.origin, got + hello.length), "the hello went through");
