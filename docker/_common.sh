@@ -5,6 +5,8 @@
 # The repository root (this file lives in <repo>/docker/).
 NM_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NM_DENO_VERSION=2.9.6
+# Deno's own update check would look up dl.deno.land each time a proxy starts.
+export DENO_NO_UPDATE_CHECK=1
 
 nm_info() { printf 'netmonitor: %s\n' "$*" >&2; }
 nm_warn() { printf 'netmonitor: warning: %s\n' "$*" >&2; }
@@ -59,6 +61,21 @@ nm_require_docker() {
 nm_port_open() {
   # shellcheck disable=SC2016  # expanded by the inner bash
   timeout 1 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null
+}
+
+# True when the listener on $1:$2 is a netmonitor proxy: a request that is not a proxy request
+# gets netmonitor's own 400. Anything else on that port (a dev server, another proxy) must not be
+# taken for the proxy, because the host firewall would then open it to the container.
+nm_is_netmonitor() {
+  local reply
+  # shellcheck disable=SC2016  # expanded by the inner bash
+  reply=$(timeout 5 bash -c 'exec 3<>"/dev/tcp/$1/$2" || exit 1
+    printf "GET / HTTP/1.1\r\nHost: %s:%s\r\nConnection: close\r\n\r\n" "$1" "$2" >&3
+    head -c 4096 <&3' _ "$1" "$2" 2>/dev/null | tr -d '\0') || true
+  case $reply in
+    "HTTP/1.1 400 "*"is not a proxy request: netmonitor is an HTTP proxy"*) return 0 ;;
+    *) return 1 ;;
+  esac
 }
 
 # Word-splits an environment variable holding extra arguments into the named array,

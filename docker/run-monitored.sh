@@ -13,11 +13,13 @@ Usage: docker/run-monitored.sh [OPTIONS] [IMAGE] [COMMAND...]
 
 Runs IMAGE (default: the image's command, usually a shell) on an internal Docker network
 whose only way out is the netmonitor proxy on the host:
-  - makes sure a proxy listens on the network's gateway: reuses a running one, or starts
+  - makes sure a proxy listens on the network's gateway: reuses a running netmonitor (anything
+    else on that port is refused), or starts
     `netmonitor run --listen GATEWAY --port PORT` in the background (output in
     DATA_DIR/netmonitor-proxy.out) and stops it again when the container exits;
   - the network is created with `docker network create --internal`; on the host, only the
-    proxy port of the gateway is open to it (iptables, when run as root or with sudo -n);
+    proxy port of the gateway is open to it (iptables: needs root or sudo -n, and the script
+    refuses to run the container when the rules cannot be added);
   - sets HTTP_PROXY, HTTPS_PROXY, http_proxy, https_proxy, NO_PROXY and no_proxy;
   - mounts the netmonitor CA read-only and makes it trusted: SSL_CERT_FILE, REQUESTS_CA_BUNDLE,
     CURL_CA_BUNDLE, PIP_CERT, GIT_SSL_CAINFO (the image's CA bundle plus the netmonitor CA,
@@ -37,7 +39,8 @@ Options (flags win over environment variables):
       --keep-proxy       leave a proxy this script started running after the container
                          exits (env NETMONITOR_KEEP_PROXY=1)
       --no-host-firewall do not add the iptables rules that close the host's other ports
-                         to the network (env NETMONITOR_HOST_FIREWALL=0)
+                         to the network (env NETMONITOR_HOST_FIREWALL=0): the container then
+                         reaches every host service that listens on all addresses
       --no-system-ca     do not mount the CA bundle over the image's system store
 EOF
   nm_common_help
@@ -120,6 +123,7 @@ pid_file="$data_dir/netmonitor-proxy.pid"
 
 # What this run created, for the cleanup.
 reused_proxy=0
+foreign_listener=0
 started_proxy_pid=""
 tmp_dir=""
 bridge=""
@@ -161,7 +165,7 @@ cleanup() {
   [ -n "$tmp_dir" ] && rm -rf "$tmp_dir"
   [ -n "$probe" ] && docker rm -f "$probe" >/dev/null 2>&1
   [ -n "$gateway" ] || exit "$status"
-  local others pid_line pid pid_gateway pid_port pid_keep
+  local others pid_line pid pid_gateway pid_port pid_keep stopped_proxy=0
   others=$(docker network inspect --format '{{len .Containers}}' "$network" 2>/dev/null || echo 0)
   pid_line=$(cat "$pid_file" 2>/dev/null)
   read -r pid pid_gateway pid_port pid_keep <<<"$pid_line"
@@ -175,19 +179,25 @@ cleanup() {
       nm_info "stopping the proxy (pid $pid)"
       stop_proxy "$pid"
       rm -f "$pid_file"
+      stopped_proxy=1
     fi
   elif [ -n "$started_proxy_pid" ] && is_our_proxy "$started_proxy_pid"; then
     # Our proxy, but the pid file is gone or was overwritten: still ours to stop.
     nm_info "stopping the proxy (pid $started_proxy_pid)"
     stop_proxy "$started_proxy_pid"
+    stopped_proxy=1
   elif [ "$reused_proxy" = 1 ]; then
     nm_info "the proxy on $gateway:$port was already running; it keeps running"
   fi
   local managed
   managed=$(docker network inspect --format '{{index .Labels "netmonitor.managed"}}' "$network" 2>/dev/null)
-  if [ "$managed" = 1 ] && [ "$others" = 0 ] && ! nm_port_open "$gateway" "$port"; then
+  # A foreign listener (refused at the start) does not keep the network.
+  if [ "$managed" = 1 ] && [ "$others" = 0 ] &&
+    { [ "$foreign_listener" = 1 ] || ! nm_port_open "$gateway" "$port"; }; then
     docker network rm "$network" >/dev/null 2>&1 && nm_info "removed network $network"
     [ -n "$bridge" ] && nm_firewall_remove "$bridge"
+  elif [ "$stopped_proxy" = 1 ] && [ "$host_firewall" = 1 ]; then
+    nm_firewall_close_port "$bridge" "$gateway" "$port"
   fi
   exit "$status"
 }
@@ -226,15 +236,26 @@ network_id=$(docker network inspect --format '{{.Id}}' "$network")
 bridge=$(docker network inspect --format '{{index .Options "com.docker.network.bridge.name"}}' "$network" 2>/dev/null || true)
 [ -n "$bridge" ] && [ "$bridge" != "<no value>" ] || bridge="br-${network_id:0:12}"
 
-if [ "$host_firewall" = 1 ]; then
-  if ! nm_firewall_apply "$bridge" "$gateway" "$port"; then
-    nm_warn "could not add the host firewall rules (needs root or sudo -n): services on this host that listen on all addresses are reachable from the container"
-  fi
+# 2. Something already listening on the gateway's port must be netmonitor: the firewall opens
+# that port to the container.
+if nm_port_open "$gateway" "$port"; then
+  nm_is_netmonitor "$gateway" "$port" || {
+    foreign_listener=1
+    nm_die "$gateway:$port is in use by something that is not a netmonitor proxy; the container would reach it directly. Stop it, or choose another port with --port"
+  }
+  reused_proxy=1
 fi
 
-# 2. The proxy, listening on the gateway.
-if nm_port_open "$gateway" "$port"; then
-  reused_proxy=1
+# 3. The host firewall: fail closed.
+if [ "$host_firewall" = 1 ]; then
+  nm_firewall_apply "$bridge" "$gateway" "$port" ||
+    nm_die "cannot add the host firewall rules: $NM_FIREWALL_ERROR. Without them, every service on this host that listens on all addresses is reachable from the container. Run as root (or with passwordless sudo), or pass --no-host-firewall (NETMONITOR_HOST_FIREWALL=0) to run without them"
+else
+  nm_warn "no host firewall (--no-host-firewall): every service on this host that listens on all addresses is reachable from the container"
+fi
+
+# 4. The proxy, listening on the gateway.
+if [ "$reused_proxy" = 1 ]; then
   nm_info "reusing the proxy already listening on $gateway:$port"
   if [ "${#run_args[@]}" -gt 0 ]; then
     nm_warn "--proxy-arg/NETMONITOR_RUN_ARGS are ignored: the proxy is already running"
@@ -271,7 +292,7 @@ else
   done
 fi
 
-# 3. The CA: the image's bundle (or the host's) plus the netmonitor CA.
+# 5. The CA: the image's bundle (or the host's) plus the netmonitor CA.
 tmp_dir=$(mktemp -d "${TMPDIR:-/tmp}/netmonitor-run.XXXXXX")
 chmod 755 "$tmp_dir"
 ca_mounts=()
@@ -326,7 +347,7 @@ else
   nm_warn "no netmonitor CA found (netmonitor ca path): HTTPS clients in the container will not trust the proxy"
 fi
 
-# 4. The container.
+# 6. The container.
 proxy_url="http://$gateway:$port"
 no_proxy="localhost,127.0.0.1,::1"
 tty_args=(-i)

@@ -17,7 +17,10 @@ export class PolicyError extends Error {
   override name = "PolicyError";
 }
 
-/** A request sent to the proxy as if it were the origin server. */
+/**
+ * A request sent to the proxy as if it were the origin server. docker/_common.sh
+ * (`nm_is_netmonitor`) recognises netmonitor by this 400's wording.
+ */
 export class NotProxyRequestError extends Error {
   override name = "NotProxyRequestError";
   constructor(readonly target: string) {

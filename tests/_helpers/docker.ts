@@ -136,14 +136,19 @@ export async function dockerCleanup(
   for (const net of networks) await exec("docker", ["network", "rm", net]);
 }
 
+/** The Linux bridge of a Docker network, or null when the network is gone. */
+export async function networkBridge(network: string): Promise<string | null> {
+  const id = await exec("docker", ["network", "inspect", "--format", "{{.Id}}", network]);
+  return id.code === 0 ? `br-${id.stdout.trim().slice(0, 12)}` : null;
+}
+
 /**
  * Removes the host firewall rules docker/run-monitored.sh added for `network`
  * (kept by the script when the network was not its own). Quiet when none.
  */
 export async function removeFirewall(network: string): Promise<void> {
-  const id = await exec("docker", ["network", "inspect", "--format", "{{.Id}}", network]);
-  if (id.code !== 0) return;
-  const bridge = `br-${id.stdout.trim().slice(0, 12)}`;
+  const bridge = await networkBridge(network);
+  if (bridge === null) return;
   const chain = `NETMONITOR-${bridge}`;
   const input = await exec("iptables", ["-w", "-S", "INPUT"]).catch(() => null);
   for (const line of input?.stdout.split("\n") ?? []) {
@@ -152,11 +157,12 @@ export async function removeFirewall(network: string): Promise<void> {
   }
   await exec("iptables", ["-w", "-F", chain]).catch(() => null);
   await exec("iptables", ["-w", "-X", chain]).catch(() => null);
-  for (let i = 0; i < 10; i++) {
-    const del = await exec("ip6tables", ["-w", "-D", "INPUT", "-i", bridge, "-j", "REJECT"]).catch(
-      () => null,
-    );
-    if (!del || del.code !== 0) break;
+  for (const ip6Chain of ["INPUT", "FORWARD"]) {
+    for (let i = 0; i < 10; i++) {
+      const del = await exec("ip6tables", ["-w", "-D", ip6Chain, "-i", bridge, "-j", "REJECT"])
+        .catch(() => null);
+      if (!del || del.code !== 0) break;
+    }
   }
 }
 
@@ -204,6 +210,9 @@ export function scriptEnv(
     NETMONITOR_PULL: "never",
     NETMONITOR_BIN: `${Deno.execPath()} run -A ${REPO}/main.ts`,
     NO_COLOR: "1",
+    // Without root the script cannot add its firewall rules, and refuses to run unless told
+    // to go without them; docker_isolation_test and docker_firewall_test cover the rules.
+    ...(Deno.uid() === 0 ? {} : { NETMONITOR_HOST_FIREWALL: "0" }),
     ...extra,
   };
 }

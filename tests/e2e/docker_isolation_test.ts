@@ -178,11 +178,17 @@ Deno.test({
         assert.equal(onGateway.accepted, 0, "a host port other than the proxy's was reached");
         assert.equal(onOtherAddress.accepted, 0, "another host address was reached");
       } else {
-        assert.match(res.stderr, /could not add the host firewall rules/);
+        assert.match(res.stderr, /no host firewall \(--no-host-firewall\)/);
       }
       // The network was there before: the script keeps it (and says nothing about removing it).
       assert.doesNotMatch(res.stderr, /removed network/);
       assert.equal((await exec("docker", ["network", "inspect", m.network])).code, 0);
+      if (FIREWALL) {
+        // The proxy it started is stopped, so its port is closed again; the rest stays shut.
+        const rules = await exec("iptables", ["-w", "-S"]);
+        assert.doesNotMatch(rules.stdout, new RegExp(`--dport ${m.port} .*ACCEPT`), rules.stdout);
+        assert.match(rules.stdout, /-A NETMONITOR-br-\S+ -i br-\S+ -p tcp -j REJECT/);
+      }
     } finally {
       for (const l of listeners) await l.close();
       await removeFirewall(m.network);

@@ -1,0 +1,244 @@
+/**
+ * docker/run-monitored.sh fails closed around its host firewall, against a
+ * real Docker engine:
+ * - a port on the gateway held by something that is not netmonitor is never
+ *   taken for the proxy (the firewall would open it to the container);
+ * - when the firewall rules cannot be added, no container runs, unless the
+ *   operator says --no-host-firewall;
+ * - IPv6 to the host's side of the bridge is refused, by ip6tables or, when
+ *   ip6tables fails, by switching IPv6 off on the bridge.
+ *
+ * Failing iptables/ip6tables are simulated by commands of those names placed
+ * first on PATH. Only listeners, containers and networks this test created
+ * are addressed.
+ */
+
+import assert from "node:assert/strict";
+import {
+  dockerUnavailable,
+  exec,
+  type Monitored,
+  networkBridge,
+  removeFirewall,
+  runScript,
+  setupMonitored,
+  TEST_IMAGE,
+  uniqueName,
+} from "../_helpers/docker.ts";
+
+const unavailable = await dockerUnavailable();
+const ROOT = Deno.uid() === 0;
+if (unavailable === null && !ROOT) {
+  console.error("SKIP: docker firewall: not root, so the IPv6 firewall check is skipped");
+}
+
+/** A directory holding commands named `names` that fail like iptables without privileges. */
+async function failingTools(dir: string, names: string[]): Promise<string> {
+  const bin = `${dir}/failing-bin`;
+  await Deno.mkdir(bin, { recursive: true });
+  for (const name of names) {
+    await Deno.writeTextFile(
+      `${bin}/${name}`,
+      `#!/bin/sh\necho "${name}: Permission denied (you must be root)" >&2\nexit 4\n`,
+      { mode: 0o755 },
+    );
+  }
+  return bin;
+}
+
+/**
+ * A TCP listener that counts what it accepts. With `hold`, each connection gets
+ * `greeting` and is then held open, silent, until close(); otherwise it is
+ * closed at once.
+ */
+function countingListener(hostname: string, hold = false, greeting = "") {
+  const listener = Deno.listen({ hostname, port: 0 });
+  let accepted = 0;
+  const open = new Set<Deno.Conn>();
+  const done = (async () => {
+    try {
+      for await (const conn of listener) {
+        accepted++;
+        if (!hold) {
+          conn.close();
+          continue;
+        }
+        open.add(conn);
+        if (greeting) await conn.write(new TextEncoder().encode(greeting)).catch(() => {});
+      }
+    } catch { /* closed */ }
+  })();
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    get accepted() {
+      return accepted;
+    },
+    async close() {
+      listener.close();
+      await done;
+      for (const conn of open) {
+        try {
+          conn.close();
+        } catch { /* closed by the peer */ }
+      }
+    },
+  };
+}
+
+/** The bridge's IPv6 link-local address (EUI-64 from its MAC, as the kernel forms it). */
+async function linkLocal(bridge: string): Promise<string> {
+  const mac = (await Deno.readTextFile(`/sys/class/net/${bridge}/address`)).trim().split(":");
+  const b = mac.map((h) => parseInt(h, 16));
+  const eui = [b[0] ^ 2, b[1], b[2], 0xff, 0xfe, b[3], b[4], b[5]];
+  const groups = [0, 2, 4, 6].map((i) => ((eui[i] << 8) | eui[i + 1]).toString(16));
+  return `fe80::${groups.join(":")}`;
+}
+
+/** Runs `script` in a monitored container; the result of the script. */
+function runIn(m: Monitored, name: string, script: string, env: Record<string, string> = {}) {
+  return runScript(
+    "run-monitored.sh",
+    ["--name", name, TEST_IMAGE, "sh", "-c", script],
+    { ...m.env, ...env },
+    { timeoutMs: 180_000 },
+  );
+}
+
+Deno.test({
+  name: "docker firewall: a gateway port held by something other than netmonitor is refused",
+  ignore: unavailable !== null,
+  sanitizeResources: false,
+  async fn() {
+    const m = await setupMonitored({ names: ["allowed.test"], createNetwork: true });
+    const name = uniqueName("foreign");
+    const listeners: ReturnType<typeof countingListener>[] = [];
+    try {
+      // A development server that speaks HTTP, and a service that says nothing at all.
+      const holders = [
+        countingListener(m.gateway!, true, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndev\n"),
+        countingListener(m.gateway!, true),
+      ];
+      listeners.push(...holders);
+      for (const holder of holders) {
+        const res = await runIn(m, name, "echo container-ran", {
+          NETMONITOR_PORT: String(holder.port),
+        });
+        assert.equal(res.code, 1, res.stdout + res.stderr);
+        assert.match(
+          res.stderr,
+          new RegExp(`${m.gateway}:${holder.port} is in use by something that is not a netmonitor`),
+        );
+        assert.doesNotMatch(res.stderr, /reusing the proxy|starting the proxy/);
+        assert.doesNotMatch(res.stdout, /container-ran/);
+        assert.notEqual((await exec("docker", ["inspect", name])).code, 0, "the container ran");
+        assert.ok(holder.accepted >= 1, "the script did not look at the listener");
+        const rules = await exec("iptables", ["-w", "-S"]);
+        if (rules.code === 0) {
+          assert.doesNotMatch(rules.stdout, new RegExp(`--dport ${holder.port} `), "port opened");
+        }
+      }
+    } finally {
+      for (const l of listeners) await l.close();
+      await m.cleanup([name]);
+    }
+  },
+});
+
+Deno.test({
+  name: "docker firewall: no container runs without the firewall rules, unless --no-host-firewall",
+  ignore: unavailable !== null,
+  sanitizeResources: false,
+  async fn() {
+    const m = await setupMonitored({ names: ["allowed.test"], runArgs: ["--non-interactive"] });
+    const name = uniqueName("nofw");
+    try {
+      const bin = await failingTools(m.dir, ["iptables", "ip6tables"]);
+      const env = { PATH: `${bin}:${Deno.env.get("PATH")}`, NETMONITOR_HOST_FIREWALL: "1" };
+      const refused = await runIn(m, name, "echo container-ran", env);
+      assert.equal(refused.code, 1, refused.stdout + refused.stderr);
+      assert.match(
+        refused.stderr,
+        /cannot add the host firewall rules: .*(Permission denied|root)/,
+      );
+      assert.match(refused.stderr, /--no-host-firewall/);
+      assert.doesNotMatch(refused.stderr, /starting the proxy/);
+      assert.doesNotMatch(refused.stdout, /container-ran/);
+      // The network the script created for this run is gone again.
+      assert.match(refused.stderr, /removed network/);
+      assert.notEqual((await exec("docker", ["network", "inspect", m.network])).code, 0);
+
+      // The operator's explicit choice: runs, with a warning that says what it means.
+      const chosen = await runIn(m, name, "echo container-ran", {
+        ...env,
+        NETMONITOR_HOST_FIREWALL: "0",
+      });
+      assert.equal(chosen.code, 0, chosen.stdout + chosen.stderr);
+      assert.match(chosen.stdout, /container-ran/);
+      assert.match(chosen.stderr, /no host firewall \(--no-host-firewall\): every service/);
+    } finally {
+      await m.cleanup([name]);
+    }
+  },
+});
+
+Deno.test({
+  name: "docker firewall: IPv6 to the host is refused by ip6tables, or else by switching it off",
+  ignore: unavailable !== null || !ROOT,
+  sanitizeResources: false,
+  async fn() {
+    const m = await setupMonitored({
+      names: ["allowed.test"],
+      runArgs: ["--non-interactive"],
+      createNetwork: true,
+    });
+    const name = uniqueName("ipv6");
+    // A host service on all IPv6 addresses, which includes the bridge's link-local one.
+    const host = countingListener("::");
+    try {
+      const bridge = (await networkBridge(m.network))!;
+      const target = `${await linkLocal(bridge)}%eth0`;
+      // After the container's link-local address leaves duplicate address detection.
+      const probe = "for i in $(seq 40); do " +
+        "ip -6 addr show dev eth0 | grep -q 'fe80.*tentative' || break; sleep 0.25; done; " +
+        `nc -w 3 ${target} ${host.port} </dev/null; echo "ipv6=$?"`;
+      // A container whose own IPv6 is on (Docker's default is off; a user's --sysctl, or raw
+      // frames, need not ask).
+      const env = { NETMONITOR_DOCKER_ARGS: "--sysctl=net.ipv6.conf.all.disable_ipv6=0" };
+      const ipv6Status = (out: string) => Number(/ipv6=(\d+)/.exec(out)?.[1] ?? NaN);
+
+      // Control, without the host firewall: the probe reaches the host service.
+      const open = await runIn(m, name, probe, { ...env, NETMONITOR_HOST_FIREWALL: "0" });
+      assert.equal(open.code, 0, open.stdout + open.stderr);
+      assert.equal(ipv6Status(open.stdout), 0, open.stdout + open.stderr);
+      const reached = host.accepted;
+      assert.ok(reached >= 1);
+
+      // With ip6tables: INPUT and FORWARD reject the bridge.
+      const withRules = await runIn(m, name, probe, env);
+      assert.equal(withRules.code, 0, withRules.stdout + withRules.stderr);
+      assert.notEqual(ipv6Status(withRules.stdout), 0, withRules.stdout);
+      assert.equal(host.accepted, reached, "IPv6 reached the host through the firewall");
+      const ip6 = await exec("ip6tables", ["-w", "-S"]);
+      for (const chain of ["INPUT", "FORWARD"]) {
+        assert.match(ip6.stdout, new RegExp(`-A ${chain} -i ${bridge} -j REJECT`), ip6.stdout);
+      }
+      await removeFirewall(m.network);
+
+      // ip6tables failing: IPv6 is switched off on the bridge instead, and the run says so.
+      const bin = await failingTools(m.dir, ["ip6tables"]);
+      const fallback = await runIn(m, name, probe, {
+        ...env,
+        PATH: `${bin}:${Deno.env.get("PATH")}`,
+      });
+      assert.equal(fallback.code, 0, fallback.stdout + fallback.stderr);
+      assert.match(fallback.stderr, /IPv6 is switched off on br-/);
+      assert.notEqual(ipv6Status(fallback.stdout), 0, fallback.stdout);
+      assert.equal(host.accepted, reached, "IPv6 reached the host with ip6tables failing");
+      const flag = await Deno.readTextFile(`/proc/sys/net/ipv6/conf/${bridge}/disable_ipv6`);
+      assert.equal(flag.trim(), "1");
+    } finally {
+      await host.close();
+      await m.cleanup([name]);
+    }
+  },
+});
