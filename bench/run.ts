@@ -53,7 +53,7 @@ const USAGE = `Usage: deno run -A bench/run.ts [options]
 
 Options:
   --quick                 small counts and short runs, for a smoke check (results not saved
-                          unless --out is given)
+                          unless --out is given; nor are they with --only or --netmonitor-cmd)
   --only LIST             comma-separated sections: ${SECTIONS.join(",")}
   --repeat N              rounds per throughput/latency measurement; medians are reported
                           (default 3, quick 1)
@@ -65,7 +65,8 @@ Options:
   --without LIST          skip contenders: tinyproxy,mitmdump,netmonitor
   --netmonitor-cmd CMD    how to start netmonitor (default: deno.json's "netmonitor" task), e.g.
                           "deno run -A --cpu-prof --cpu-prof-dir=/tmp/prof main.ts" or "dist/netmonitor"
-  --out FILE              where to save the results (default bench/results/latest.md)
+  --out FILE              where to save the results (default bench/results/latest.md, for a
+                          full run only)
   --keep                  keep the temporary directory (configs, logs, tool output)
   -h, --help              this text
 `;
@@ -137,7 +138,11 @@ function settings(argv: string[]): Settings {
     names: num("names", values.names, q ? 3 : 20),
     without: new Set((values.without ?? "").split(",").filter(Boolean)),
     netmonitor: { cmd: cmd[0], args: cmd.slice(1), cwd: REPO },
-    out: values.out ?? (q ? undefined : `${REPO}/bench/results/latest.md`),
+    // Only a full run replaces the saved results; a partial or quick one prints only.
+    out: values.out ??
+      (q || values.only !== undefined || values["netmonitor-cmd"] !== undefined
+        ? undefined
+        : `${REPO}/bench/results/latest.md`),
     keep: values.keep,
   };
 }
