@@ -166,6 +166,48 @@ export async function removeFirewall(network: string): Promise<void> {
   }
 }
 
+/**
+ * A TCP listener on `hostname` that counts what it accepts. With `hold`, each
+ * connection gets `greeting` and is then held open, silent, until close();
+ * otherwise it is closed at once.
+ */
+export function countingListener(
+  hostname: string,
+  { hold = false, greeting = "" }: { hold?: boolean; greeting?: string } = {},
+) {
+  const listener = Deno.listen({ hostname, port: 0 });
+  let accepted = 0;
+  const open = new Set<Deno.Conn>();
+  const done = (async () => {
+    try {
+      for await (const conn of listener) {
+        accepted++;
+        if (!hold) {
+          conn.close();
+          continue;
+        }
+        open.add(conn);
+        if (greeting) await conn.write(new TextEncoder().encode(greeting)).catch(() => {});
+      }
+    } catch { /* closed */ }
+  })();
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    get accepted() {
+      return accepted;
+    },
+    async close() {
+      listener.close();
+      await done;
+      for (const conn of open) {
+        try {
+          conn.close();
+        } catch { /* closed by the peer */ }
+      }
+    },
+  };
+}
+
 /** The IPv4 gateway of a Docker network (the host's address on its bridge). */
 export async function networkGateway(network: string): Promise<string> {
   const out = await docker([

@@ -15,6 +15,7 @@
 
 import assert from "node:assert/strict";
 import {
+  countingListener,
   dockerUnavailable,
   exec,
   type Monitored,
@@ -44,45 +45,6 @@ async function failingTools(dir: string, names: string[]): Promise<string> {
     );
   }
   return bin;
-}
-
-/**
- * A TCP listener that counts what it accepts. With `hold`, each connection gets
- * `greeting` and is then held open, silent, until close(); otherwise it is
- * closed at once.
- */
-function countingListener(hostname: string, hold = false, greeting = "") {
-  const listener = Deno.listen({ hostname, port: 0 });
-  let accepted = 0;
-  const open = new Set<Deno.Conn>();
-  const done = (async () => {
-    try {
-      for await (const conn of listener) {
-        accepted++;
-        if (!hold) {
-          conn.close();
-          continue;
-        }
-        open.add(conn);
-        if (greeting) await conn.write(new TextEncoder().encode(greeting)).catch(() => {});
-      }
-    } catch { /* closed */ }
-  })();
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    get accepted() {
-      return accepted;
-    },
-    async close() {
-      listener.close();
-      await done;
-      for (const conn of open) {
-        try {
-          conn.close();
-        } catch { /* closed by the peer */ }
-      }
-    },
-  };
 }
 
 /** The bridge's IPv6 link-local address (EUI-64 from its MAC, as the kernel forms it). */
@@ -115,8 +77,11 @@ Deno.test({
     try {
       // A development server that speaks HTTP, and a service that says nothing at all.
       const holders = [
-        countingListener(m.gateway!, true, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndev\n"),
-        countingListener(m.gateway!, true),
+        countingListener(m.gateway!, {
+          hold: true,
+          greeting: "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndev\n",
+        }),
+        countingListener(m.gateway!, { hold: true }),
       ];
       listeners.push(...holders);
       for (const holder of holders) {

@@ -11,6 +11,7 @@
 import assert from "node:assert/strict";
 import {
   containerIp,
+  countingListener,
   docker,
   dockerCleanup,
   dockerUnavailable,
@@ -30,30 +31,6 @@ const unavailable = await dockerUnavailable();
 const FIREWALL = Deno.uid() === 0;
 if (unavailable === null && !FIREWALL) {
   console.error("SKIP: docker isolation: not root, so the host-firewall checks are skipped");
-}
-
-/** A TCP listener on `hostname` that counts the connections it accepts. */
-function countingListener(hostname: string) {
-  const listener = Deno.listen({ hostname, port: 0 });
-  let accepted = 0;
-  const done = (async () => {
-    try {
-      for await (const conn of listener) {
-        accepted++;
-        conn.close();
-      }
-    } catch { /* closed */ }
-  })();
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    get accepted() {
-      return accepted;
-    },
-    async close() {
-      listener.close();
-      await done;
-    },
-  };
 }
 
 Deno.test({
