@@ -265,6 +265,10 @@ export async function versions(nm?: NetmonitorCommand): Promise<Record<string, s
     wrk: first(await probe("wrk", ["--version"])).replace(/ Copyright.*/, ""),
     hey: "hey " + first(await probe("dpkg-query", ["-W", "-f", "${Version}", "hey"])),
     curl: first(await probe("curl", ["--version"])).split(" ").slice(0, 2).join(" "),
+    socat: first(await probe("socat", ["-V"]).then((v) => v.split("\n")[1] ?? "")).replace(
+      / on .*/,
+      "",
+    ),
   };
   if (nm) {
     const rev = first(await probe("git", ["-C", nm.cwd, "rev-parse", "--short", "HEAD"]));

@@ -19,7 +19,16 @@ import { parseArgs } from "node:util";
 import { busyCpuSeconds, describeMachine, groupCpuSeconds, machine } from "./_env.ts";
 import { curl, hey, openTunnels, wrk } from "./_load.ts";
 import { authority, type Origin, startOrigin } from "./_origin.ts";
-import { groupPids, killAll, probe, runTool } from "./_proc.ts";
+import {
+  freePort,
+  groupPids,
+  killAll,
+  probe,
+  runTool,
+  type Service,
+  startService,
+  waitForPort,
+} from "./_proc.ts";
 import {
   type Contender,
   freshNames,
@@ -233,6 +242,14 @@ function makeRows(s: Settings): Record<string, Row> {
         const n = val(r, "netmonitor"), d = val(r, "direct");
         return n === undefined || d === undefined ? undefined : n >= 0.9 * d;
       },
+      annotate: pct,
+    },
+    {
+      id: "connect_relay",
+      metric: "same download vs a C byte relay, MB/s (direct column: socat forwarder)",
+      digits: 0,
+      cells: {},
+      target: "",
       annotate: pct,
     },
     {
@@ -482,12 +499,55 @@ async function sectionConnect(run: Run, proxies: Proxy[]): Promise<void> {
     }
     return r.speed / 1e6;
   };
-  // One unrecorded download each first: the first transfer of a run is often much slower.
-  for (const p of [undefined, ...proxies]) await download(p).catch(() => {});
-  // A transfer takes about a second and varies a lot with other load: more rounds than elsewhere.
-  await rounds(run, proxies, "connect bulk", async (who, p) => {
-    addSample(row, who, await download(p));
-  }, run.s.quick ? run.s.repeat : Math.max(5, run.s.repeat));
+  // The ceiling for any relay that copies bytes through user space: socat forwarding TCP to the
+  // origin (no CONNECT, no checks), measured in the same rounds.
+  const socat = await startSocatRelay(run);
+  const viaSocat = async () => {
+    const r = await curl({
+      url: `https://${authority(o.name, socat!.port, true)}${o.largePath}`,
+      cacert: o.caPath,
+      resolve: [`${o.name}:${socat!.port}:127.0.0.1`],
+    });
+    if (r.status !== 200 || r.bytes !== o.largeBytes) {
+      throw new Error(`socat: status ${r.status}, ${r.bytes} of ${o.largeBytes} bytes`);
+    }
+    return r.speed / 1e6;
+  };
+  try {
+    // One unrecorded download each first: the first transfer of a run is often much slower.
+    for (const p of [undefined, ...proxies]) await download(p).catch(() => {});
+    if (socat) await viaSocat().catch(() => {});
+    // A transfer takes about a second and varies a lot with other load: more rounds than elsewhere.
+    await rounds(run, proxies, "connect bulk", async (who, p) => {
+      const mbps = await download(p);
+      addSample(row, who, mbps);
+      if (!socat) return;
+      if (p) addSample(run.rows.connect_relay, who, mbps);
+      else addSample(run.rows.connect_relay, "direct", await viaSocat());
+    }, run.s.quick ? run.s.repeat : Math.max(5, run.s.repeat));
+  } finally {
+    await socat?.service.stop();
+  }
+}
+
+/** socat forwarding a loopback port to the origin's TLS port; undefined without socat. */
+async function startSocatRelay(
+  run: Run,
+): Promise<{ service: Service; port: number } | undefined> {
+  if (!(await probe("sh", ["-c", "command -v socat"]))) {
+    run.notes.push("connect_relay: socat is not installed (apt-get install socat); row left empty");
+    return undefined;
+  }
+  const o = run.origin!;
+  const port = freePort();
+  const service = await startService("socat", "socat", [
+    "-b",
+    String(256 * 1024),
+    `TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`,
+    `TCP:${o.addr}:${o.tlsPort}`,
+  ], { logPath: `${run.tmp}/socat.log` });
+  await waitForPort("127.0.0.1", port);
+  return { service, port };
 }
 
 /** How long a proxy rests after a load before its RSS is sampled, ms. */
