@@ -78,6 +78,18 @@ nm_is_netmonitor() {
   esac
 }
 
+# nm_flag VAR NAME VALUE: sets VAR to 1 or 0 from a yes/no setting (1, true, yes, on / 0,
+# false, no, off, or empty for 0); anything else is a usage error naming NAME. A typo in a
+# security setting must not quietly mean "off".
+nm_flag() {
+  local -n _nm_flag=$1
+  case ${3,,} in
+    1 | true | yes | on) _nm_flag=1 ;;
+    '' | 0 | false | no | off) _nm_flag=0 ;;
+    *) nm_usage_error "invalid $2 '$3' (expected 1 or 0)" ;;
+  esac
+}
+
 # Word-splits an environment variable holding extra arguments into the named array,
 # e.g. NETMONITOR_DOCKER_ARGS="-v /src:/src -e FOO=1". No quoting inside: use the flags
 # (--docker-arg ARG, repeatable) for arguments that contain spaces.

@@ -18,9 +18,11 @@
 # Why the last nm_firewall_apply failed, for the caller's error message.
 NM_FIREWALL_ERROR=""
 
-# Fills NM_ROOT (empty, or sudo -n), NM_IPT and NM_IP6T (empty when ip6tables is missing);
-# returns 1, with NM_FIREWALL_ERROR set, when we cannot change the firewall.
+# Fills NM_ROOT (empty, or sudo -n), NM_IPT, NM_IPT_RESTORE and NM_IP6T (empty when ip6tables
+# is missing); returns 1, with NM_FIREWALL_ERROR set, when we cannot change the firewall.
 nm_firewall_tools() {
+  # A user's PATH often lacks the sbin directories, even when sudo can run what is there.
+  case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/sbin:/sbin ;; esac
   NM_ROOT=()
   if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
@@ -30,11 +32,22 @@ nm_firewall_tools() {
       return 1
     fi
   fi
-  if ! command -v iptables >/dev/null 2>&1; then
+  if ! command -v iptables >/dev/null 2>&1 || ! command -v iptables-restore >/dev/null 2>&1; then
     NM_FIREWALL_ERROR="iptables is not installed (apt-get install iptables)"
     return 1
   fi
   NM_IPT=("${NM_ROOT[@]}" iptables -w)
+  # The restore command of the same backend as iptables (nf_tables or legacy), or the chain
+  # would be written where the INPUT jumps do not look.
+  NM_IPT_RESTORE=("${NM_ROOT[@]}" iptables-restore -w --noflush)
+  local backend
+  backend=$(iptables -V 2>/dev/null) || backend=""
+  case $backend in
+    *"(nf_tables)"*) command -v iptables-nft-restore >/dev/null 2>&1 &&
+      NM_IPT_RESTORE=("${NM_ROOT[@]}" iptables-nft-restore -w --noflush) ;;
+    *"(legacy)"*) command -v iptables-legacy-restore >/dev/null 2>&1 &&
+      NM_IPT_RESTORE=("${NM_ROOT[@]}" iptables-legacy-restore -w --noflush) ;;
+  esac
   NM_IP6T=()
   if command -v ip6tables >/dev/null 2>&1; then
     NM_IP6T=("${NM_ROOT[@]}" ip6tables -w)
@@ -88,29 +101,71 @@ nm_firewall_ipv6() {
   nm_warn "$ip6_error; IPv6 is switched off on $bridge instead"
 }
 
+# The accept rule of one proxy port, as iptables takes it (after -A/-I/-C/-D CHAIN).
+nm_firewall_accept_rule() {
+  printf '%s\n' "-i $1 -p tcp -d $2 --dport $3 -j ACCEPT"
+}
+
+# The ports of BRIDGE's accept rules on GATEWAY, one per line (needs nm_firewall_tools).
+nm_firewall_ports() {
+  local chain line p
+  chain=$(nm_firewall_chain "$1")
+  while IFS= read -r line; do
+    case $line in
+      "-A $chain "*" -j ACCEPT")
+        [[ $line == *" -d $2/32 "* && $line == *" -i $1 "* ]] || continue
+        p=${line##*--dport }
+        p=${p%% *}
+        [[ ! $p =~ ^[0-9]+$ ]] || printf '%s\n' "$p"
+        ;;
+    esac
+  done < <("${NM_IPT[@]}" -S "$chain" 2>/dev/null || true)
+}
+
 # nm_firewall_apply BRIDGE GATEWAY PORT: idempotent; one more PORT adds one more accept rule.
 # Returns 1 with NM_FIREWALL_ERROR set when any part could not be applied.
+#
+# The chain is written whole, in one iptables-restore transaction, every time: a chain left
+# half-built (a run killed mid-way, a rule deleted by hand) must never be trusted, and rules
+# added one by one would leave a moment with the accepts in place but not the rejects. The
+# accept rules of other ports are carried over while a netmonitor answers on them: an accept
+# left by a proxy that died must not open the port to whatever listens there next.
 nm_firewall_apply() {
-  local bridge=$1 gateway=$2 port=$3 chain
+  local bridge=$1 gateway=$2 port=$3 chain ports p
   NM_FIREWALL_ERROR=""
   chain=$(nm_firewall_chain "$bridge")
   nm_firewall_tools || return 1
-  if ! "${NM_IPT[@]}" -S "$chain" >/dev/null 2>&1; then
-    nm_fw "${NM_IPT[@]}" -N "$chain" || return 1
-    # Replies to connections already accepted.
-    nm_fw "${NM_IPT[@]}" -A "$chain" -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT &&
-      # From the container network: nothing but the proxy port(s), inserted above these.
-      nm_fw "${NM_IPT[@]}" -A "$chain" -i "$bridge" -p tcp -j REJECT --reject-with tcp-reset &&
-      nm_fw "${NM_IPT[@]}" -A "$chain" -i "$bridge" -j REJECT --reject-with icmp-admin-prohibited &&
-      # To the gateway address from anywhere else: only the host itself (other containers,
-      # other machines must not use this proxy or anything else listening there).
-      nm_fw "${NM_IPT[@]}" -A "$chain" -m addrtype --src-type LOCAL -j RETURN &&
-      nm_fw "${NM_IPT[@]}" -A "$chain" -p tcp -j REJECT --reject-with tcp-reset &&
-      nm_fw "${NM_IPT[@]}" -A "$chain" -j REJECT --reject-with icmp-admin-prohibited || return 1
+  ports=("$port")
+  for p in $(nm_firewall_ports "$bridge" "$gateway"); do
+    [[ " ${ports[*]} " != *" $p "* ]] || continue
+    if nm_is_netmonitor "$gateway" "$p"; then
+      ports+=("$p")
+    else
+      nm_info "closing port $p on $gateway: no netmonitor proxy answers there any more"
+    fi
+  done
+  local rules
+  rules="*filter"$'\n'":$chain - [0:0]"$'\n'
+  # Replies to connections already accepted.
+  rules+="-A $chain -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"$'\n'
+  # From the container network: nothing but the proxy port(s)...
+  for p in "${ports[@]}"; do
+    rules+="-A $chain $(nm_firewall_accept_rule "$bridge" "$gateway" "$p")"$'\n'
+  done
+  rules+="-A $chain -i $bridge -p tcp -j REJECT --reject-with tcp-reset"$'\n'
+  rules+="-A $chain -i $bridge -j REJECT --reject-with icmp-admin-prohibited"$'\n'
+  # ...and to the gateway address from anywhere else, only the host itself (other containers
+  # and other machines must not use this proxy, or anything else listening there).
+  rules+="-A $chain -m addrtype --src-type LOCAL -j RETURN"$'\n'
+  rules+="-A $chain -p tcp -j REJECT --reject-with tcp-reset"$'\n'
+  rules+="-A $chain -j REJECT --reject-with icmp-admin-prohibited"$'\n'
+  rules+="COMMIT"$'\n'
+  local out
+  if ! out=$(printf '%s' "$rules" | "${NM_IPT_RESTORE[@]}" 2>&1); then
+    NM_FIREWALL_ERROR="'${NM_IPT_RESTORE[*]}' failed for chain $chain: ${out%%$'\n'*}"
+    return 1
   fi
-  if ! "${NM_IPT[@]}" -C "$chain" -i "$bridge" -p tcp -d "$gateway" --dport "$port" -j ACCEPT 2>/dev/null; then
-    nm_fw "${NM_IPT[@]}" -I "$chain" 2 -i "$bridge" -p tcp -d "$gateway" --dport "$port" -j ACCEPT || return 1
-  fi
+  # The jumps last: the chain is complete before any packet is sent to it.
   if ! "${NM_IPT[@]}" -C INPUT -i "$bridge" -j "$chain" 2>/dev/null; then
     nm_fw "${NM_IPT[@]}" -I INPUT 1 -i "$bridge" -j "$chain" || return 1
   fi
@@ -126,7 +181,20 @@ nm_firewall_close_port() {
   local chain
   chain=$(nm_firewall_chain "$1")
   nm_firewall_tools || return 0
-  while "${NM_IPT[@]}" -D "$chain" -i "$1" -p tcp -d "$2" --dport "$3" -j ACCEPT 2>/dev/null; do :; done
+  local rule
+  read -r -a rule <<<"$(nm_firewall_accept_rule "$1" "$2" "$3")"
+  while "${NM_IPT[@]}" -D "$chain" "${rule[@]}" 2>/dev/null; do :; done
+}
+
+# nm_firewall_prune BRIDGE GATEWAY [SKIP_PORT]: takes back the accept rule of every port where
+# no netmonitor answers (its proxy stopped, died or was killed). SKIP_PORT is known to be up.
+nm_firewall_prune() {
+  local p
+  nm_firewall_tools || return 0
+  for p in $(nm_firewall_ports "$1" "$2"); do
+    [ "$p" != "${3:-}" ] || continue
+    nm_is_netmonitor "$2" "$p" || nm_firewall_close_port "$1" "$2" "$p"
+  done
 }
 
 # nm_firewall_remove BRIDGE: removes what nm_firewall_apply added; quiet when nothing is there.

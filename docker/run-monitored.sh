@@ -16,7 +16,8 @@ whose only way out is the netmonitor proxy on the host:
   - makes sure a proxy listens on the network's gateway: reuses a running netmonitor (anything
     else on that port is refused), or starts
     `netmonitor run --listen GATEWAY --port PORT` in the background (output in
-    DATA_DIR/netmonitor-proxy.out) and stops it again when the container exits;
+    DATA_DIR/netmonitor-proxy-GATEWAY-PORT.out) and stops it again when the last container
+    that uses it exits;
   - the network is created with `docker network create --internal`; on the host, only the
     proxy port of the gateway is open to it (iptables: needs root or sudo -n, and the script
     refuses to run the container when the rules cannot be added);
@@ -57,8 +58,8 @@ port=${NETMONITOR_PORT:-8080}
 image=${NETMONITOR_IMAGE:-debian:bookworm-slim}
 image_set=0
 network=${NETMONITOR_NETWORK:-netmonitor}
-keep_proxy=${NETMONITOR_KEEP_PROXY:-0}
-host_firewall=${NETMONITOR_HOST_FIREWALL:-1}
+nm_flag keep_proxy NETMONITOR_KEEP_PROXY "${NETMONITOR_KEEP_PROXY:-0}"
+nm_flag host_firewall NETMONITOR_HOST_FIREWALL "${NETMONITOR_HOST_FIREWALL:-1}"
 system_ca=1
 name=""
 pull=${NETMONITOR_PULL:-missing}
@@ -118,8 +119,11 @@ nm_require_docker
 nm_resolve_cmd
 data_dir=$(nm_data_dir)
 mkdir -p "$data_dir"
-# "PID GATEWAY PORT KEEP" of a proxy one of these scripts started in the background.
-pid_file="$data_dir/netmonitor-proxy.pid"
+# One file per running script, named by its pid and holding its network's id and its start
+# time: a run that is still preparing its container counts as a user of the network and the
+# proxy.
+runs_dir="$data_dir/netmonitor-runs"
+lock_file="$data_dir/netmonitor-run.lock"
 
 # What this run created, for the cleanup.
 reused_proxy=0
@@ -128,7 +132,66 @@ started_proxy_pid=""
 tmp_dir=""
 bridge=""
 gateway=""
+network_id=""
+pid_file=""
+run_file=""
 probe=""
+
+# Runs of one data dir take turns where they share state (the network, its firewall rules,
+# the proxy and its pid file): from creating the network until the proxy listens, and in the
+# cleanup. Polled (flock -n, which BusyBox has too), so that a signal is handled at once.
+# Returns 1 after 300 s.
+lock_fd=""
+take_lock() {
+  [ -z "$lock_fd" ] || return 0
+  exec {lock_fd}>>"$lock_file" || nm_die "cannot open the lock file $lock_file"
+  if ! command -v flock >/dev/null 2>&1; then
+    nm_warn "flock is not installed (util-linux): concurrent runs are not kept apart"
+    return 0
+  fi
+  local tries=0
+  until flock -n "$lock_fd"; do
+    [ "$tries" != 5 ] || nm_info "waiting for another run of $data_dir to finish setting up"
+    [ "$tries" -lt 1500 ] || return 1
+    tries=$((tries + 1))
+    sleep 0.2
+  done
+}
+# shellcheck disable=SC2317  # called from the trap
+release_lock() {
+  [ -n "$lock_fd" ] || return 0
+  flock -u "$lock_fd" 2>/dev/null || true
+  exec {lock_fd}>&-
+  lock_fd=""
+}
+
+# The start time of process $1 (field 22 of /proc/PID/stat), or nothing without /proc.
+# shellcheck disable=SC2317  # called from the trap
+proc_start() {
+  local stat fields
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 0
+  read -r -a fields <<<"${stat##*) }"
+  printf '%s\n' "${fields[19]:-}"
+}
+
+# How many other runs of this data dir use this run's network.
+# shellcheck disable=SC2317  # called from the trap
+other_runs() {
+  local file pid id start n=0
+  for file in "$runs_dir"/*; do
+    [ -f "$file" ] || continue
+    pid=${file##*/}
+    [ "$pid" != "$$" ] || continue
+    read -r id start <"$file" 2>/dev/null || true
+    # Gone, or the pid now belongs to another process: a run killed without its cleanup.
+    if ! kill -0 "$pid" 2>/dev/null || [ "$(proc_start "$pid")" != "${start:-}" ]; then
+      rm -f "$file"
+      continue
+    fi
+    [ "${id:-}" != "$network_id" ] || n=$((n + 1))
+  done
+  printf '%s\n' "$n"
+}
 
 # True when process $1 is a netmonitor proxy listening on this gateway and port (a pid file
 # can outlive its process, and the pid can be reused by something else).
@@ -156,49 +219,84 @@ stop_proxy() {
 
 # What the EXIT trap undoes. The proxy and the network are shared by concurrent runs: the
 # last run to leave stops a proxy that one of these scripts started (pid file) and removes a
-# network one of them created (label netmonitor.managed), never what the user set up.
+# network one of them created (label netmonitor.managed), never what the user set up. The
+# port's accept rule goes when no netmonitor listens there any more.
 # shellcheck disable=SC2317  # invoked by the trap
 cleanup() {
   local status=$?
-  trap - EXIT INT TERM
+  # A second Ctrl-C or SIGTERM must not cut the cleanup short (a stopped proxy with its
+  # port still open, a network left behind).
+  trap - EXIT
+  trap '' INT TERM HUP
   set +e
   [ -n "$tmp_dir" ] && rm -rf "$tmp_dir"
   [ -n "$probe" ] && docker rm -f "$probe" >/dev/null 2>&1
   [ -n "$gateway" ] || exit "$status"
-  local others pid_line pid pid_gateway pid_port pid_keep stopped_proxy=0
-  others=$(docker network inspect --format '{{len .Containers}}' "$network" 2>/dev/null || echo 0)
+  take_lock || nm_warn "another run holds $lock_file; cleaning up anyway"
+  [ -n "$run_file" ] && rm -f "$run_file"
+  local containers runs others pid_line pid pid_gateway pid_port pid_keep proxy_up=0
+  containers=$(docker network inspect --format '{{len .Containers}}' "$network_id" 2>/dev/null || echo 0)
+  runs=$(other_runs)
+  others=$((containers + runs))
   pid_line=$(cat "$pid_file" 2>/dev/null)
   read -r pid pid_gateway pid_port pid_keep <<<"$pid_line"
-  if [ -n "$pid" ] && [ "$pid_gateway" = "$gateway" ] && [ "$pid_port" = "$port" ] &&
-    is_our_proxy "$pid"; then
+  if [ -z "$pid" ] || [ "$pid_gateway" != "$gateway" ] || [ "$pid_port" != "$port" ] ||
+    ! is_our_proxy "$pid"; then
+    # The pid file is gone or stale; a proxy this run started is still ours.
+    [ -z "$pid" ] || rm -f "$pid_file"
+    pid=""
+    if [ -n "$started_proxy_pid" ] && is_our_proxy "$started_proxy_pid"; then
+      pid=$started_proxy_pid pid_keep=$keep_proxy
+    fi
+  fi
+  if [ -n "$pid" ]; then
     if [ "$pid_keep" = 1 ]; then
       nm_info "the proxy keeps running (pid $pid, --keep-proxy); stop it with: kill $pid"
+      proxy_up=1
     elif [ "$others" -gt 0 ]; then
-      nm_info "the proxy keeps running (pid $pid): $others other container(s) still use network $network"
+      nm_info "the proxy keeps running (pid $pid): network $network is still in use (containers: $containers, other runs: $runs)"
+      proxy_up=1
     else
       nm_info "stopping the proxy (pid $pid)"
       stop_proxy "$pid"
-      rm -f "$pid_file"
-      stopped_proxy=1
     fi
-  elif [ -n "$started_proxy_pid" ] && is_our_proxy "$started_proxy_pid"; then
-    # Our proxy, but the pid file is gone or was overwritten: still ours to stop.
-    nm_info "stopping the proxy (pid $started_proxy_pid)"
-    stop_proxy "$started_proxy_pid"
-    stopped_proxy=1
+    if [ "$proxy_up" = 1 ]; then
+      # Whoever leaves last must find it.
+      echo "$pid $gateway $port $pid_keep" >"$pid_file"
+    else
+      rm -f "$pid_file"
+    fi
   elif [ "$reused_proxy" = 1 ]; then
     nm_info "the proxy on $gateway:$port was already running; it keeps running"
   fi
-  local managed
-  managed=$(docker network inspect --format '{{index .Labels "netmonitor.managed"}}' "$network" 2>/dev/null)
+  local managed network_gone=0
+  managed=$(docker network inspect --format '{{index .Labels "netmonitor.managed"}}' "$network_id" 2>/dev/null)
   # A foreign listener (refused at the start) does not keep the network.
   if [ "$managed" = 1 ] && [ "$others" = 0 ] &&
     { [ "$foreign_listener" = 1 ] || ! nm_port_open "$gateway" "$port"; }; then
-    docker network rm "$network" >/dev/null 2>&1 && nm_info "removed network $network"
-    [ -n "$bridge" ] && nm_firewall_remove "$bridge"
-  elif [ "$stopped_proxy" = 1 ] && [ "$host_firewall" = 1 ]; then
-    nm_firewall_close_port "$bridge" "$gateway" "$port"
+    local why
+    if why=$(docker network rm "$network_id" 2>&1 >/dev/null); then
+      nm_info "removed network $network"
+      network_gone=1
+      [ -n "$bridge" ] && nm_firewall_remove "$bridge"
+    else
+      # A container joined after the count: the network, and so its rules, stay.
+      nm_warn "network $network stays (${why##*$'\n'}); so do its firewall rules"
+    fi
   fi
+  # A port stays open to the network only while netmonitor listens there: whatever listens
+  # on it later must not be reachable from the containers. (Also after --no-host-firewall:
+  # another run's rules may be there.)
+  if [ "$network_gone" = 0 ]; then
+    local up_port=""
+    [ "$proxy_up" = 0 ] || up_port=$port
+    if [ "$foreign_listener" = 1 ]; then
+      nm_firewall_close_port "$bridge" "$gateway" "$port"
+      up_port=$port # closed: no need to ask it again
+    fi
+    nm_firewall_prune "$bridge" "$gateway" "$up_port"
+  fi
+  release_lock
   exit "$status"
 }
 # Ctrl-C (without a TTY) or SIGTERM: stop the container first, so the cleanup sees it gone.
@@ -216,6 +314,8 @@ docker_pid=""
 trap cleanup EXIT
 trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
+
+take_lock || nm_die "another run has held $lock_file for over 300s"
 
 # 1. The internal network and its gateway.
 if ! docker network inspect "$network" >/dev/null 2>&1; then
@@ -235,6 +335,11 @@ gateway=$(docker network inspect --format '{{range .IPAM.Config}}{{if .Gateway}}
 network_id=$(docker network inspect --format '{{.Id}}' "$network")
 bridge=$(docker network inspect --format '{{index .Options "com.docker.network.bridge.name"}}' "$network" 2>/dev/null || true)
 [ -n "$bridge" ] && [ "$bridge" != "<no value>" ] || bridge="br-${network_id:0:12}"
+mkdir -p "$runs_dir"
+run_file="$runs_dir/$$"
+printf '%s %s\n' "$network_id" "$(proc_start $$)" >"$run_file"
+# "PID GATEWAY PORT KEEP" of a proxy one of these scripts started in the background.
+pid_file="$data_dir/netmonitor-proxy-$gateway-$port.pid"
 
 # 2. Something already listening on the gateway's port must be netmonitor: the firewall opens
 # that port to the container.
@@ -261,7 +366,7 @@ if [ "$reused_proxy" = 1 ]; then
     nm_warn "--proxy-arg/NETMONITOR_RUN_ARGS are ignored: the proxy is already running"
   fi
 else
-  proxy_out="$data_dir/netmonitor-proxy.out"
+  proxy_out="$data_dir/netmonitor-proxy-$gateway-$port.out"
   nm_info "starting the proxy on $gateway:$port (output: $proxy_out)"
   # A session of its own: the container's Ctrl-C must not reach the proxy. Its stdin is not a
   # terminal, so it asks through the control socket (`netmonitor prompt`), never on this tty.
@@ -270,7 +375,7 @@ else
     case $arg in --non-interactive | --prompt-via | --prompt-via=*) prompt_via=() ;; esac
   done
   NETMONITOR_DATA_DIR=$data_dir setsid "${NM_CMD[@]}" run --listen "$gateway" --port "$port" \
-    "${prompt_via[@]}" "${run_args[@]}" >"$proxy_out" 2>&1 </dev/null &
+    "${prompt_via[@]}" "${run_args[@]}" >"$proxy_out" 2>&1 </dev/null {lock_fd}>&- &
   started_proxy_pid=$!
   echo "$started_proxy_pid $gateway $port $keep_proxy" >"$pid_file"
   deadline=$((SECONDS + ${NETMONITOR_START_TIMEOUT:-60}))
@@ -291,6 +396,7 @@ else
     sleep 0.2
   done
 fi
+release_lock
 
 # 5. The CA: the image's bundle (or the host's) plus the netmonitor CA.
 tmp_dir=$(mktemp -d "${TMPDIR:-/tmp}/netmonitor-run.XXXXXX")
@@ -360,7 +466,7 @@ status=0
 docker run --rm --pull "$pull" "${tty_args[@]}" \
   --name "$name" \
   --label "netmonitor.network=$network" \
-  --network "$network" \
+  --network "$network_id" \
   --dns "$gateway" \
   --add-host "host.docker.internal:$gateway" \
   -e "HTTP_PROXY=$proxy_url" -e "HTTPS_PROXY=$proxy_url" \

@@ -167,7 +167,7 @@ export async function removeFirewall(network: string): Promise<void> {
 }
 
 /**
- * A TCP listener on `hostname` that counts what it accepts. With `hold`, each
+ * A TCP listener on `hostname` that counts what it accepts, and from where. With `hold`, each
  * connection gets `greeting` and is then held open, silent, until close();
  * otherwise it is closed at once.
  */
@@ -177,11 +177,13 @@ export function countingListener(
 ) {
   const listener = Deno.listen({ hostname, port: 0 });
   let accepted = 0;
+  const peers: string[] = [];
   const open = new Set<Deno.Conn>();
   const done = (async () => {
     try {
       for await (const conn of listener) {
         accepted++;
+        peers.push((conn.remoteAddr as Deno.NetAddr).hostname);
         if (!hold) {
           conn.close();
           continue;
@@ -195,6 +197,10 @@ export function countingListener(
     port: (listener.addr as Deno.NetAddr).port,
     get accepted() {
       return accepted;
+    },
+    /** The address of each connection accepted, in order. */
+    get peers(): readonly string[] {
+      return peers;
     },
     async close() {
       listener.close();
@@ -560,16 +566,25 @@ export async function setupMonitored(opts: MonitoredOptions): Promise<Monitored>
 }
 
 /**
- * Stops a proxy that docker/run-monitored.sh started for `dataDir` and could
- * not stop itself (the script was killed): its pid file names the process group.
+ * Stops the proxies that docker/run-monitored.sh started for `dataDir` and
+ * could not stop itself (the script was killed): each pid file
+ * (netmonitor-proxy-GATEWAY-PORT.pid) names a process group.
  */
 export async function stopScriptProxy(dataDir: string): Promise<void> {
-  let pid = NaN;
+  let entries: Deno.DirEntry[] = [];
   try {
-    pid = Number((await Deno.readTextFile(`${dataDir}/netmonitor-proxy.pid`)).split(" ")[0]);
+    entries = await Array.fromAsync(Deno.readDir(dataDir));
   } catch {
     return;
   }
+  for (const entry of entries) {
+    if (!/^netmonitor-proxy.*\.pid$/.test(entry.name)) continue;
+    const text = await Deno.readTextFile(`${dataDir}/${entry.name}`).catch(() => "");
+    await stopProcessGroup(Number(text.split(" ")[0]));
+  }
+}
+
+async function stopProcessGroup(pid: number): Promise<void> {
   if (!Number.isInteger(pid) || pid <= 1) return;
   let cmdline = "";
   try {

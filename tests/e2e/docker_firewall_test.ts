@@ -6,7 +6,12 @@
  * - when the firewall rules cannot be added, no container runs, unless the
  *   operator says --no-host-firewall;
  * - IPv6 to the host's side of the bridge is refused, by ip6tables or, when
- *   ip6tables fails, by switching IPv6 off on the bridge.
+ *   ip6tables fails, by switching IPv6 off on the bridge;
+ * - a chain left half-built is rebuilt whole, never trusted;
+ * - the proxy port is closed again when no netmonitor listens there (the
+ *   proxy exited at start);
+ * - the rules stay while the network does (a container joined just before
+ *   the cleanup removed it).
  *
  * Failing iptables/ip6tables are simulated by commands of those names placed
  * first on PATH. Only listeners, containers and networks this test created
@@ -16,10 +21,12 @@
 import assert from "node:assert/strict";
 import {
   countingListener,
+  docker,
   dockerUnavailable,
   exec,
   type Monitored,
   networkBridge,
+  networkGateway,
   removeFirewall,
   runScript,
   setupMonitored,
@@ -54,6 +61,22 @@ async function linkLocal(bridge: string): Promise<string> {
   const eui = [b[0] ^ 2, b[1], b[2], 0xff, 0xfe, b[3], b[4], b[5]];
   const groups = [0, 2, 4, 6].map((i) => ((eui[i] << 8) | eui[i + 1]).toString(16));
   return `fe80::${groups.join(":")}`;
+}
+
+/** `iptables -S` (all chains), or "" when iptables cannot be read. */
+async function iptablesRules(): Promise<string> {
+  const res = await exec("iptables", ["-w", "-S"]);
+  return res.code === 0 ? res.stdout : "";
+}
+
+/** `nc` from the container to the host's `address:port`; its exit status is printed as `tcp=N`. */
+function ncProbe(address: string, port: number): string {
+  return `nc -w 3 ${address} ${port} </dev/null; echo "tcp=$?"`;
+}
+
+/** The `tcp=N` status that ncProbe printed. */
+function tcpStatus(out: string): number {
+  return Number(/tcp=(\d+)/.exec(out)?.[1] ?? NaN);
 }
 
 /** Runs `script` in a monitored container; the result of the script. */
@@ -117,7 +140,7 @@ Deno.test({
     const m = await setupMonitored({ names: ["allowed.test"], runArgs: ["--non-interactive"] });
     const name = uniqueName("nofw");
     try {
-      const bin = await failingTools(m.dir, ["iptables", "ip6tables"]);
+      const bin = await failingTools(m.dir, ["iptables", "iptables-restore", "ip6tables"]);
       const env = { PATH: `${bin}:${Deno.env.get("PATH")}`, NETMONITOR_HOST_FIREWALL: "1" };
       const refused = await runIn(m, name, "echo container-ran", env);
       assert.equal(refused.code, 1, refused.stdout + refused.stderr);
@@ -204,6 +227,128 @@ Deno.test({
     } finally {
       await host.close();
       await m.cleanup([name]);
+    }
+  },
+});
+
+Deno.test({
+  name: "docker firewall: a half-built chain is rebuilt whole, and ports with no proxy are closed",
+  ignore: unavailable !== null || !ROOT,
+  sanitizeResources: false,
+  async fn() {
+    const m = await setupMonitored({
+      names: ["allowed.test"],
+      runArgs: ["--non-interactive"],
+      createNetwork: true,
+    });
+    const name = uniqueName("halfbuilt");
+    const host = countingListener(m.gateway!);
+    try {
+      // What a run killed between its first rules and its rejects leaves: the jump, an accept
+      // for replies, and an accept for the port of a proxy that has died since -- where a
+      // host service now listens.
+      const bridge = (await networkBridge(m.network))!;
+      const chain = `NETMONITOR-${bridge}`;
+      const accept = (
+        port: number,
+      ) => ["-i", bridge, "-p", "tcp", "-d", m.gateway!, "--dport", String(port), "-j", "ACCEPT"];
+      for (
+        const args of [
+          ["-N", chain],
+          ["-A", chain, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"],
+          ["-A", chain, ...accept(host.port)],
+          ["-I", "INPUT", "1", "-i", bridge, "-j", chain],
+        ]
+      ) {
+        const res = await exec("iptables", ["-w", ...args]);
+        assert.equal(res.code, 0, res.stderr);
+      }
+      const res = await runIn(m, name, ncProbe(m.gateway!, host.port));
+      assert.equal(res.code, 0, res.stdout + res.stderr);
+      assert.notEqual(tcpStatus(res.stdout), 0, res.stdout + res.stderr);
+      // (The script itself asks that port whether it is a netmonitor: from the gateway.)
+      assert.deepEqual(
+        host.peers.filter((peer) => peer !== m.gateway),
+        [],
+        "the container reached a host port through the old chain",
+      );
+      const rules = await iptablesRules();
+      assert.match(rules, new RegExp(`-A ${chain} -i ${bridge} -p tcp -j REJECT`), rules);
+      // The user's network stays, and with it the chain; not the port of the stopped proxy.
+      assert.doesNotMatch(rules, new RegExp(`--dport (${m.port}|${host.port}) `), rules);
+      assert.match(res.stderr, new RegExp(`closing port ${host.port} on .*: no netmonitor proxy`));
+
+      // A proxy that exits at start leaves no open port behind.
+      const failed = await runIn(m, name, "echo container-ran", {
+        NETMONITOR_RUN_ARGS: `${m.env.NETMONITOR_RUN_ARGS} --bogus-flag`,
+      });
+      assert.equal(failed.code, 1, failed.stdout + failed.stderr);
+      assert.match(failed.stderr, /the proxy exited at start/);
+      assert.doesNotMatch(failed.stdout, /container-ran/);
+      assert.doesNotMatch(await iptablesRules(), new RegExp(`--dport ${m.port} `));
+
+      // A run without the firewall still takes back what another run left open for its proxy.
+      const added = await exec("iptables", ["-w", "-I", chain, "2", ...accept(m.port)]);
+      assert.equal(added.code, 0, added.stderr);
+      const unfenced = await runIn(m, name, "echo container-ran", {
+        NETMONITOR_HOST_FIREWALL: "0",
+      });
+      assert.equal(unfenced.code, 0, unfenced.stdout + unfenced.stderr);
+      assert.doesNotMatch(await iptablesRules(), new RegExp(`--dport ${m.port} `));
+    } finally {
+      await host.close();
+      await m.cleanup([name]);
+    }
+  },
+});
+
+Deno.test({
+  name: "docker firewall: the rules stay when a container joins before the network is removed",
+  ignore: unavailable !== null || !ROOT,
+  sanitizeResources: false,
+  async fn() {
+    const m = await setupMonitored({ names: ["allowed.test"], runArgs: ["--non-interactive"] });
+    const name = uniqueName("race");
+    const joiner = uniqueName("joiner");
+    // A service on all the host's addresses, the gateway among them.
+    const host = countingListener("0.0.0.0");
+    try {
+      // The race, made certain: `docker network rm` is preceded by another container joining.
+      const realDocker = (await exec("sh", ["-c", "command -v docker"])).stdout.trim();
+      const bin = `${m.dir}/race-bin`;
+      await Deno.mkdir(bin);
+      await Deno.writeTextFile(
+        `${bin}/docker`,
+        `#!/bin/sh
+if [ "$1 $2" = "network rm" ]; then
+  "${realDocker}" run -d --pull never --name ${joiner} --network "$3" ${TEST_IMAGE} sleep 120 >/dev/null
+fi
+exec "${realDocker}" "$@"
+`,
+        { mode: 0o755 },
+      );
+      const res = await runIn(m, name, "echo container-ran", {
+        PATH: `${bin}:${Deno.env.get("PATH")}`,
+      });
+      assert.equal(res.code, 0, res.stdout + res.stderr);
+      assert.match(res.stdout, /container-ran/);
+      assert.equal(await docker(["inspect", "--format", "{{.State.Running}}", joiner]), "true");
+
+      // The container that joined is still fenced in.
+      const gateway = await networkGateway(m.network);
+      const probe = await exec("docker", ["exec", joiner, "sh", "-c", ncProbe(gateway, host.port)]);
+      assert.notEqual(tcpStatus(probe.stdout), 0, probe.stdout + probe.stderr);
+      assert.equal(host.accepted, 0, "the joined container reached a host port");
+      const bridge = (await networkBridge(m.network))!;
+      assert.match(await iptablesRules(), new RegExp(`-A INPUT -i ${bridge} -j NETMONITOR-`));
+      assert.match(
+        res.stderr,
+        new RegExp(`network ${m.network} stays \\(.*\\); so do its firewall`),
+      );
+      assert.doesNotMatch(res.stderr, /removed network/);
+    } finally {
+      await host.close();
+      await m.cleanup([name, joiner]);
     }
   },
 });

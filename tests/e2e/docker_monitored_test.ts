@@ -46,8 +46,10 @@ async function assertCleanedUp(m: Monitored, name: string, stderr: string) {
     `network ${m.network} left behind\n${stderr}`,
   );
   assert.match(stderr, /stopping the proxy/);
-  const pidFile = `${m.dataDir}/netmonitor-proxy.pid`;
-  assert.equal(await Deno.stat(pidFile).then(() => true, () => false), false, "pid file left");
+  const left = await Array.fromAsync(Deno.readDir(m.dataDir));
+  const pidFiles = left.filter((e) => /^netmonitor-proxy.*\.pid$/.test(e.name));
+  assert.deepEqual(pidFiles, [], "pid file left");
+  assert.deepEqual(await Array.fromAsync(Deno.readDir(`${m.dataDir}/netmonitor-runs`)), []);
   const rules = await exec("iptables", ["-S"]);
   if (rules.code === 0) {
     assert.doesNotMatch(rules.stdout, new RegExp(m.network.slice(0, 8) + "|NETMONITOR-br"));
@@ -99,7 +101,7 @@ Deno.test({
       assert.match(out, /denied-https: 403/);
       assert.match(
         res.stderr,
-        /starting the proxy on \d+\.\d+\.\d+\.\d+:\d+ \(output: .*netmonitor-proxy\.out\)/,
+        /starting the proxy on \d+\.\d+\.\d+\.\d+:\d+ \(output: .*netmonitor-proxy-\d+\.\d+\.\d+\.\d+-\d+\.out\)/,
       );
       await assertCleanedUp(m, name, res.stderr);
 
@@ -272,6 +274,29 @@ Deno.test({
   },
 });
 
+/**
+ * Containers that take turns through a shared directory: each fetches `url`,
+ * says it is ready (`ID-ready`), waits for its go (`ID-go`), fetches again.
+ */
+async function turnTaking(m: Monitored, url: string) {
+  const shared = `${m.dir}/shared`;
+  await Deno.mkdir(shared);
+  const exists = (f: string) => Deno.stat(`${shared}/${f}`).then(() => true, () => false);
+  return {
+    env: { ...m.env, NETMONITOR_DOCKER_ARGS: `-v ${shared}:/shared` },
+    script: (id: string) =>
+      `echo "${id}1: $(curl -sS -m 30 ${url})"; touch /shared/${id}-ready; ` +
+      `while [ ! -f /shared/${id}-go ]; do sleep 0.1; done; echo "${id}2: $(curl -sS -m 30 ${url})"`,
+    async ready(id: string) {
+      for (let i = 0; i < 900 && !(await exists(`${id}-ready`)); i++) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert.ok(await exists(`${id}-ready`), `${id}-ready never appeared`);
+    },
+    go: (id: string) => Deno.writeTextFile(`${shared}/${id}-go`, ""),
+  };
+}
+
 Deno.test({
   name: "docker monitored: concurrent runs share the proxy; the last one out stops it",
   ignore: unavailable !== null,
@@ -281,51 +306,32 @@ Deno.test({
       names: ["allowed.test"],
       rules: { "allowed.test": "allow-domain" },
     });
-    const shared = `${m.dir}/shared`;
-    await Deno.mkdir(shared);
-    const env = { ...m.env, NETMONITOR_DOCKER_ARGS: `-v ${shared}:/shared` };
     const [nameA, nameB] = [uniqueName("first"), uniqueName("second")];
-    const url = m.origins.url("http", "allowed.test", "/shared");
-    // Each container fetches, says it is ready, waits for its go, fetches again.
-    const script = (id: string) =>
-      `echo "${id}1: $(curl -sS -m 30 ${url})"; touch /shared/${id}-ready; ` +
-      `while [ ! -f /shared/${id}-go ]; do sleep 0.1; done; echo "${id}2: $(curl -sS -m 30 ${url})"`;
-    const exists = (f: string) => Deno.stat(`${shared}/${f}`).then(() => true, () => false);
-    const wait = async (f: string) => {
-      for (let i = 0; i < 900 && !(await exists(f)); i++) {
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      assert.ok(await exists(f), `${f} never appeared`);
-    };
+    const turns = await turnTaking(m, m.origins.url("http", "allowed.test", "/shared"));
+    const run = (name: string, id: string) =>
+      runScript(
+        "run-monitored.sh",
+        ["--name", name, TEST_IMAGE, "sh", "-c", turns.script(id)],
+        turns.env,
+        {
+          timeoutMs: 180_000,
+        },
+      );
     try {
-      const a = runScript(
-        "run-monitored.sh",
-        ["--name", nameA, TEST_IMAGE, "sh", "-c", script("a")],
-        env,
-        {
-          timeoutMs: 180_000,
-        },
-      );
-      await wait("a-ready");
-      const b = runScript(
-        "run-monitored.sh",
-        ["--name", nameB, TEST_IMAGE, "sh", "-c", script("b")],
-        env,
-        {
-          timeoutMs: 180_000,
-        },
-      );
-      await wait("b-ready");
-      await Deno.writeTextFile(`${shared}/a-go`, "");
+      const a = run(nameA, "a");
+      await turns.ready("a");
+      const b = run(nameB, "b");
+      await turns.ready("b");
+      await turns.go("a");
       const resA = await a;
       assert.equal(resA.code, 0, resA.stdout + resA.stderr);
       assert.match(resA.stdout, /a2: origin http allowed\.test/);
       assert.match(
         resA.stderr,
-        /the proxy keeps running \(pid \d+\): 1 other container\(s\) still use network/,
+        /the proxy keeps running \(pid \d+\): network \S+ is still in use \(containers: 1, other runs: 1\)/,
       );
       assert.doesNotMatch(resA.stderr, /removed network/);
-      await Deno.writeTextFile(`${shared}/b-go`, "");
+      await turns.go("b");
       const resB = await b;
       assert.equal(resB.code, 0, resB.stdout + resB.stderr);
       assert.match(resB.stderr, /reusing the proxy already listening/);
@@ -334,6 +340,53 @@ Deno.test({
       await assertCleanedUp(m, nameB, resB.stderr);
     } finally {
       await m.cleanup([nameA, nameB]);
+    }
+  },
+});
+
+Deno.test({
+  name: "docker monitored: a run on another network leaves the shared proxy to its users",
+  ignore: unavailable !== null,
+  sanitizeResources: false,
+  async fn() {
+    const m = await setupMonitored({
+      names: ["allowed.test"],
+      rules: { "allowed.test": "allow-domain" },
+    });
+    const [nameA, nameB, nameC] = [uniqueName("first"), uniqueName("other"), uniqueName("last")];
+    const otherNetwork = uniqueName("net");
+    const turns = await turnTaking(m, m.origins.url("http", "allowed.test", "/shared"));
+    const run = (name: string, id: string, env: Record<string, string> = {}) =>
+      runScript("run-monitored.sh", ["--name", name, TEST_IMAGE, "sh", "-c", turns.script(id)], {
+        ...turns.env,
+        ...env,
+      }, { timeoutMs: 180_000 });
+    try {
+      const a = run(nameA, "a");
+      await turns.ready("a");
+      const c = run(nameC, "c");
+      await turns.ready("c");
+      // Same data dir, another network: its proxy cannot start (one per data dir), and its
+      // failure must not take the running proxy's pid file with it.
+      const b = await run(nameB, "b", { NETMONITOR_NETWORK: otherNetwork });
+      assert.equal(b.code, 1, b.stdout + b.stderr);
+      assert.match(b.stderr, /a netmonitor proxy is already running for/);
+      assert.notEqual((await exec("docker", ["network", "inspect", otherNetwork])).code, 0);
+
+      await turns.go("a");
+      const resA = await a;
+      assert.equal(resA.code, 0, resA.stdout + resA.stderr);
+      assert.match(resA.stderr, /the proxy keeps running \(pid \d+\)/);
+      await turns.go("c");
+      const resC = await c;
+      assert.equal(resC.code, 0, resC.stdout + resC.stderr);
+      assert.match(resC.stdout, /c2: origin http allowed\.test/); // after A left
+      assert.match(resC.stderr, /stopping the proxy \(pid \d+\)/);
+      await assertCleanedUp(m, nameC, resC.stderr);
+    } finally {
+      await m.cleanup([nameA, nameB, nameC]);
+      await removeFirewall(otherNetwork);
+      await exec("docker", ["network", "rm", otherNetwork]);
     }
   },
 });

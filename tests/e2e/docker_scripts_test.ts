@@ -56,6 +56,18 @@ Deno.test("docker scripts: each has --help, and a bad option is a usage error (e
   }
   const badPort = await runScript("run-monitored.sh", ["--port", "99999"], env);
   assert.equal(badPort.code, 2);
+  // A security setting with a typo (or a word it does not know) is refused, never taken as off.
+  for (const value of ["yes please", "ture", "2"]) {
+    const bad = await runScript("run-monitored.sh", [TEST_IMAGE], {
+      ...env,
+      NETMONITOR_HOST_FIREWALL: value,
+    });
+    assert.equal(bad.code, 2, `NETMONITOR_HOST_FIREWALL=${value}: ${bad.stderr}`);
+    assert.match(
+      bad.stderr,
+      new RegExp(`invalid NETMONITOR_HOST_FIREWALL '${value}' \\(expected 1 or 0\\)`),
+    );
+  }
   assert.match(badPort.stderr, /invalid port '99999'/);
   const ci = await exec("bash", [`${REPO}/.ci/docker.sh`, "--help"]);
   assert.equal(ci.code, 0);
