@@ -282,11 +282,11 @@ async function turnTaking(m: Monitored, url: string) {
   const shared = `${m.dir}/shared`;
   await Deno.mkdir(shared);
   const exists = (f: string) => Deno.stat(`${shared}/${f}`).then(() => true, () => false);
+  const env = { ...m.env, NETMONITOR_DOCKER_ARGS: `-v ${shared}:/shared` };
+  const script = (id: string) =>
+    `echo "${id}1: $(curl -sS -m 30 ${url})"; touch /shared/${id}-ready; ` +
+    `while [ ! -f /shared/${id}-go ]; do sleep 0.1; done; echo "${id}2: $(curl -sS -m 30 ${url})"`;
   return {
-    env: { ...m.env, NETMONITOR_DOCKER_ARGS: `-v ${shared}:/shared` },
-    script: (id: string) =>
-      `echo "${id}1: $(curl -sS -m 30 ${url})"; touch /shared/${id}-ready; ` +
-      `while [ ! -f /shared/${id}-go ]; do sleep 0.1; done; echo "${id}2: $(curl -sS -m 30 ${url})"`,
     async ready(id: string) {
       for (let i = 0; i < 900 && !(await exists(`${id}-ready`)); i++) {
         await new Promise((r) => setTimeout(r, 100));
@@ -294,6 +294,14 @@ async function turnTaking(m: Monitored, url: string) {
       assert.ok(await exists(`${id}-ready`), `${id}-ready never appeared`);
     },
     go: (id: string) => Deno.writeTextFile(`${shared}/${id}-go`, ""),
+    /** run-monitored.sh with container `name` taking turns as `id`. */
+    run: (name: string, id: string, extraEnv: Record<string, string> = {}) =>
+      runScript(
+        "run-monitored.sh",
+        ["--name", name, TEST_IMAGE, "sh", "-c", script(id)],
+        { ...env, ...extraEnv },
+        { timeoutMs: 180_000 },
+      ),
   };
 }
 
@@ -308,19 +316,10 @@ Deno.test({
     });
     const [nameA, nameB] = [uniqueName("first"), uniqueName("second")];
     const turns = await turnTaking(m, m.origins.url("http", "allowed.test", "/shared"));
-    const run = (name: string, id: string) =>
-      runScript(
-        "run-monitored.sh",
-        ["--name", name, TEST_IMAGE, "sh", "-c", turns.script(id)],
-        turns.env,
-        {
-          timeoutMs: 180_000,
-        },
-      );
     try {
-      const a = run(nameA, "a");
+      const a = turns.run(nameA, "a");
       await turns.ready("a");
-      const b = run(nameB, "b");
+      const b = turns.run(nameB, "b");
       await turns.ready("b");
       await turns.go("a");
       const resA = await a;
@@ -356,19 +355,14 @@ Deno.test({
     const [nameA, nameB, nameC] = [uniqueName("first"), uniqueName("other"), uniqueName("last")];
     const otherNetwork = uniqueName("net");
     const turns = await turnTaking(m, m.origins.url("http", "allowed.test", "/shared"));
-    const run = (name: string, id: string, env: Record<string, string> = {}) =>
-      runScript("run-monitored.sh", ["--name", name, TEST_IMAGE, "sh", "-c", turns.script(id)], {
-        ...turns.env,
-        ...env,
-      }, { timeoutMs: 180_000 });
     try {
-      const a = run(nameA, "a");
+      const a = turns.run(nameA, "a");
       await turns.ready("a");
-      const c = run(nameC, "c");
+      const c = turns.run(nameC, "c");
       await turns.ready("c");
       // Same data dir, another network: its proxy cannot start (one per data dir), and its
       // failure must not take the running proxy's pid file with it.
-      const b = await run(nameB, "b", { NETMONITOR_NETWORK: otherNetwork });
+      const b = await turns.run(nameB, "b", { NETMONITOR_NETWORK: otherNetwork });
       assert.equal(b.code, 1, b.stdout + b.stderr);
       assert.match(b.stderr, /a netmonitor proxy is already running for/);
       assert.notEqual((await exec("docker", ["network", "inspect", otherNetwork])).code, 0);
