@@ -361,6 +361,67 @@ Deno.test({
 });
 
 Deno.test({
+  name: "e2e run: on a terminal, an intercepted HTTPS request is prompted with its method and path",
+  ignore: noCurl || !has("tmux"),
+  async fn() {
+    const { TmuxSession } = await import("./_tmux.ts");
+    const origin = await startOrigin({ tls: true });
+    await withDataDir(async (dir) => {
+      const p = origin.port;
+      await using tty = await TmuxSession.start({
+        cmd: [
+          Deno.execPath(),
+          "run",
+          "-A",
+          "--no-check",
+          new URL("../../main.ts", import.meta.url).pathname,
+          "run",
+          "--port",
+          "0",
+          "--resolve",
+          `tls.test:${p}:127.0.0.1`,
+          "--upstream-ca",
+          TEST_CA_PATH,
+        ],
+        cwd: dir,
+        env: { NETMONITOR_DATA_DIR: dir, NO_COLOR: "1" },
+      });
+      const screen = await tty.waitFor(/Listening on http:\/\/127\.0\.0\.1:(\d+)/);
+      const port = Number(screen.match(/Listening on http:\/\/127\.0\.0\.1:(\d+)/)![1]);
+      const ca = join(dir, "netmonitor-ca.pem");
+      const secret = `https://tls.test:${p}/secret?page=2`;
+      const request = curl(port, [
+        "--cacert",
+        ca,
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        "-X",
+        "POST",
+        secret,
+      ]);
+      const prompt = await tty.waitFor(/Method: POST\nPath: .*\n[^]*Your choice \[1\]:/);
+      assert.match(
+        prompt,
+        /Network Access Request\nHost: tls\.test:\d+\nMethod: POST\nPath: \/secret\?page=2\n/,
+      );
+      await new Promise((r) => setTimeout(r, 600));
+      await tty.type("6");
+      await tty.press("Enter");
+      assert.equal((await request).stdout, "403");
+      await tty.waitFor(/DENY\s+POST\s+403 https:\/\/tls\.test:\d+\/secret\?page=2/);
+      const rules = JSON.parse(await Deno.readTextFile(rulesFile(dir)));
+      assert.equal(rules[secret], "deny-url");
+      assert.equal(origin.requests.some((r) => r.path.startsWith("/secret")), false);
+      await tty.press("C-c");
+      assert.equal(await tty.exitCode(), 0);
+    });
+    await origin.close();
+  },
+});
+
+Deno.test({
   name: "e2e run: a prompt nobody answers is denied after --prompt-timeout, and the log says so",
   ignore: noCurl,
   async fn() {
