@@ -22,6 +22,7 @@ import { registerStatsCommand } from "./stats.ts";
 import { registerManageCommand } from "./manage.ts";
 import { registerPromptCommand } from "./prompt.ts";
 import { registerRunCommand } from "./run.ts";
+import { registerStatusCommand } from "./status.ts";
 import { registerCaCommand } from "./ca.ts";
 
 export { CliError, UsageError } from "./_errors.ts";
@@ -67,6 +68,7 @@ const COMMANDS: RegisterCommand[] = [
   registerStatsCommand,
   registerManageCommand,
   registerPromptCommand,
+  registerStatusCommand,
   registerCaCommand,
 ];
 

@@ -31,7 +31,8 @@ export function registerPromptCommand(program: Command, ctx: CliContext): void {
       "\nType a choice (1-6) and Enter; Enter alone allows once. Keys typed in the first\n" +
         "0.4 s after a prompt appears are ignored (they were meant for the one before).\n" +
         "Ctrl-C detaches.\n" +
-        "Exits 0 when detached or when the proxy stops, 1 when no proxy is running.",
+        "Exits 0 when detached or when the proxy stops, 1 when no proxy is running or it\n" +
+        "runs with --non-interactive.",
     )
     .action(async () => {
       ctx.exitCode = await promptCommand(ctx.paths.controlSocket, ctx);
@@ -78,7 +79,7 @@ export interface PromptCommandIO {
 /**
  * Attaches to the proxy at `socketPath` and answers its prompts until the
  * proxy goes away, input ends, or `signal` aborts (Ctrl-C). Returns the exit
- * code: 0 after a clean detach, 1 when no proxy is running.
+ * code: 0 after a clean detach, 1 when no proxy is running or it never prompts.
  */
 export async function promptLoop(
   socketPath: string,
@@ -95,6 +96,15 @@ export async function promptLoop(
       return 1;
     }
     throw err;
+  }
+  if (client.hello.prompts === false) {
+    client.close();
+    io.error(
+      `error: the netmonitor proxy (pid ${client.hello.pid}) runs with --non-interactive: ` +
+        `it answers every request by itself, so no prompt will come.\n`,
+    );
+    io.error("Restart it without --non-interactive to answer its requests here.\n");
+    return 1;
   }
   const me = client.hello.name;
   io.write(

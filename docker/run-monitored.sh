@@ -205,6 +205,19 @@ is_our_proxy() {
   esac
 }
 
+# True when the netmonitor answering on this gateway and port belongs to this data dir: the data
+# dir's proxy says it listens there (netmonitor status; 0.0.0.0 and :: listen everywhere), or it
+# is the one a run of this script started for this network (pid file, process still running as
+# started). A proxy of another data dir would hold the container to other rules and prompts.
+owns_port() {
+  local status pid
+  status=$(nm_netmonitor status --json 2>/dev/null) || status=""
+  case $status in
+    *"\"listen\":\"$gateway:$port\""* | *"\"listen\":\"0.0.0.0:$port\""* | *"\"listen\":\"[::]:$port\""*) return 0 ;;
+  esac
+  read -r pid _ <"$pid_file" 2>/dev/null && [ -n "$pid" ] && is_our_proxy "$pid"
+}
+
 # Stops the proxy whose process group leader is $1; waits up to 10 s.
 # shellcheck disable=SC2317  # called from the trap
 stop_proxy() {
@@ -348,6 +361,8 @@ if nm_port_open "$gateway" "$port"; then
     foreign_listener=1
     nm_die "$gateway:$port is in use by something that is not a netmonitor proxy; the container would reach it directly. Stop it, or choose another port with --port"
   }
+  owns_port ||
+    nm_die "$gateway:$port is served by a netmonitor proxy of another data dir (not $data_dir); the container would be held to its rules and prompts, not this data dir's. Stop it, or choose another port with --port"
   reused_proxy=1
 fi
 

@@ -15,6 +15,7 @@ import type { BrokerEvent } from "./broker.ts";
 import {
   type ClientMessage,
   encodeMessage,
+  type HelloMessage,
   LineSplitter,
   LineTooLongError,
   MAX_CLIENT_LINE,
@@ -59,6 +60,20 @@ export interface ControlServerOptions {
   maxLineBytes?: number;
   /** Most clients connected at once; more are refused with an error message. Default 32. */
   maxClients?: number;
+  /**
+   * What each client's hello says about the proxy (`netmonitor status` shows
+   * it): where it listens, once it does, and whether it prompts at all.
+   * Default: nothing.
+   */
+  describe?: () => ProxyDescription;
+}
+
+/** The proxy as the control socket's hello describes it. */
+export interface ProxyDescription {
+  /** `ADDR:PORT` the proxy listens on (IPv6 in brackets), once it does. */
+  listen?: string;
+  /** False when the proxy answers by itself (`--non-interactive`). */
+  prompts?: boolean;
 }
 
 /** A running control socket. */
@@ -173,6 +188,7 @@ class Server implements ControlServer {
   readonly #tasks = new Set<Promise<void>>();
   readonly #maxLine: number;
   readonly #maxClients: number;
+  readonly #describe: () => ProxyDescription;
   #unsubscribe?: () => void;
   #closed = false;
   #seq = 0;
@@ -186,6 +202,7 @@ class Server implements ControlServer {
   ) {
     this.#maxLine = opts.maxLineBytes ?? MAX_CLIENT_LINE;
     this.#maxClients = opts.maxClients ?? 32;
+    this.#describe = opts.describe ?? (() => ({}));
   }
 
   get clients(): number {
@@ -224,7 +241,7 @@ class Server implements ControlServer {
         conn.close();
         return;
       }
-      const s = new Session(conn, `prompt#${++this.#seq}`, this.#maxLine);
+      const s = new Session(conn, `prompt#${++this.#seq}`, this.#maxLine, this.#describe());
       if (this.#sessions.size >= this.#maxClients) {
         this.#track(s.refuse(`too many prompt clients (limit ${this.#maxClients})`));
         continue;
@@ -274,7 +291,12 @@ class Session implements NamedPrompter {
   #connClosed = false;
   #detach?: () => void;
 
-  constructor(readonly conn: Deno.UnixConn, readonly name: string, readonly maxLine: number) {}
+  constructor(
+    readonly conn: Deno.UnixConn,
+    readonly name: string,
+    readonly maxLine: number,
+    readonly proxy: ProxyDescription,
+  ) {}
 
   ask(request: PendingRequest, signal: AbortSignal): Promise<PromptAnswer> {
     if (this.#closed) return Promise.reject(new Error(`${this.name} disconnected`));
@@ -314,8 +336,15 @@ class Session implements NamedPrompter {
   }
 
   async run(broker: ControlBroker): Promise<void> {
-    this.#send({ type: "hello", version: PROTOCOL_VERSION, name: this.name, pid: Deno.pid });
-    this.#detach = broker.addPrompter(this);
+    this.#send({
+      type: "hello",
+      version: PROTOCOL_VERSION,
+      name: this.name,
+      pid: Deno.pid,
+      ...this.proxy,
+    });
+    // A proxy that never prompts has nothing to show; the client may still ask who it is.
+    if (this.proxy.prompts !== false) this.#detach = broker.addPrompter(this);
     const splitter = new LineSplitter(this.maxLine);
     const buf = new Uint8Array(16 * 1024);
     try {
@@ -426,8 +455,8 @@ export class NoProxyError extends ControlSocketError {
 
 /** A connection to a running proxy's control socket. */
 export interface ControlClient {
-  /** The server's greeting (this client's name, the proxy's pid). */
-  readonly hello: { name: string; pid: number; version: number };
+  /** The server's greeting (this client's name, the proxy's pid, where it listens). */
+  readonly hello: Omit<HelloMessage, "type">;
   /** Messages after `hello`, until the proxy goes away (the iterator ends). */
   messages(): AsyncIterableIterator<ServerMessage>;
   /** Sends an answer for a pending request. */

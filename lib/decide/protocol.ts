@@ -4,7 +4,9 @@
  * line splitter that refuses oversized lines.
  *
  * Server to client:
- * - `{"type":"hello","version":1,"name":"prompt#1","pid":123}` once, on connect;
+ * - `{"type":"hello","version":1,"name":"prompt#1","pid":123,"listen":"127.0.0.1:8080","prompts":true}`
+ *   once, on connect (`listen` once the proxy listens; `prompts` false when it
+ *   answers by itself, `--non-interactive`);
  * - `{"type":"pending","request":PendingRequest}` when a prompt is shown;
  * - `{"type":"resolved","id":"7","outcome":"answered","by":"terminal","answer":"allow-once"}`
  *   when a prompt this client was shown closes (also after its own answer);
@@ -40,6 +42,10 @@ export interface HelloMessage {
   name: string;
   /** The proxy's process id. */
   pid: number;
+  /** Where the proxy listens, `ADDR:PORT` (IPv6 in brackets); absent until it does. */
+  listen?: string;
+  /** False when the proxy answers by itself (`--non-interactive`): no prompt will come. */
+  prompts?: boolean;
 }
 export interface PendingMessage {
   type: "pending";
@@ -167,7 +173,20 @@ export function parseServerMessage(line: string): ServerMessage {
       if (!int(o.version) || !str(o.name) || !int(o.pid)) {
         throw new ProtocolError("malformed hello");
       }
-      return { type: "hello", version: o.version, name: o.name, pid: o.pid };
+      if (
+        (o.listen !== undefined && !str(o.listen)) ||
+        (o.prompts !== undefined && typeof o.prompts !== "boolean")
+      ) {
+        throw new ProtocolError("malformed hello");
+      }
+      return {
+        type: "hello",
+        version: o.version,
+        name: o.name,
+        pid: o.pid,
+        ...(o.listen !== undefined ? { listen: o.listen as string } : {}),
+        ...(o.prompts !== undefined ? { prompts: o.prompts as boolean } : {}),
+      };
     case "pending":
       return { type: "pending", request: parsePending(o.request) };
     case "resolved": {

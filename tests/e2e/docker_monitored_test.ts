@@ -37,6 +37,65 @@ function runInMonitored(m: Monitored, name: string, script: string, extraArgs: s
   );
 }
 
+/** A `netmonitor run` started outside the script, as an operator does. */
+interface HandProxy {
+  /** SIGTERM; the exit code. */
+  stop(): Promise<number>;
+  /** SIGKILL, for cleanup after a failure. */
+  kill(): Promise<void>;
+}
+
+/** Starts `netmonitor run` for `dataDir` on `m`'s gateway and port; resolves once it listens. */
+async function startProxyByHand(m: Monitored, dataDir: string, args: string[]): Promise<HandProxy> {
+  const proxy = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      `${REPO}/main.ts`,
+      "run",
+      "--listen",
+      m.gateway!,
+      "--port",
+      String(m.port),
+      ...args,
+      ...m.env.NETMONITOR_RUN_ARGS.split(" "),
+    ],
+    env: { NETMONITOR_DATA_DIR: dataDir, NO_COLOR: "1" },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = proxy.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("Listening on")) {
+    const { value, done } = await reader.read();
+    if (done) {
+      await proxy.status;
+      throw new Error(`the proxy exited:\n${out}`);
+    }
+    out += value;
+  }
+  // Keep reading so the proxy never blocks on a full pipe.
+  const drained = (async () => {
+    while (!(await reader.read()).done) { /* request lines */ }
+  })();
+  return {
+    async stop() {
+      proxy.kill("SIGTERM");
+      const { code } = await proxy.status;
+      await drained;
+      return code;
+    },
+    async kill() {
+      try {
+        proxy.kill("SIGKILL");
+      } catch { /* gone */ }
+      await reader.cancel().catch(() => {});
+      await proxy.status;
+    },
+  };
+}
+
 /** What run-monitored.sh must leave behind: nothing it created. */
 async function assertCleanedUp(m: Monitored, name: string, stderr: string) {
   assert.notEqual((await exec("docker", ["inspect", name])).code, 0, "container left behind");
@@ -196,39 +255,10 @@ Deno.test({
     });
     const name = uniqueName("reuse");
     const otherNetwork = uniqueName("net");
-    let proxy: Deno.ChildProcess | undefined;
+    let proxy: HandProxy | undefined;
     try {
       // The operator started the proxy by hand, for this network's gateway.
-      proxy = new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          `${REPO}/main.ts`,
-          "run",
-          "--listen",
-          m.gateway!,
-          "--port",
-          String(m.port),
-          "--prompt-via",
-          "socket",
-          ...m.env.NETMONITOR_RUN_ARGS.split(" "),
-        ],
-        env: { NETMONITOR_DATA_DIR: m.dataDir, NO_COLOR: "1" },
-        stdin: "null",
-        stdout: "piped",
-        stderr: "null",
-      }).spawn();
-      const reader = proxy.stdout.pipeThrough(new TextDecoderStream()).getReader();
-      let out = "";
-      while (!out.includes("Listening on")) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(`the proxy exited:\n${out}`);
-        out += value;
-      }
-      // Keep reading so the proxy never blocks on a full pipe.
-      const drained = (async () => {
-        while (!(await reader.read()).done) { /* request lines */ }
-      })();
+      proxy = await startProxyByHand(m, m.dataDir, ["--prompt-via", "socket"]);
 
       const res = await runInMonitored(
         m,
@@ -255,21 +285,55 @@ Deno.test({
       assert.match(other.stderr, /a netmonitor proxy is already running for .* but not on/);
       assert.match(other.stderr, /removed network/);
 
-      proxy.kill("SIGTERM");
-      assert.equal((await proxy.status).code, 0);
-      await drained;
+      assert.equal(await proxy.stop(), 0);
       proxy = undefined;
     } finally {
-      if (proxy) {
-        try {
-          proxy.kill("SIGKILL");
-        } catch { /* gone */ }
-        await proxy.stdout.cancel().catch(() => {});
-        await proxy.status;
-      }
+      await proxy?.kill();
       await removeFirewall(m.network);
       await m.cleanup([name]);
       await exec("docker", ["network", "rm", otherNetwork]);
+    }
+  },
+});
+
+Deno.test({
+  name: "docker monitored: a netmonitor of another data dir on the gateway port is not reused",
+  ignore: unavailable !== null,
+  sanitizeResources: false,
+  async fn() {
+    const m = await setupMonitored({
+      names: ["allowed.test"],
+      rules: { "allowed.test": "allow-domain" },
+      createNetwork: true,
+    });
+    const name = uniqueName("otherdir");
+    const otherDir = `${m.dir}/other-data`;
+    await Deno.mkdir(otherDir, { mode: 0o700 });
+    // Its rules would let everything through: the container must not get them.
+    await Deno.writeTextFile(`${otherDir}/network-rules.json`, `{ "*": "allow" }`);
+    let proxy: HandProxy | undefined;
+    try {
+      proxy = await startProxyByHand(m, otherDir, ["--non-interactive", "--default", "allow"]);
+      const res = await runInMonitored(m, name, "echo container-ran");
+      assert.equal(res.code, 1, res.stdout + res.stderr);
+      assert.match(
+        res.stderr,
+        new RegExp(
+          `${m.gateway}:${m.port} is served by a netmonitor proxy of another data dir ` +
+            `\\(not ${m.dataDir}\\)`,
+        ),
+      );
+      assert.doesNotMatch(res.stdout, /container-ran/);
+      assert.doesNotMatch(res.stderr, /reusing the proxy|starting the proxy/);
+      assert.notEqual((await exec("docker", ["inspect", name])).code, 0, "the container ran");
+      const conn = await Deno.connect({ hostname: m.gateway!, port: m.port });
+      conn.close(); // the other data dir's proxy is left alone
+      assert.equal(await proxy.stop(), 0);
+      proxy = undefined;
+    } finally {
+      await proxy?.kill();
+      await removeFirewall(m.network);
+      await m.cleanup([name]);
     }
   },
 });

@@ -273,6 +273,49 @@ Deno.test({
   },
 });
 
+Deno.test("e2e status: who runs for the data dir and where it listens; prompt has nothing to answer", async () => {
+  await withDataDir(async (dir) => {
+    const none = await runCli(["status"], { dataDir: dir });
+    assert.equal(none.code, 3, none.stderr);
+    assert.equal(none.stdout, `No netmonitor proxy is running for ${dir}\n`);
+    const noneJson = await runCli(["status", "--json"], { dataDir: dir });
+    assert.deepEqual(JSON.parse(noneJson.stdout), { running: false, dataDir: dir });
+
+    const run = await startRun(dir, ["--non-interactive", "--no-intercept"]);
+    // A second proxy of the same data dir (another Docker network) still starts.
+    const second = await startRun(dir, ["--non-interactive", "--no-intercept"]);
+    try {
+      const text = await runCli(["status"], { dataDir: dir });
+      assert.equal(text.code, 0, text.stderr);
+      assert.match(
+        text.stdout,
+        new RegExp(`^netmonitor proxy running \\(pid ${run.child.pid}\\)\n`),
+      );
+      assert.match(text.stdout, new RegExp(`listening: http://127\\.0\\.0\\.1:${run.port}\n`));
+      assert.match(text.stdout, /prompts: +no \(--non-interactive/);
+      const json = JSON.parse((await runCli(["status", "--json"], { dataDir: dir })).stdout);
+      assert.deepEqual(json, {
+        running: true,
+        dataDir: dir,
+        pid: run.child.pid,
+        listen: `127.0.0.1:${run.port}`,
+        prompts: false,
+      });
+      const prompt = await runCli(["prompt"], { dataDir: dir });
+      assert.equal(prompt.code, 1);
+      assert.match(
+        prompt.stderr,
+        /runs with --non-interactive: it answers every request by itself/,
+      );
+    } finally {
+      assert.equal(await second.stop(), 0);
+      assert.match(await second.err, /`netmonitor status` cannot see this proxy/);
+      assert.equal(await run.stop(), 0);
+    }
+    assert.equal((await runCli(["status"], { dataDir: dir })).code, 3);
+  });
+});
+
 Deno.test("e2e run: bad flags are usage errors (exit 2); a busy port is a clear error (exit 1)", async () => {
   await withDataDir(async (dir) => {
     for (

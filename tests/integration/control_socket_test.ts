@@ -162,6 +162,43 @@ Deno.test("two clients: the first answer wins, both see it resolved", async () =
   }
 });
 
+Deno.test("hello describes the proxy: where it listens, once it does, and whether it prompts", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nm-control-" });
+  const path = `${dir}/netmonitor.sock`;
+  const broker = new DecisionBroker({
+    rules: emptyRules(dir),
+    promptTimeoutMs: 30_000,
+    nonInteractive: { default: "deny" },
+  });
+  let listen: string | undefined;
+  const server = await startControlServer(broker, path, {
+    describe: () => ({ prompts: false, ...(listen ? { listen } : {}) }),
+  });
+  try {
+    // Before the proxy listens: no address yet.
+    const early = await connectControl(path);
+    assert.equal(early.hello.listen, undefined);
+    assert.equal(early.hello.prompts, false);
+    early.close();
+    listen = "172.18.0.1:8080";
+    const c = await RawClient.connect(path);
+    try {
+      const hello = await c.expect("hello");
+      assert.deepEqual([hello.listen, hello.prompts, hello.pid], [listen, false, Deno.pid]);
+      // Decided by the default; the client is shown nothing, and the server stays up.
+      assert.deepEqual((await broker.decide(req("quiet.test", "/"))).source, "default");
+      await c.send(`{"type":"answer","id":"1","answer":"allow-once"}\n`);
+      assert.match((await c.expect("error")).message, /not pending/);
+    } finally {
+      c.close();
+    }
+  } finally {
+    broker.close();
+    await server.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("a rule that could not be saved is reported to the clients", async () => {
   await using env = await setup();
   const a = await RawClient.connect(env.path);

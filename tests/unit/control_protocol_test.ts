@@ -57,6 +57,7 @@ Deno.test("client messages: valid answers parse, everything else names the probl
 Deno.test("server messages round-trip through encodeMessage", () => {
   const messages = [
     { type: "hello", version: 1, name: "prompt#1", pid: 42 },
+    { type: "hello", version: 1, name: "prompt#2", pid: 42, listen: "[::1]:8080", prompts: false },
     {
       type: "pending",
       request: {
@@ -106,4 +107,10 @@ Deno.test("server messages round-trip through encodeMessage", () => {
     ProtocolError,
   );
   assert.throws(() => parseServerMessage('{"type":"bye"}'), /unknown message type "bye"/);
+  for (const extra of ['"listen":8080', '"prompts":"no"']) {
+    assert.throws(
+      () => parseServerMessage(`{"type":"hello","version":1,"name":"p","pid":1,${extra}}`),
+      /malformed hello/,
+    );
+  }
 });
