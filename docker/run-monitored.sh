@@ -353,6 +353,15 @@ run_file="$runs_dir/$$"
 printf '%s %s\n' "$network_id" "$(proc_start $$)" >"$run_file"
 # "PID GATEWAY PORT KEEP" of a proxy one of these scripts started in the background.
 pid_file="$data_dir/netmonitor-proxy-$gateway-$port.pid"
+# Before one pid file per gateway and port, there was one for the data dir: take over what it
+# says about this gateway and port, so that proxy is stopped like any other.
+legacy_pid_file="$data_dir/netmonitor-proxy.pid"
+if [ -f "$legacy_pid_file" ] && [ ! -e "$pid_file" ]; then
+  read -r _ legacy_gateway legacy_port _ <"$legacy_pid_file"
+  if [ "$legacy_gateway" = "$gateway" ] && [ "$legacy_port" = "$port" ]; then
+    mv "$legacy_pid_file" "$pid_file"
+  fi
+fi
 
 # 2. Something already listening on the gateway's port must be netmonitor: the firewall opens
 # that port to the container.
@@ -361,8 +370,13 @@ if nm_port_open "$gateway" "$port"; then
     foreign_listener=1
     nm_die "$gateway:$port is in use by something that is not a netmonitor proxy; the container would reach it directly. Stop it, or choose another port with --port"
   }
-  owns_port ||
-    nm_die "$gateway:$port is served by a netmonitor proxy of another data dir (not $data_dir); the container would be held to its rules and prompts, not this data dir's. Stop it, or choose another port with --port"
+  if ! owns_port; then
+    case $(nm_netmonitor status --json 2>/dev/null) in
+      *'"running":true'*) ;;
+      *) nm_die "$gateway:$port is served by a netmonitor proxy of another data dir (not $data_dir); the container would be held to its rules and prompts, not this data dir's. Stop it, or choose another port with --port" ;;
+    esac
+    nm_die "$gateway:$port is served by a netmonitor proxy, but this data dir's proxy does not say it listens there ($(nm_netmonitor status 2>&1 | tr '\n' ' ')); if it is an older netmonitor, stop it and run again"
+  fi
   reused_proxy=1
 fi
 

@@ -39,8 +39,11 @@ function runInMonitored(m: Monitored, name: string, script: string, extraArgs: s
 
 /** A `netmonitor run` started outside the script, as an operator does. */
 interface HandProxy {
+  readonly pid: number;
   /** SIGTERM; the exit code. */
   stop(): Promise<number>;
+  /** The exit code, once it exits by itself. */
+  exited(): Promise<number>;
   /** SIGKILL, for cleanup after a failure. */
   kill(): Promise<void>;
 }
@@ -79,13 +82,18 @@ async function startProxyByHand(m: Monitored, dataDir: string, args: string[]): 
   const drained = (async () => {
     while (!(await reader.read()).done) { /* request lines */ }
   })();
+  const exited = async () => {
+    const { code } = await proxy.status;
+    await drained;
+    return code;
+  };
   return {
-    async stop() {
+    pid: proxy.pid,
+    stop() {
       proxy.kill("SIGTERM");
-      const { code } = await proxy.status;
-      await drained;
-      return code;
+      return exited();
     },
+    exited,
     async kill() {
       try {
         proxy.kill("SIGKILL");
@@ -330,6 +338,46 @@ Deno.test({
       conn.close(); // the other data dir's proxy is left alone
       assert.equal(await proxy.stop(), 0);
       proxy = undefined;
+    } finally {
+      await proxy?.kill();
+      await removeFirewall(m.network);
+      await m.cleanup([name]);
+    }
+  },
+});
+
+Deno.test({
+  name: "docker monitored: a proxy in the older script's pid file is taken over and stopped",
+  ignore: unavailable !== null,
+  sanitizeResources: false,
+  async fn() {
+    const m = await setupMonitored({
+      names: ["allowed.test"],
+      rules: { "allowed.test": "allow-domain" },
+      createNetwork: true,
+    });
+    const name = uniqueName("legacy");
+    let proxy: HandProxy | undefined;
+    try {
+      // What the older run-monitored.sh left: one pid file for the data dir.
+      proxy = await startProxyByHand(m, m.dataDir, ["--prompt-via", "socket"]);
+      await Deno.writeTextFile(
+        `${m.dataDir}/netmonitor-proxy.pid`,
+        `${proxy.pid} ${m.gateway} ${m.port} 0\n`,
+      );
+      const res = await runInMonitored(
+        m,
+        name,
+        `echo "got: $(curl -sS -m 30 ${m.origins.url("http", "allowed.test", "/l")})"`,
+      );
+      assert.equal(res.code, 0, res.stdout + res.stderr);
+      assert.match(res.stdout, /got: origin http allowed\.test(:\d+)? GET \/l/);
+      assert.match(res.stderr, /reusing the proxy already listening on /);
+      assert.match(res.stderr, new RegExp(`stopping the proxy \\(pid ${proxy.pid}\\)`));
+      assert.equal(await proxy.exited(), 0);
+      proxy = undefined;
+      const left = await Array.fromAsync(Deno.readDir(m.dataDir));
+      assert.deepEqual(left.filter((e) => e.name.endsWith(".pid")), [], "pid file left");
     } finally {
       await proxy?.kill();
       await removeFirewall(m.network);
