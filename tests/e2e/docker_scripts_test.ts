@@ -41,7 +41,7 @@ Deno.test("docker scripts: each has --help, and a bad option is a usage error (e
     const [script, words] of [
       ["run-monitored.sh", ["--internal", "HTTP_PROXY", "NODE_EXTRA_CA_CERTS", "NETMONITOR_PORT"]],
       ["run-isolated.sh", ["--network none", "NETMONITOR_IMAGE", "NETMONITOR_DOCKER_ARGS"]],
-      ["manage-firewall.sh", ["--stats", "netmonitor manage", "netmonitor prompt"]],
+      ["manage-firewall.sh", ["--stats", "--status", "netmonitor manage", "netmonitor prompt"]],
     ] as const
   ) {
     const help = await runScript(script, ["--help"], env);
@@ -73,6 +73,20 @@ Deno.test("docker scripts: each has --help, and a bad option is a usage error (e
   assert.equal(ci.code, 0);
   assert.match(ci.stdout, /Docker unavailable: <why>/);
   assert.match(ci.stdout, /75/);
+});
+
+Deno.test("docker scripts: manage-firewall.sh --status says whether the data dir's proxy runs", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nm-status-" });
+  try {
+    const env = scriptEnv(dir);
+    const none = await runScript("manage-firewall.sh", ["--status"], env);
+    assert.equal(none.code, 3, none.stderr);
+    assert.equal(none.stdout, `No netmonitor proxy is running for ${dir}\n`);
+    const json = await runScript("manage-firewall.sh", ["--status", "--json"], env);
+    assert.deepEqual(JSON.parse(json.stdout), { running: false, dataDir: dir });
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
 
 const unavailable = await dockerUnavailable();
