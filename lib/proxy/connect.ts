@@ -42,7 +42,7 @@ import {
 } from "./respond.ts";
 import { checkHostHeader, HttpSession } from "./session.ts";
 import type { Duplex, InterceptedTunnel } from "./types.ts";
-import { decisionExempts, type Dialled } from "./upstream.ts";
+import { certainRefusal, decisionExempts, type Dialled } from "./upstream.ts";
 
 /** Largest ClientHello handshake message accepted, bytes. */
 const MAX_HELLO = 65536;
@@ -85,13 +85,16 @@ export async function serveConnect(s: HttpSession, head: RequestHead, ex: Exchan
   // a real 403/502/504 instead of a tunnel that closes at once. A tunnel that
   // will be decrypted dials nothing yet: its requests dial once allowed.
   let dialled: Dialled | undefined;
-  if (known !== true) {
-    try {
+  try {
+    if (known !== true) {
       dialled = await ctx.dialer.dial(host, port, exempt);
-    } catch (e) {
-      await s.fail(ex, e, head, true);
-      return;
+    } else {
+      const refused = await certainRefusal(ctx.dialer, host, port, exempt);
+      if (refused) throw refused;
     }
+  } catch (e) {
+    await s.fail(ex, e, head, true);
+    return;
   }
   let handedOver = false;
   try {

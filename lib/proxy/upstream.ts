@@ -102,6 +102,32 @@ export class Dialer {
   }
 }
 
+/**
+ * The refusal a dial to `host:port` is certain to meet, when that is known
+ * without asking DNS (an IP literal, a `--resolve` name, localhost): every
+ * address is one the guard refuses. An intercepted tunnel dials only once a
+ * request inside it is allowed, so its CONNECT is refused with this instead
+ * of being opened (and logged as allowed) for requests that would all fail.
+ */
+export async function certainRefusal(
+  dialer: Dialer,
+  host: string,
+  port: number,
+  exempt: boolean,
+): Promise<DestinationRefusedError | undefined> {
+  const { resolver, guard } = dialer.options;
+  const local = resolver.mapped(host, port) !== undefined || isIpLiteral(host) ||
+    host === "localhost" || host.endsWith(".localhost");
+  if (!local) return undefined;
+  let first: DestinationRefusedError | undefined;
+  for (const { address, trusted } of await resolver.resolve(host, port)) {
+    const cls = guard.check(address, port, exempt || trusted);
+    if (cls === undefined) return undefined;
+    first ??= new DestinationRefusedError(host, address, cls);
+  }
+  return first;
+}
+
 async function connectWithTimeout(
   address: string,
   port: number,

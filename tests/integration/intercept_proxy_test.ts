@@ -374,3 +374,51 @@ Deno.test("intercept: a client offering only h2 gets no tunnel, and a hint", asy
     await s.close();
   }
 });
+
+Deno.test("intercept: a CONNECT to a protected address is refused at once, not opened", async () => {
+  const s = await setup({ "*": "allow", "[::1]": "allow", "origin.test": "allow" });
+  const p = s.origin.port;
+  try {
+    const targets = ["127.0.0.1", "0x7f.1", "localhost", "169.254.169.254", "[::ffff:7f00:1]"];
+    for (const t of targets) {
+      const c = await Deno.connect({ hostname: "127.0.0.1", port: s.proxy.port });
+      try {
+        const req = `CONNECT ${t}:${p} HTTP/1.1\r\nHost: ${t}:${p}\r\n\r\n`;
+        await c.write(new TextEncoder().encode(req));
+        const buf = new Uint8Array(4096);
+        const n = await c.read(buf);
+        const text = new TextDecoder().decode(buf.subarray(0, n ?? 0));
+        assert.match(text, /^HTTP\/1\.1 403 /, t);
+        assert.match(text, /destination protection/, t);
+      } finally {
+        c.close();
+      }
+    }
+    const recs = await s.proxy.waitRecords(targets.length);
+    for (const rec of recs) {
+      assert.deepEqual([rec.method, rec.decision, rec.source, rec.status], [
+        "CONNECT",
+        "deny",
+        "policy",
+        403,
+      ]);
+      assert.match(rec.reason, /^destination protection: /);
+    }
+    // An exact rule for the address, or a --resolve name, still opens the tunnel.
+    const named = await curl(s, ["--cacert", caPath, `${s.base}/hello`]);
+    assert.equal(named.stdout, "hello from origin", named.stderr);
+    const c = await Deno.connect({ hostname: "127.0.0.1", port: s.proxy.port });
+    try {
+      await c.write(
+        new TextEncoder().encode(`CONNECT [::1]:${p} HTTP/1.1\r\nHost: [::1]:${p}\r\n\r\n`),
+      );
+      const buf = new Uint8Array(4096);
+      const n = await c.read(buf);
+      assert.match(new TextDecoder().decode(buf.subarray(0, n ?? 0)), /^HTTP\/1\.1 200 /);
+    } finally {
+      c.close();
+    }
+  } finally {
+    await s.close();
+  }
+});
