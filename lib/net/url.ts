@@ -89,10 +89,21 @@ export function authorityOf(
 const UNRESERVED = /%([0-9A-Fa-f]{2})/g;
 
 /**
+ * `s` with every `%` that does not start an escape (two hex digits) written
+ * as `%25`. Decoding escapes next to a stray `%` would otherwise make new
+ * ones: `%%32e` would become `%2e`, a dot that was not there when the dot
+ * segments were resolved, and normalising again would change the target.
+ */
+export function escapeStrayPercent(s: string): string {
+  return s.includes("%") ? s.replace(/%(?![0-9A-Fa-f]{2})/g, "%25") : s;
+}
+
+/**
  * Normalises an origin-form target (`/path?query`): dot segments removed
  * (also percent-encoded ones), unreserved characters decoded, remaining
- * percent-escapes upper-cased, characters that are not allowed in a URL
- * percent-encoded (WHATWG URL rules, as browsers do).
+ * percent-escapes upper-cased, a `%` that starts no escape written `%25`,
+ * characters that are not allowed in a URL percent-encoded (WHATWG URL
+ * rules, as browsers do). Normalising the result again changes nothing.
  *
  * @throws {TargetError} when it does not start with "/", contains a fragment
  *   or a backslash (servers disagree on what it means), or is not a URL.
@@ -106,7 +117,7 @@ export function normalisePath(raw: string): string {
   let url: URL;
   try {
     // Concatenate, never resolve relative to a base: "//evil.test/x" is a path here.
-    url = new URL("http://h" + raw);
+    url = new URL("http://h" + escapeStrayPercent(raw));
   } catch {
     throw new TargetError(`invalid request target ${JSON.stringify(short(raw))}`);
   }

@@ -19,7 +19,7 @@
  */
 
 import { defaultPort, HostError, isIpLiteral, normaliseHost } from "../net/host.ts";
-import { normalisePath } from "../net/url.ts";
+import { escapeStrayPercent, normalisePath } from "../net/url.ts";
 import { RuleError } from "./errors.ts";
 
 /** A pattern parsed into its canonical parts. */
@@ -192,6 +192,7 @@ const QUERY_KEEP_ESCAPED = "&=+;#%";
  * servers treat as the same resource compare equal, so a `deny-url` cannot be
  * dodged with another spelling:
  *
+ * 0. a `%` that starts no escape is `%25` (so decoding makes no new escape);
  * 1. the `#fragment` is dropped (never sent, but harmless to accept);
  * 2. runs of `/` and `\` collapse to one `/` (nginx `merge_slashes`), before
  *    dot segments are resolved, as nginx does;
@@ -204,7 +205,7 @@ const QUERY_KEEP_ESCAPED = "&=+;#%";
  * 6. an empty query (a trailing `?`) is the same as none.
  */
 export function canonicalPathQuery(raw: string): { path: string; query?: string } {
-  let s = raw;
+  let s = escapeStrayPercent(raw);
   const hash = s.indexOf("#");
   if (hash >= 0) s = s.slice(0, hash);
   const q = s.indexOf("?");

@@ -355,3 +355,32 @@ Deno.test("attack host: a URL deny rule is not dodged by path spellings", async 
     await env.close();
   }
 });
+
+Deno.test("attack host: a URL allow rule is not stretched by a stray % next to escapes", async (t) => {
+  const env = await startAttackEnv({
+    extraRules: (p) => ({ [`http://urlonly.test:${p}/ok`]: "allow-url" }),
+    names: { allowed: "allowed.test", denied: "denied.test", others: ["urlonly.test"] },
+  });
+  const h = `urlonly.test:${env.p}`;
+  try {
+    // Before the fix the proxy sent /secret/%2e%2e/ok, which routers that do not
+    // resolve escaped dots (Express, object stores) serve as /secret/...
+    for (const s of ["/secret/%%32e%%32e/ok", "/secret/%%32%65%%32%65/ok", "/x/%%32e%%32e/ok"]) {
+      await t.step(s, async () => {
+        const before = env.proxy.records.length;
+        const a = await attempt(
+          env.proxy.port,
+          `GET http://${h}${s} HTTP/1.1\r\nHost: ${h}\r\n\r\n`,
+        );
+        const [rec] = await newRecords(env.proxy, before, 1);
+        assert.notEqual(rec.decision, "allow", `${s}: ${a.responses[0].statusLine}`);
+      });
+    }
+    assert.deepEqual(seenPaths(env.origin), []);
+    const ok = await attempt(env.proxy.port, `GET http://${h}/ok HTTP/1.1\r\nHost: ${h}\r\n\r\n`);
+    assert.equal(ok.responses[0].status, 404, "allowed: the origin answered (it has no /ok)");
+    assert.deepEqual(seenPaths(env.origin), ["/ok"]);
+  } finally {
+    await env.close();
+  }
+});

@@ -33,6 +33,15 @@ const RESTS = [
   "/a?",
   "/..%2e/x",
   "/a/.%2E/b",
+  // A stray % next to escapes: decoding must not make new escapes (%%32e is not %2e).
+  "/a/%%32e%%32e/b",
+  "/secret/%%32e%%32e/ok",
+  "/%%41a",
+  "/%",
+  "/a%",
+  "/a%2",
+  "/100%?q=50%&r=%zz",
+  "/%%%32%65",
 ];
 
 Deno.test("forwardedPathQuery is what parseAbsoluteForm forwards", () => {
@@ -51,6 +60,28 @@ Deno.test("normalisePath is idempotent on what it forwards", () => {
     const once = forwardedPathQuery(rest)!;
     assert.equal(normalisePath(once), once, JSON.stringify(rest));
   }
+});
+
+Deno.test("normalisePath is idempotent on random spellings with stray %", () => {
+  // Bounded: a fixed seed, a few thousand short targets over a hostile alphabet.
+  let seed = 12345;
+  const rand = (n: number) => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+  const alphabet = ["%", "2", "e", "E", "3", "4", "1", "f", "/", ".", "a", "?", "%2e", "%25"];
+  for (let i = 0; i < 5000; i++) {
+    let rest = "/";
+    for (let j = 0, n = 1 + rand(12); j < n; j++) rest += alphabet[rand(alphabet.length)];
+    const once = normalisePath(rest);
+    assert.equal(normalisePath(once), once, JSON.stringify(rest));
+  }
+});
+
+Deno.test("a stray % never becomes a dot segment upstream", () => {
+  assert.equal(normalisePath("/secret/%%32e%%32e/ok"), "/secret/%252e%252e/ok");
+  assert.equal(normalisePath("/%%41a"), "/%25Aa");
+  assert.equal(normalisePath("/100%?q=50%"), "/100%25?q=50%25");
 });
 
 Deno.test("the forwarded form is never looser than the canonical form", () => {
