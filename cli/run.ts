@@ -342,7 +342,10 @@ export async function runProxy(
   cleanup.push(() => log.close(), () => records.close(), () => broker.close());
 
   const warnPassthrough = (set: RuleSet) => {
-    if (!config.intercept) return;
+    if (!config.intercept) {
+      for (const line of undecryptedDenyWarnings(set)) warn(line);
+      return;
+    }
     for (const line of passthrough.warnings(set)) warn(line);
   };
 
@@ -397,7 +400,9 @@ export async function runProxy(
         hostname: config.listen,
         port: config.port,
         resolve: config.resolve,
-        decide: (input, signal) => broker.decide(input, signal),
+        decide: (input, signal) =>
+          (config.intercept ? undefined : refuseUndecryptable(rules.current, input)) ??
+            broker.decide(input, signal),
         // A tunnel that turned passthrough since `intercepts()` is decided like
         // any relayed tunnel (rules, then the prompt).
         decideTunnel: (input, signal) =>
@@ -564,6 +569,36 @@ export function decideInterceptedTunnel(
     source: "policy",
     reason: "HTTPS intercepted: each request is decided on its own",
   };
+}
+
+/**
+ * With `--no-intercept`, a CONNECT is decided on its host alone, so a deny URL
+ * rule for its host and port could not be enforced on what the tunnel
+ * carries: such a CONNECT is denied (fail closed) instead of relayed.
+ * Undefined for every other request.
+ */
+export function refuseUndecryptable(
+  set: RuleSet,
+  input: DecideInput,
+): Promise<FinalDecision> | undefined {
+  if (input.method !== "CONNECT") return undefined;
+  const { host, port } = input.target;
+  const rule = set.denyUrlRuleFor(host, port);
+  if (!rule) return undefined;
+  return Promise.resolve({
+    action: "deny",
+    source: "policy",
+    reason: `deny URL rule "${rule.pattern}" needs HTTPS decrypted, and --no-intercept is set ` +
+      `(fail closed)`,
+  });
+}
+
+/** What to tell the operator about the tunnels {@linkcode refuseUndecryptable} denies. */
+export function undecryptedDenyWarnings(set: RuleSet): string[] {
+  return set.httpsDenyTargets().map(({ host, port, rule }) =>
+    `--no-intercept: every CONNECT to ${hostPort(host, port)} is denied: the deny URL rule ` +
+    `"${rule.pattern}" can only be enforced on decrypted HTTPS (deny or allow the host instead)`
+  );
 }
 
 /**

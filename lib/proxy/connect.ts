@@ -88,7 +88,10 @@ export async function serveConnect(s: HttpSession, head: RequestHead, ex: Exchan
   try {
     if (known !== true) {
       dialled = await ctx.dialer.dial(host, port, exempt);
-    } else {
+    } else if (decision.source === "rule") {
+      // A rule opened the tunnel as a whole ("*", a wildcard). One decided
+      // per request ("policy") may yet see a URL rule naming this exact
+      // address, which lifts the protection for that request.
       const refused = await certainRefusal(ctx.dialer, host, port, exempt);
       if (refused) throw refused;
     }
@@ -121,30 +124,47 @@ export async function serveConnect(s: HttpSession, head: RequestHead, ex: Exchan
 }
 
 /**
- * Relays a checked tunnel: what the reader holds (the ClientHello), then
- * both ways, until both sides closed or no byte moved either way for
+ * Relays a checked tunnel: `taken` (bytes already taken out of the reader,
+ * from the ClientHello on), then what the reader holds, then both ways,
+ * until both sides closed or no byte moved either way for
  * `tunnelIdleTimeoutMs`.
  */
-async function relayTunnel(s: HttpSession, ex: Exchange, dialled: Dialled): Promise<void> {
+async function relayTunnel(
+  s: HttpSession,
+  ex: Exchange,
+  dialled: Dialled,
+  taken?: Uint8Array,
+): Promise<void> {
   const counts = { up: 0, down: 0 };
   let notTls: TlsRecordError | undefined;
   const watch = tunnelWatch(s, dialled.conn);
   s.setRelay(dialled.conn);
+  // The client's side must stay TLS records from its ClientHello on: the
+  // tunnel was allowed for TLS to this host (see TlsRecordStream).
+  const records = new TlsRecordStream();
+  const checkUp = (bytes: Uint8Array) => {
+    try {
+      records.push(bytes);
+    } catch (e) {
+      notTls = e as TlsRecordError;
+      throw e;
+    }
+  };
   try {
+    if (taken) {
+      try {
+        checkUp(taken);
+      } catch {
+        closeQuietly(s.conn);
+        return;
+      }
+      await writeAll(dialled.conn, taken);
+      counts.up += taken.length;
+    }
     const upstream = new BufferedReader(dialled.conn, { initialSize: RELAY_QUIET_SIZE });
     s.reader.streamSize = upstream.streamSize = RELAY_STREAM_SIZE;
     s.reader.quietSize = RELAY_QUIET_SIZE;
-    // The client's side must stay TLS records after its ClientHello: the
-    // tunnel was allowed for TLS to this host (see TlsRecordStream).
-    const records = new TlsRecordStream();
-    await relay(s.reader, s.conn, upstream, dialled.conn, counts, watch, (bytes) => {
-      try {
-        records.push(bytes);
-      } catch (e) {
-        notTls = e as TlsRecordError;
-        throw e;
-      }
-    });
+    await relay(s.reader, s.conn, upstream, dialled.conn, counts, watch, checkUp);
   } finally {
     watch.stop();
     s.setRelay(undefined);
@@ -321,9 +341,7 @@ async function intercept(
       }
     }
     try {
-      await writeAll(dialled.conn, prefix);
-      ex.bytesUp = prefix.length;
-      await relayTunnel(s, ex, dialled);
+      await relayTunnel(s, ex, dialled, prefix);
     } catch (e) {
       ex.error = `tunnel to ${host}:${port} failed: ${ioErrorText(e)}`;
     } finally {

@@ -368,9 +368,14 @@ export class RuleSet {
    * never passthrough: not by a rule, and not by `--passthrough`.
    */
   hasDenyUrlRulesFor(host: string, port: number): boolean {
-    if (this.#httpsDenyHostPorts.size === 0) return false;
+    return this.denyUrlRuleFor(host, port) !== undefined;
+  }
+
+  /** A deny URL rule {@linkcode RuleSet.hasDenyUrlRulesFor} counts for `host:port`, if any. */
+  denyUrlRuleFor(host: string, port: number): Rule | undefined {
+    if (this.#httpsDenyHostPorts.size === 0) return undefined;
     const h = normaliseOrUndefined(host);
-    return h !== undefined && this.#httpsDenyHostPorts.has(hostPortKey(h, port));
+    return h === undefined ? undefined : this.#httpsDenyHostPorts.get(hostPortKey(h, port));
   }
 
   /**

@@ -113,7 +113,9 @@ export async function createInterceptor(options: InterceptorOptions): Promise<Tu
       if (offers.length > 0 && !offers.includes("http/1.1")) {
         closeQuietly(req.conn);
         throw new InterceptError(
-          `client offers only ${offers.join(", ")} by ALPN; netmonitor intercepts HTTP/1.1 only: ` +
+          `client offers only ${
+            describeOffers(offers)
+          } by ALPN; netmonitor intercepts HTTP/1.1 only: ` +
             `add --passthrough ${req.host} ${orRule(req.host)} to relay it undecrypted`,
         );
       }
@@ -216,4 +218,16 @@ function closeQuietly(c: { close(): void }): void {
   } catch {
     // already closed
   }
+}
+
+/**
+ * ALPN names as the record shows them: the client picks them (up to 64 KiB of
+ * bytes), so at most a few, each quoted if odd and cut short.
+ */
+export function describeOffers(offers: string[]): string {
+  const shown = offers.slice(0, 4).map((o) =>
+    /^[\x21-\x7e]{1,32}$/.test(o) ? o : JSON.stringify(o.length > 32 ? o.slice(0, 32) + "..." : o)
+  );
+  const more = offers.length - shown.length;
+  return shown.join(", ") + (more > 0 ? ` (and ${more} more)` : "");
 }

@@ -316,6 +316,54 @@ Deno.test("e2e status: who runs for the data dir and where it listens; prompt ha
   });
 });
 
+Deno.test({
+  name: "e2e run: with --no-intercept, a host with a deny URL rule gets no tunnel (fail closed)",
+  ignore: noCurl,
+  async fn() {
+    const origin = await startOrigin({ tls: true });
+    await withDataDir(async (dir) => {
+      const p = origin.port;
+      await Deno.writeTextFile(
+        rulesFile(dir),
+        `{ "https://origin.test:${p}/secret": "deny-url", "origin.test": "allow-domain" }`,
+      );
+      const run = await startRun(dir, [
+        "--no-intercept",
+        "--non-interactive",
+        "--resolve",
+        `origin.test:${p}:127.0.0.1`,
+      ]);
+      try {
+        const r = await curl(run.port, [
+          "--cacert",
+          TEST_CA_PATH,
+          "-w",
+          "%{http_connect}",
+          "-o",
+          "/dev/null",
+          `https://origin.test:${p}/secret`,
+        ]);
+        assert.equal(r.stdout, "403", r.stderr);
+        await run.waitFor(/DENY\s+CONNECT\s+403 origin\.test:\d+/);
+      } finally {
+        assert.equal(await run.stop(), 0);
+      }
+      const err = await run.err;
+      assert.match(
+        err,
+        new RegExp(
+          `--no-intercept: every CONNECT to origin\\.test:${p} is denied: the deny URL rule`,
+        ),
+      );
+      const rec = JSON.parse((await Deno.readTextFile(join(dir, "network-access.log"))).trim());
+      assert.deepEqual([rec.method, rec.decision, rec.source], ["CONNECT", "deny", "policy"]);
+      assert.match(rec.reason, /needs HTTPS decrypted, and --no-intercept is set/);
+      assert.equal(origin.requests.length, 0);
+    });
+    await origin.close();
+  },
+});
+
 Deno.test("e2e run: bad flags are usage errors (exit 2); a busy port is a clear error (exit 1)", async () => {
   await withDataDir(async (dir) => {
     for (

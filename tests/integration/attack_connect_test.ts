@@ -482,3 +482,43 @@ Deno.test("attack connect: plain text after a valid ClientHello is not relayed",
     await env.close();
   }
 });
+
+Deno.test("attack connect: a tunnel that turns passthrough after its CONNECT checks its first bytes too", async () => {
+  // The interceptor was going to decrypt it, then declines (a passthrough rule
+  // arrived meanwhile): the ClientHello and what came with it are relayed by
+  // the same checked path as any tunnel.
+  const origin = startRecordingOrigin();
+  const p = origin.port;
+  const proxy = await startTestProxy({
+    rules: { "allowed.test": "allow" },
+    resolve: [["allowed.test", p, "127.0.0.1"]],
+    intercept: { intercepts: () => true, intercept: () => Promise.resolve(null) },
+  });
+  const hello = tlsRecords(clientHello({ sni: ["allowed.test"] }));
+  try {
+    const c = await allowedTunnel({ proxy, p });
+    try {
+      await c.send(concat(hello, latin1("GET /secret HTTP/1.1\r\nHost: allowed.test\r\n\r\n")));
+      const [rec] = await proxy.waitRecords(1);
+      assert.deepEqual([rec.decision, rec.source], ["deny", "policy"]);
+      assert.match(rec.reason, /after the ClientHello is not TLS/);
+      assert.match(rec.error ?? "", new RegExp(`not a TLS record at byte ${hello.length} of`));
+    } finally {
+      c.close();
+    }
+    const sent = new TextDecoder("latin1").decode(concat(...origin.received.filter((b) => b)));
+    assert.equal(sent.includes("GET "), false, "no plain text reached the origin");
+    // A well-behaved tunnel through the same path still works.
+    const before = originBytes(origin);
+    const ok = await allowedTunnel({ proxy, p });
+    try {
+      await ok.send(hello);
+      assert.ok(await originGot(origin, before + hello.length), "the hello went through");
+    } finally {
+      ok.close();
+    }
+  } finally {
+    await proxy.close();
+    await origin.close();
+  }
+});

@@ -422,3 +422,26 @@ Deno.test("intercept: a CONNECT to a protected address is refused at once, not o
     await s.close();
   }
 });
+
+Deno.test("intercept: an allow URL rule naming an exact IP reaches it over HTTPS", async () => {
+  const s = await setup((p) => ({ [`https://127.0.0.1:${p}/hello`]: "allow" }));
+  try {
+    const url = `https://127.0.0.1:${s.origin.port}`;
+    const ok = await curl(s, ["--cacert", caPath, `${url}/hello`]);
+    assert.equal(ok.stdout, "hello from origin", ok.stderr);
+    // Another path on the same address: no rule names it, so protection holds.
+    const no = await curl(s, [
+      "--cacert",
+      caPath,
+      "-w",
+      "%{http_code}",
+      "-o",
+      "/dev/null",
+      `${url}/echo`,
+    ]);
+    assert.equal(no.stdout, "403");
+    assert.equal(s.origin.requests.length, 1);
+  } finally {
+    await s.close();
+  }
+});
