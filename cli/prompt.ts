@@ -9,6 +9,7 @@ import type { Command } from "commander";
 import { connectControl, NoProxyError } from "../lib/decide/control.ts";
 import type { CliContext } from "./mod.ts";
 import type { ResolvedMessage } from "../lib/decide/protocol.ts";
+import { listProxies } from "./status.ts";
 import { PromptClosedError } from "../lib/decide/types.ts";
 import {
   createTerminalPrompter,
@@ -35,7 +36,7 @@ export function registerPromptCommand(program: Command, ctx: CliContext): void {
         "runs with --non-interactive.",
     )
     .action(async () => {
-      ctx.exitCode = await promptCommand(ctx.paths.controlSocket, ctx);
+      ctx.exitCode = await promptCommand(ctx.paths.controlSocket, ctx, ctx.paths.proxiesDir);
     });
 }
 
@@ -46,6 +47,7 @@ export function registerPromptCommand(program: Command, ctx: CliContext): void {
 export async function promptCommand(
   socketPath: string,
   out: { stdout(text: string): void; stderr(text: string): void },
+  proxiesDir?: string,
 ): Promise<number> {
   // Typed-ahead lines are dropped on a terminal (a stray Enter must not answer
   // a future prompt), kept when answers are piped in.
@@ -55,11 +57,16 @@ export async function promptCommand(
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   try {
-    return await promptLoop(socketPath, {
-      lines,
-      write: out.stdout,
-      error: out.stderr,
-    }, ac.signal);
+    return await promptLoop(
+      socketPath,
+      {
+        lines,
+        write: out.stdout,
+        error: out.stderr,
+      },
+      ac.signal,
+      proxiesDir,
+    );
   } finally {
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
@@ -79,32 +86,36 @@ export interface PromptCommandIO {
 /**
  * Attaches to the proxy at `socketPath` and answers its prompts until the
  * proxy goes away, input ends, or `signal` aborts (Ctrl-C). Returns the exit
- * code: 0 after a clean detach, 1 when no proxy is running or it never prompts.
+ * code: 0 after a clean detach, 1 when no proxy is running or it never prompts
+ * (`proxiesDir`: where to look for one that never prompts, to say so).
  */
 export async function promptLoop(
   socketPath: string,
   io: PromptCommandIO,
   signal?: AbortSignal,
+  proxiesDir?: string,
 ): Promise<number> {
   let client;
   try {
     client = await connectControl(socketPath);
   } catch (err) {
     if (err instanceof NoProxyError) {
+      const quiet = proxiesDir === undefined
+        ? []
+        : (await listProxies(proxiesDir).catch(() => [])).filter((p) => p.prompts === false);
+      if (quiet.length > 0) {
+        io.error(
+          `error: the netmonitor proxy (pid ${quiet.map((p) => p.pid).join(", ")}) runs with ` +
+            `--non-interactive: it answers every request by itself, so no prompt will come.\n`,
+        );
+        io.error("Restart it without --non-interactive to answer its requests here.\n");
+        return 1;
+      }
       io.error(`error: ${err.message}\n`);
       io.error("Start one with `netmonitor run` (or docker/run-monitored.sh), then try again.\n");
       return 1;
     }
     throw err;
-  }
-  if (client.hello.prompts === false) {
-    client.close();
-    io.error(
-      `error: the netmonitor proxy (pid ${client.hello.pid}) runs with --non-interactive: ` +
-        `it answers every request by itself, so no prompt will come.\n`,
-    );
-    io.error("Restart it without --non-interactive to answer its requests here.\n");
-    return 1;
   }
   const me = client.hello.name;
   io.write(

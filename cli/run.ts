@@ -371,28 +371,38 @@ export async function runProxy(
       }
     }
 
-    // Even a proxy that never prompts opens the socket: `netmonitor status`
-    // (and run-monitored.sh, before it reuses a proxy) asks it where it listens.
-    let control: ControlServer | undefined;
+    // Where this proxy listens and whether it prompts, for `netmonitor
+    // status` (and run-monitored.sh, before it reuses a proxy): one socket per
+    // proxy, since several that never prompt may share a data dir (one per
+    // Docker network). Only the proxy that prompts owns netmonitor.sock.
     const prompts = config.mode !== "non-interactive";
-    try {
-      control = await startControlServer(broker, paths.controlSocket, {
-        describe: () => ({
-          prompts,
-          ...(proxy ? { listen: hostPort(proxy.addr.hostname, proxy.addr.port) } : {}),
-        }),
-      });
-      cleanup.push(() => control!.close());
-    } catch (e) {
-      // Another proxy owning this data dir, or prompts that only the socket
-      // could answer: fatal. Otherwise the terminal still answers. A proxy
-      // that never prompts may share the data dir (one per Docker network).
-      if (prompts && (e instanceof ControlSocketBusyError || config.mode === "socket")) throw e;
-      warn(
-        prompts
-          ? `${(e as Error).message}; \`netmonitor prompt\` cannot attach`
-          : `${(e as Error).message}; \`netmonitor status\` cannot see this proxy`,
-      );
+    const describe = () => ({
+      prompts,
+      ...(proxy ? { listen: hostPort(proxy.addr.hostname, proxy.addr.port) } : {}),
+    });
+    if (Deno.build.os !== "windows") {
+      try {
+        const status = await startControlServer(
+          broker,
+          `${paths.proxiesDir}/${Deno.pid}.sock`,
+          { describe, prompters: false },
+        );
+        cleanup.push(() => status.close());
+      } catch (e) {
+        warn(`${(e as Error).message}; \`netmonitor status\` cannot see this proxy`);
+      }
+    }
+    let control: ControlServer | undefined;
+    if (prompts) {
+      try {
+        control = await startControlServer(broker, paths.controlSocket, { describe });
+        cleanup.push(() => control!.close());
+      } catch (e) {
+        // Another proxy owning this data dir, or prompts that only the socket
+        // could answer: fatal. Otherwise the terminal still answers.
+        if (e instanceof ControlSocketBusyError || config.mode === "socket") throw e;
+        warn(`${(e as Error).message}; \`netmonitor prompt\` cannot attach`);
+      }
     }
 
     try {

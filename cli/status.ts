@@ -1,95 +1,112 @@
 /**
- * `netmonitor status`: is a proxy running for this data dir, where does it
- * listen, and does it prompt? Asked through the control socket, which only a
- * live proxy answers.
+ * `netmonitor status`: which proxies run for this data dir, where they listen,
+ * and whether they prompt. Each proxy answers on its own status socket,
+ * `<data-dir>/proxies/PID.sock`, which only a live proxy answers (so a proxy
+ * that died cannot be listed); sockets nobody answers are removed.
  *
  * @module
  */
 
 import type { Command } from "commander";
 import { connectControl, NoProxyError } from "../lib/decide/control.ts";
-import type { HelloMessage } from "../lib/decide/protocol.ts";
-import { CliError } from "./_errors.ts";
 import type { CliContext } from "./mod.ts";
 
 /** Exit code when no proxy is running (as `systemctl status` does). */
 export const EXIT_NOT_RUNNING = 3;
 
 /** How long a proxy gets to greet before it counts as hung, ms. */
-const GREETING_TIMEOUT_MS = 5000;
+const GREETING_TIMEOUT_MS = 3000;
+
+/** One running proxy. */
+export interface ProxyInfo {
+  pid: number;
+  /** `ADDR:PORT`; absent while the proxy is still starting. */
+  listen?: string;
+  prompts?: boolean;
+  /** Set when it did not greet in time. */
+  hung?: true;
+}
 
 /** What `status --json` prints. */
 export interface ProxyStatus {
   running: boolean;
   dataDir: string;
-  pid?: number;
-  /** `ADDR:PORT`; absent while the proxy is still starting. */
-  listen?: string;
-  prompts?: boolean;
+  proxies: ProxyInfo[];
 }
 
 /** Registers `netmonitor status`. */
 export function registerStatusCommand(program: Command, ctx: CliContext): void {
   program
     .command("status")
-    .description("show whether a proxy is running for the data dir, and where it listens")
+    .description("show the proxies running for the data dir, where they listen, whether they ask")
     .option("--json", "print one JSON object instead of text")
     .addHelpText(
       "after",
       "\nExits 0 when a proxy is running, 3 when none is, 1 on other errors.",
     )
     .action(async (opts: { json?: boolean }) => {
-      const status = await proxyStatus(ctx.paths.controlSocket, ctx.paths.dir);
+      const proxies = await listProxies(ctx.paths.proxiesDir);
+      const status = { running: proxies.length > 0, dataDir: ctx.paths.dir, proxies };
       ctx.stdout(opts.json ? JSON.stringify(status) + "\n" : formatStatus(status));
       if (!status.running) ctx.exitCode = EXIT_NOT_RUNNING;
     });
 }
 
-/** Asks the control socket at `socketPath` who is running. */
-export async function proxyStatus(socketPath: string, dataDir: string): Promise<ProxyStatus> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const hung = new Promise<never>((_, reject) => {
-    timer = setTimeout(
-      () =>
-        reject(
-          new CliError(
-            `The netmonitor proxy did not answer on ${socketPath} within ` +
-              `${GREETING_TIMEOUT_MS / 1000} s; it may be hung`,
-          ),
-        ),
-      GREETING_TIMEOUT_MS,
-    );
-  });
-  let hello: Omit<HelloMessage, "type">;
+/** The proxies that answer on a status socket in `dir`, by pid. */
+export async function listProxies(dir: string): Promise<ProxyInfo[]> {
+  let names: string[];
   try {
-    const client = await Promise.race([connectControl(socketPath), hung]);
-    hello = client.hello;
-    client.close();
+    names = (await Array.fromAsync(Deno.readDir(dir)))
+      .filter((e) => /^\d+\.sock$/.test(e.name))
+      .map((e) => e.name);
   } catch (e) {
-    if (e instanceof NoProxyError) return { running: false, dataDir };
+    if (e instanceof Deno.errors.NotFound) return [];
     throw e;
+  }
+  const found = await Promise.all(names.map((n) => ask(`${dir}/${n}`, Number.parseInt(n))));
+  return found.filter((p) => p !== undefined).sort((a, b) => a.pid - b.pid);
+}
+
+async function ask(path: string, pid: number): Promise<ProxyInfo | undefined> {
+  const connecting = connectControl(path);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const hung = new Promise<"hung">((r) => timer = setTimeout(() => r("hung"), GREETING_TIMEOUT_MS));
+  try {
+    const client = await Promise.race([connecting, hung]);
+    if (client === "hung") {
+      connecting.then((c) => c.close(), () => {});
+      return { pid, hung: true };
+    }
+    client.close();
+    const { pid: helloPid, listen, prompts } = client.hello;
+    return {
+      pid: helloPid,
+      ...(listen !== undefined ? { listen } : {}),
+      ...(prompts !== undefined ? { prompts } : {}),
+    };
+  } catch (e) {
+    if (!(e instanceof NoProxyError)) throw e;
+    // Nobody answers: a proxy that died without cleaning up.
+    await Deno.remove(path).catch(() => {});
+    return undefined;
   } finally {
     clearTimeout(timer);
   }
-  return {
-    running: true,
-    dataDir,
-    pid: hello.pid,
-    ...(hello.listen !== undefined ? { listen: hello.listen } : {}),
-    ...(hello.prompts !== undefined ? { prompts: hello.prompts } : {}),
-  };
 }
 
 /** The text `netmonitor status` prints. */
 export function formatStatus(s: ProxyStatus): string {
   if (!s.running) return `No netmonitor proxy is running for ${s.dataDir}\n`;
-  const prompts = s.prompts === undefined
-    ? "unknown"
-    : s.prompts
-    ? "yes (on its terminal, or `netmonitor prompt`)"
-    : "no (--non-interactive: it answers by itself)";
-  return `netmonitor proxy running (pid ${s.pid})\n` +
-    `  listening: ${s.listen !== undefined ? `http://${s.listen}` : "not yet (starting)"}\n` +
-    `  prompts:   ${prompts}\n` +
-    `  data dir:  ${s.dataDir}\n`;
+  const blocks = s.proxies.map((p) => {
+    if (p.hung) return `netmonitor proxy (pid ${p.pid}) did not answer: it may be hung\n`;
+    const prompts = p.prompts === undefined
+      ? "unknown"
+      : p.prompts
+      ? "yes (on its terminal, or `netmonitor prompt`)"
+      : "no (--non-interactive: it answers by itself)";
+    return `netmonitor proxy running (pid ${p.pid})\n` +
+      `  listening: ${p.listen !== undefined ? `http://${p.listen}` : "not yet (starting)"}\n` +
+      `  prompts:   ${prompts}\n`;
+  });
+  return blocks.join("") + `data dir: ${s.dataDir}\n`;
 }

@@ -13,8 +13,9 @@ Usage: docker/run-monitored.sh [OPTIONS] [IMAGE] [COMMAND...]
 
 Runs IMAGE (default: the image's command, usually a shell) on an internal Docker network
 whose only way out is the netmonitor proxy on the host:
-  - makes sure a proxy listens on the network's gateway: reuses a running netmonitor (anything
-    else on that port is refused), or starts
+  - makes sure a proxy listens on the network's gateway: reuses the data dir's own running
+    netmonitor (anything else on that port is refused, a netmonitor of another data dir too),
+    or starts
     `netmonitor run --listen GATEWAY --port PORT` in the background (output in
     DATA_DIR/netmonitor-proxy-GATEWAY-PORT.out) and stops it again when the last container
     that uses it exits;
@@ -205,17 +206,17 @@ is_our_proxy() {
   esac
 }
 
-# True when the netmonitor answering on this gateway and port belongs to this data dir: the data
-# dir's proxy says it listens there (netmonitor status; 0.0.0.0 and :: listen everywhere), or it
-# is the one a run of this script started for this network (pid file, process still running as
-# started). A proxy of another data dir would hold the container to other rules and prompts.
+# True when the netmonitor answering on this gateway and port belongs to this data dir: one of
+# the data dir's proxies says it listens there ($1: `netmonitor status --json`; 0.0.0.0 listens
+# on every IPv4 address, so nothing else can hold the gateway's port), or it is the one a run of
+# this script started for this network (pid file, process running with the same arguments). A
+# proxy of another data dir would hold the container to other rules and prompts.
 owns_port() {
-  local status pid
-  status=$(nm_netmonitor status --json 2>/dev/null) || status=""
-  case $status in
-    *"\"listen\":\"$gateway:$port\""* | *"\"listen\":\"0.0.0.0:$port\""* | *"\"listen\":\"[::]:$port\""*) return 0 ;;
+  local pid
+  case $1 in
+    *"\"listen\":\"$gateway:$port\""* | *"\"listen\":\"0.0.0.0:$port\""*) return 0 ;;
   esac
-  read -r pid _ <"$pid_file" 2>/dev/null && [ -n "$pid" ] && is_our_proxy "$pid"
+  [ -r "$pid_file" ] && read -r pid _ <"$pid_file" && [ -n "$pid" ] && is_our_proxy "$pid"
 }
 
 # Stops the proxy whose process group leader is $1; waits up to 10 s.
@@ -357,9 +358,11 @@ pid_file="$data_dir/netmonitor-proxy-$gateway-$port.pid"
 # says about this gateway and port, so that proxy is stopped like any other.
 legacy_pid_file="$data_dir/netmonitor-proxy.pid"
 if [ -f "$legacy_pid_file" ] && [ ! -e "$pid_file" ]; then
-  read -r _ legacy_gateway legacy_port _ <"$legacy_pid_file"
+  legacy_gateway="" legacy_port=""
+  read -r _ legacy_gateway legacy_port _ <"$legacy_pid_file" || true
   if [ "$legacy_gateway" = "$gateway" ] && [ "$legacy_port" = "$port" ]; then
-    mv "$legacy_pid_file" "$pid_file"
+    mv "$legacy_pid_file" "$pid_file" ||
+      nm_warn "cannot take over $legacy_pid_file; the proxy it names is not stopped by this run"
   fi
 fi
 
@@ -370,12 +373,10 @@ if nm_port_open "$gateway" "$port"; then
     foreign_listener=1
     nm_die "$gateway:$port is in use by something that is not a netmonitor proxy; the container would reach it directly. Stop it, or choose another port with --port"
   }
-  if ! owns_port; then
-    case $(nm_netmonitor status --json 2>/dev/null) in
-      *'"running":true'*) ;;
-      *) nm_die "$gateway:$port is served by a netmonitor proxy of another data dir (not $data_dir); the container would be held to its rules and prompts, not this data dir's. Stop it, or choose another port with --port" ;;
-    esac
-    nm_die "$gateway:$port is served by a netmonitor proxy, but this data dir's proxy does not say it listens there ($(nm_netmonitor status 2>&1 | tr '\n' ' ')); if it is an older netmonitor, stop it and run again"
+  proxies=$(nm_netmonitor status --json 2>/dev/null) || proxies=""
+  if ! owns_port "$proxies"; then
+    listens=$(grep -o '"listen":"[^"]*"' <<<"$proxies" | cut -d'"' -f4 | paste -sd ' ' -) || true
+    nm_die "$gateway:$port is served by a netmonitor proxy that is not one of $data_dir's (they listen on: ${listens:-nothing}): another data dir's, whose rules and prompts the container would get, or an older netmonitor that \`netmonitor status\` cannot see. Stop it, or choose another port with --port"
   fi
   reused_proxy=1
 fi

@@ -16,8 +16,10 @@ export interface DataPaths {
   caCert: string;
   /** netmonitor-ca-key.pem */
   caKey: string;
-  /** netmonitor.sock */
+  /** netmonitor.sock: prompts, for the proxy that asks (`netmonitor prompt`) */
   controlSocket: string;
+  /** proxies/: one status socket per running proxy, `PID.sock` (`netmonitor status`) */
+  proxiesDir: string;
 }
 
 /** The directory name under the home directory, as in the original design. */
@@ -43,6 +45,7 @@ export function dataPaths(explicitDir?: string): DataPaths {
     caCert: join(dir, "netmonitor-ca.pem"),
     caKey: join(dir, "netmonitor-ca-key.pem"),
     controlSocket: join(dir, "netmonitor.sock"),
+    proxiesDir: join(dir, "proxies"),
   };
 }
 

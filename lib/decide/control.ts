@@ -66,6 +66,11 @@ export interface ControlServerOptions {
    * Default: nothing.
    */
   describe?: () => ProxyDescription;
+  /**
+   * Whether clients are shown prompts (registered with the broker). False
+   * for a socket that only says who the proxy is. Default true.
+   */
+  prompters?: boolean;
 }
 
 /** The proxy as the control socket's hello describes it. */
@@ -189,6 +194,7 @@ class Server implements ControlServer {
   readonly #maxLine: number;
   readonly #maxClients: number;
   readonly #describe: () => ProxyDescription;
+  readonly #prompters: boolean;
   #unsubscribe?: () => void;
   #closed = false;
   #seq = 0;
@@ -203,6 +209,7 @@ class Server implements ControlServer {
     this.#maxLine = opts.maxLineBytes ?? MAX_CLIENT_LINE;
     this.#maxClients = opts.maxClients ?? 32;
     this.#describe = opts.describe ?? (() => ({}));
+    this.#prompters = opts.prompters ?? true;
   }
 
   get clients(): number {
@@ -241,7 +248,13 @@ class Server implements ControlServer {
         conn.close();
         return;
       }
-      const s = new Session(conn, `prompt#${++this.#seq}`, this.#maxLine, this.#describe());
+      const s = new Session(
+        conn,
+        `prompt#${++this.#seq}`,
+        this.#maxLine,
+        this.#describe(),
+        this.#prompters,
+      );
       if (this.#sessions.size >= this.#maxClients) {
         this.#track(s.refuse(`too many prompt clients (limit ${this.#maxClients})`));
         continue;
@@ -296,6 +309,7 @@ class Session implements NamedPrompter {
     readonly name: string,
     readonly maxLine: number,
     readonly proxy: ProxyDescription,
+    readonly prompter: boolean,
   ) {}
 
   ask(request: PendingRequest, signal: AbortSignal): Promise<PromptAnswer> {
@@ -343,8 +357,8 @@ class Session implements NamedPrompter {
       pid: Deno.pid,
       ...this.proxy,
     });
-    // A proxy that never prompts has nothing to show; the client may still ask who it is.
-    if (this.proxy.prompts !== false) this.#detach = broker.addPrompter(this);
+    // A socket that only says who the proxy is shows no prompts.
+    if (this.prompter) this.#detach = broker.addPrompter(this);
     const splitter = new LineSplitter(this.maxLine);
     const buf = new Uint8Array(16 * 1024);
     try {

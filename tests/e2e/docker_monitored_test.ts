@@ -327,8 +327,8 @@ Deno.test({
       assert.match(
         res.stderr,
         new RegExp(
-          `${m.gateway}:${m.port} is served by a netmonitor proxy of another data dir ` +
-            `\\(not ${m.dataDir}\\)`,
+          `${m.gateway}:${m.port} is served by a netmonitor proxy that is not one of ` +
+            `${m.dataDir}'s \\(they listen on: nothing\\): another data dir's`,
         ),
       );
       assert.doesNotMatch(res.stdout, /container-ran/);

@@ -83,7 +83,7 @@ Deno.test("docker scripts: manage-firewall.sh --status says whether the data dir
     assert.equal(none.code, 3, none.stderr);
     assert.equal(none.stdout, `No netmonitor proxy is running for ${dir}\n`);
     const json = await runScript("manage-firewall.sh", ["--status", "--json"], env);
-    assert.deepEqual(JSON.parse(json.stdout), { running: false, dataDir: dir });
+    assert.deepEqual(JSON.parse(json.stdout), { running: false, dataDir: dir, proxies: [] });
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

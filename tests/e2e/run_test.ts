@@ -273,44 +273,68 @@ Deno.test({
   },
 });
 
-Deno.test("e2e status: who runs for the data dir and where it listens; prompt has nothing to answer", async () => {
+Deno.test("e2e status: every proxy of the data dir, where it listens and whether it asks", async () => {
   await withDataDir(async (dir) => {
     const none = await runCli(["status"], { dataDir: dir });
     assert.equal(none.code, 3, none.stderr);
     assert.equal(none.stdout, `No netmonitor proxy is running for ${dir}\n`);
     const noneJson = await runCli(["status", "--json"], { dataDir: dir });
-    assert.deepEqual(JSON.parse(noneJson.stdout), { running: false, dataDir: dir });
+    assert.deepEqual(JSON.parse(noneJson.stdout), { running: false, dataDir: dir, proxies: [] });
 
-    const run = await startRun(dir, ["--non-interactive", "--no-intercept"]);
-    // A second proxy of the same data dir (another Docker network) still starts.
+    // Two that never prompt (one per Docker network, say), then one that asks.
+    const quiet = await startRun(dir, ["--non-interactive", "--no-intercept"]);
     const second = await startRun(dir, ["--non-interactive", "--no-intercept"]);
+    let asking: Running | undefined;
     try {
-      const text = await runCli(["status"], { dataDir: dir });
-      assert.equal(text.code, 0, text.stderr);
-      assert.match(
-        text.stdout,
-        new RegExp(`^netmonitor proxy running \\(pid ${run.child.pid}\\)\n`),
-      );
-      assert.match(text.stdout, new RegExp(`listening: http://127\\.0\\.0\\.1:${run.port}\n`));
-      assert.match(text.stdout, /prompts: +no \(--non-interactive/);
-      const json = JSON.parse((await runCli(["status", "--json"], { dataDir: dir })).stdout);
-      assert.deepEqual(json, {
-        running: true,
-        dataDir: dir,
-        pid: run.child.pid,
-        listen: `127.0.0.1:${run.port}`,
-        prompts: false,
-      });
       const prompt = await runCli(["prompt"], { dataDir: dir });
       assert.equal(prompt.code, 1);
       assert.match(
         prompt.stderr,
         /runs with --non-interactive: it answers every request by itself/,
       );
+      asking = await startRun(dir, ["--prompt-via", "socket", "--no-intercept"]);
+      const text = await runCli(["status"], { dataDir: dir });
+      assert.equal(text.code, 0, text.stderr);
+      assert.match(
+        text.stdout,
+        new RegExp(
+          `netmonitor proxy running \\(pid ${quiet.child.pid}\\)\n` +
+            `  listening: http://127\\.0\\.0\\.1:${quiet.port}\n  prompts: +no \\(--non-interactive`,
+        ),
+      );
+      assert.match(
+        text.stdout,
+        new RegExp(`listening: http://127\\.0\\.0\\.1:${asking.port}\n  prompts: +yes`),
+      );
+      assert.match(text.stdout, new RegExp(`data dir: ${dir}\n$`));
+      const json = JSON.parse((await runCli(["status", "--json"], { dataDir: dir })).stdout);
+      const expected = [
+        { pid: quiet.child.pid, listen: `127.0.0.1:${quiet.port}`, prompts: false },
+        { pid: second.child.pid, listen: `127.0.0.1:${second.port}`, prompts: false },
+        { pid: asking.child.pid, listen: `127.0.0.1:${asking.port}`, prompts: true },
+      ].sort((a, b) => a.pid - b.pid);
+      assert.deepEqual(json, { running: true, dataDir: dir, proxies: expected });
+
+      // The first one leaves: the others are still seen.
+      assert.equal(await quiet.stop(), 0);
+      const after = JSON.parse((await runCli(["status", "--json"], { dataDir: dir })).stdout);
+      assert.deepEqual(
+        after.proxies.map((p: { pid: number }) => p.pid),
+        [second.child.pid, asking.child.pid].sort((a, b) => a - b),
+      );
+      // One that is killed leaves its socket behind; status removes it.
+      second.child.kill("SIGKILL");
+      await second.child.status;
+      const killed = JSON.parse((await runCli(["status", "--json"], { dataDir: dir })).stdout);
+      assert.deepEqual(killed.proxies.map((p: { pid: number }) => p.pid), [asking.child.pid]);
+      assert.deepEqual(
+        (await Array.fromAsync(Deno.readDir(`${dir}/proxies`))).map((e) => e.name),
+        [`${asking.child.pid}.sock`],
+      );
     } finally {
-      assert.equal(await second.stop(), 0);
-      assert.match(await second.err, /`netmonitor status` cannot see this proxy/);
-      assert.equal(await run.stop(), 0);
+      await quiet.stop();
+      await second.stop();
+      if (asking) assert.equal(await asking.stop(), 0);
     }
     assert.equal((await runCli(["status"], { dataDir: dir })).code, 3);
   });

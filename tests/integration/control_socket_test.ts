@@ -162,31 +162,31 @@ Deno.test("two clients: the first answer wins, both see it resolved", async () =
   }
 });
 
-Deno.test("hello describes the proxy: where it listens, once it does, and whether it prompts", async () => {
+Deno.test("a status socket: hello says where the proxy listens and whether it asks; no prompts", async () => {
   const dir = await Deno.makeTempDir({ prefix: "nm-control-" });
-  const path = `${dir}/netmonitor.sock`;
-  const broker = new DecisionBroker({
-    rules: emptyRules(dir),
-    promptTimeoutMs: 30_000,
-    nonInteractive: { default: "deny" },
-  });
+  const path = `${dir}/proxies/${Deno.pid}.sock`;
+  // A broker that asks: were the client a prompter, it would be shown the prompt.
+  const broker = new DecisionBroker({ rules: emptyRules(dir), promptTimeoutMs: 300 });
   let listen: string | undefined;
   const server = await startControlServer(broker, path, {
-    describe: () => ({ prompts: false, ...(listen ? { listen } : {}) }),
+    describe: () => ({ prompts: true, ...(listen ? { listen } : {}) }),
+    prompters: false,
   });
   try {
     // Before the proxy listens: no address yet.
     const early = await connectControl(path);
     assert.equal(early.hello.listen, undefined);
-    assert.equal(early.hello.prompts, false);
+    assert.equal(early.hello.prompts, true);
     early.close();
     listen = "172.18.0.1:8080";
     const c = await RawClient.connect(path);
     try {
       const hello = await c.expect("hello");
-      assert.deepEqual([hello.listen, hello.prompts, hello.pid], [listen, false, Deno.pid]);
-      // Decided by the default; the client is shown nothing, and the server stays up.
-      assert.deepEqual((await broker.decide(req("quiet.test", "/"))).source, "default");
+      assert.deepEqual([hello.listen, hello.prompts, hello.pid], [listen, true, Deno.pid]);
+      // Nobody is asked: the prompt times out, and this client was shown nothing.
+      const d = await broker.decide(req("quiet.test", "/"));
+      assert.equal(d.action, "deny");
+      assert.match(d.reason, /timed out|no answer/i);
       await c.send(`{"type":"answer","id":"1","answer":"allow-once"}\n`);
       assert.match((await c.expect("error")).message, /not pending/);
     } finally {
