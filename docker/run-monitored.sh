@@ -130,6 +130,7 @@ lock_file="$data_dir/netmonitor-run.lock"
 reused_proxy=0
 foreign_listener=0
 started_proxy_pid=""
+started_proxy_start=""
 tmp_dir=""
 bridge=""
 gateway=""
@@ -194,11 +195,13 @@ other_runs() {
   printf '%s\n' "$n"
 }
 
-# True when process $1 is a netmonitor proxy listening on this gateway and port (a pid file
-# can outlive its process, and the pid can be reused by something else).
+# True when process $1 is a netmonitor proxy listening on this gateway and port, started at $2
+# (proc_start) when given: a pid file can outlive its process, and the pid can be reused by
+# something else, even by another proxy with the same arguments.
 # shellcheck disable=SC2317  # called from the trap
 is_our_proxy() {
   local args
+  [ -z "${2:-}" ] || [ "$(proc_start "$1")" = "$2" ] || return 1
   args=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || ps -o args= -p "$1" 2>/dev/null) || return 1
   case $args in
     *" run --listen $gateway --port $port "*) return 0 ;;
@@ -216,7 +219,9 @@ owns_port() {
   case $1 in
     *"\"listen\":\"$gateway:$port\""* | *"\"listen\":\"0.0.0.0:$port\""*) return 0 ;;
   esac
-  [ -r "$pid_file" ] && read -r pid _ <"$pid_file" && [ -n "$pid" ] && is_our_proxy "$pid"
+  local start
+  [ -r "$pid_file" ] && read -r pid _ _ _ start <"$pid_file" && [ -n "$pid" ] &&
+    is_our_proxy "$pid" "${start:-}"
 }
 
 # Stops the proxy whose process group leader is $1; waits up to 10 s.
@@ -248,19 +253,19 @@ cleanup() {
   [ -n "$gateway" ] || exit "$status"
   take_lock || nm_warn "another run holds $lock_file; cleaning up anyway"
   [ -n "$run_file" ] && rm -f "$run_file"
-  local containers runs others pid_line pid pid_gateway pid_port pid_keep proxy_up=0
+  local containers runs others pid_line pid pid_gateway pid_port pid_keep pid_start proxy_up=0
   containers=$(docker network inspect --format '{{len .Containers}}' "$network_id" 2>/dev/null || echo 0)
   runs=$(other_runs)
   others=$((containers + runs))
   pid_line=$(cat "$pid_file" 2>/dev/null)
-  read -r pid pid_gateway pid_port pid_keep <<<"$pid_line"
+  read -r pid pid_gateway pid_port pid_keep pid_start <<<"$pid_line"
   if [ -z "$pid" ] || [ "$pid_gateway" != "$gateway" ] || [ "$pid_port" != "$port" ] ||
-    ! is_our_proxy "$pid"; then
+    ! is_our_proxy "$pid" "$pid_start"; then
     # The pid file is gone or stale; a proxy this run started is still ours.
     [ -z "$pid" ] || rm -f "$pid_file"
     pid=""
-    if [ -n "$started_proxy_pid" ] && is_our_proxy "$started_proxy_pid"; then
-      pid=$started_proxy_pid pid_keep=$keep_proxy
+    if [ -n "$started_proxy_pid" ] && is_our_proxy "$started_proxy_pid" "$started_proxy_start"; then
+      pid=$started_proxy_pid pid_keep=$keep_proxy pid_start=$started_proxy_start
     fi
   fi
   if [ -n "$pid" ]; then
@@ -276,7 +281,7 @@ cleanup() {
     fi
     if [ "$proxy_up" = 1 ]; then
       # Whoever leaves last must find it.
-      echo "$pid $gateway $port $pid_keep" >"$pid_file"
+      echo "$pid $gateway $port $pid_keep ${pid_start:-$(proc_start "$pid")}" >"$pid_file"
     else
       rm -f "$pid_file"
     fi
@@ -352,7 +357,8 @@ bridge=$(docker network inspect --format '{{index .Options "com.docker.network.b
 mkdir -p "$runs_dir"
 run_file="$runs_dir/$$"
 printf '%s %s\n' "$network_id" "$(proc_start $$)" >"$run_file"
-# "PID GATEWAY PORT KEEP" of a proxy one of these scripts started in the background.
+# "PID GATEWAY PORT KEEP START" of a proxy one of these scripts started in the background
+# (START: proc_start; older scripts wrote no START).
 pid_file="$data_dir/netmonitor-proxy-$gateway-$port.pid"
 # Before one pid file per gateway and port, there was one for the data dir: take over what it
 # says about this gateway and port, so that proxy is stopped like any other.
@@ -407,7 +413,8 @@ else
   NETMONITOR_DATA_DIR=$data_dir setsid "${NM_CMD[@]}" run --listen "$gateway" --port "$port" \
     "${prompt_via[@]}" "${run_args[@]}" >"$proxy_out" 2>&1 </dev/null {lock_fd}>&- &
   started_proxy_pid=$!
-  echo "$started_proxy_pid $gateway $port $keep_proxy" >"$pid_file"
+  started_proxy_start=$(proc_start "$started_proxy_pid")
+  echo "$started_proxy_pid $gateway $port $keep_proxy $started_proxy_start" >"$pid_file"
   deadline=$((SECONDS + ${NETMONITOR_START_TIMEOUT:-60}))
   until grep -q 'Listening on' "$proxy_out" 2>/dev/null; do
     if ! kill -0 "$started_proxy_pid" 2>/dev/null; then

@@ -386,6 +386,42 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "docker monitored: a pid file whose process started at another time is not trusted",
+  ignore: unavailable !== null,
+  sanitizeResources: false,
+  async fn() {
+    const m = await setupMonitored({
+      names: ["allowed.test"],
+      rules: { "allowed.test": "allow-domain" },
+      createNetwork: true,
+    });
+    const name = uniqueName("reused-pid");
+    let proxy: HandProxy | undefined;
+    try {
+      // A stale pid file whose pid now belongs to a proxy the operator started by hand
+      // (same arguments): a start time that does not match says it is not the script's.
+      proxy = await startProxyByHand(m, m.dataDir, ["--prompt-via", "socket"]);
+      const pidFile = `${m.dataDir}/netmonitor-proxy-${m.gateway}-${m.port}.pid`;
+      await Deno.writeTextFile(pidFile, `${proxy.pid} ${m.gateway} ${m.port} 0 1\n`);
+      const res = await runInMonitored(m, name, "echo container-ran");
+      assert.equal(res.code, 0, res.stdout + res.stderr);
+      assert.match(res.stderr, /reusing the proxy already listening on /);
+      assert.match(res.stderr, /was already running; it keeps running/);
+      assert.doesNotMatch(res.stderr, /stopping the proxy/);
+      await assert.rejects(Deno.stat(pidFile), Deno.errors.NotFound);
+      const conn = await Deno.connect({ hostname: m.gateway!, port: m.port });
+      conn.close(); // still listening
+      assert.equal(await proxy.stop(), 0);
+      proxy = undefined;
+    } finally {
+      await proxy?.kill();
+      await removeFirewall(m.network);
+      await m.cleanup([name]);
+    }
+  },
+});
+
 /**
  * Containers that take turns through a shared directory: each fetches `url`,
  * says it is ready (`ID-ready`), waits for its go (`ID-go`), fetches again.
