@@ -175,12 +175,34 @@ function parseFields(lines: string[], status: 400 | 502): HeaderList {
       );
     }
     const colon = line.indexOf(":");
-    if (colon <= 0) throw new HttpParseError(`header line without a name: ${quote(line)}`, status);
+    if (colon <= 0) {
+      throw new HttpParseError(`header line without a name: ${fieldPreview(line)}`, status);
+    }
     const name = line.slice(0, colon);
-    if (!TOKEN.test(name)) throw new HttpParseError(`invalid header name ${quote(name)}`, status);
+    if (!TOKEN.test(name)) {
+      throw new HttpParseError(`invalid header name: ${fieldPreview(name)}`, status);
+    }
     headers.add(name, trimOws(line, colon + 1));
   }
   return headers;
+}
+
+/**
+ * What an error may say about a malformed header line: its leading name-like
+ * part and its length, never the rest. A line such as `Authorization Bearer
+ * TOKEN` (a missing colon) carries a secret, and errors reach the log.
+ */
+function fieldPreview(line: string): string {
+  const lead = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]{0,40}/.exec(line)![0];
+  const next = line.charCodeAt(lead.length);
+  const at = Number.isNaN(next)
+    ? ""
+    : `, then ${
+      next >= 0x21 && next <= 0x7e
+        ? JSON.stringify(line[lead.length])
+        : `0x${next.toString(16).padStart(2, "0")}`
+    }`;
+  return `starts with ${JSON.stringify(lead)}${at} (${line.length} bytes)`;
 }
 
 function trimOws(s: string, from: number): string {

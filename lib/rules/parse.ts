@@ -91,11 +91,19 @@ export function parseRulesText(text: string): ParsedRulesText {
   const at = positionFinder(src);
   const problems: RuleProblem[] = [];
   const errors: ParseError[] = [];
-  const root = parseTree(src, errors, {
-    allowTrailingComma: true,
-    disallowComments: false,
-    allowEmptyContent: true,
-  });
+  let root: Node | undefined;
+  try {
+    root = parseTree(src, errors, {
+      allowTrailingComma: true,
+      disallowComments: false,
+      allowEmptyContent: true,
+    });
+  } catch (e) {
+    // The parser recurses: thousands of nested brackets overflow the stack.
+    if (!(e instanceof RangeError)) throw e;
+    const message = "nested too deeply to read (a rules file is one flat object)";
+    return { rules: [], problems: [{ line: 1, column: 1, message }], entries: [] };
+  }
   let lastSyntaxLine = 0;
   for (const e of errors) {
     const pos = at(e.offset);

@@ -268,8 +268,14 @@ export class RulesStore {
       handlers.onError?.(new RulesFileError(this.path, [], "watch", err));
     };
 
+    /** {@linkcode load}, with any failure reported: the last good rules stay, and the operator is told. */
+    const reload = (settled: boolean) =>
+      load(settled).catch((e) => {
+        if (!closed) handlers.onError?.(new RulesFileError(this.path, [], "reload", e));
+      });
+
     /** Reads the file and applies it; `settled`: a missing or empty file had its grace time. */
-    const reload = async (settled: boolean) => {
+    const load = async (settled: boolean) => {
       if (closed) return;
       let text: string | null;
       try {
@@ -279,7 +285,13 @@ export class RulesStore {
         return;
       }
       if (closed || text === this.#lastText) return;
-      if (text === null || text === "") {
+      const parsed = text === null ? undefined : parseRulesText(text);
+      // No root object at all (nothing, or only a comment so far): maybe a
+      // rewrite caught half-way, as an editor that truncates and writes does.
+      if (
+        text === null || parsed === undefined ||
+        (parsed.root === undefined && parsed.problems.length === 0)
+      ) {
         const hadRules = this.#current.rules.length > 0;
         if (hadRules && !settled && settleMs > 0) {
           // Maybe mid-rewrite: look again before dropping every rule.
@@ -293,7 +305,6 @@ export class RulesStore {
         handlers.onReload?.(this.#accept(text, []));
         return;
       }
-      const parsed = parseRulesText(text);
       if (parsed.problems.length > 0) {
         if (text !== lastBad) {
           lastBad = text;

@@ -80,6 +80,24 @@ Deno.test("request head: malformed request lines get 400", () => {
   rejects("GET http://a.test/ http/1.1\r\n\r\n", 400);
 });
 
+Deno.test("request head: a malformed header line is described without its value (errors are logged)", () => {
+  for (const line of ["Authorization Bearer ghp_SECRET0123", "Authorization Bearer ghp_SECRET:x"]) {
+    rejects(
+      `GET http://a.test/ HTTP/1.1\r\n${line}\r\n\r\n`,
+      400,
+      /starts with "Authorization", then 0x20/,
+    );
+    assert.throws(
+      () => {
+        const buf = enc(`GET http://a.test/ HTTP/1.1\r\n${line}\r\n\r\n`);
+        const sc = new HeadScanner(65536);
+        parseRequestHead(buf, sc.start, sc.scan(buf));
+      },
+      (e: unknown) => !(e as Error).message.includes("SECRET"),
+    );
+  }
+});
+
 Deno.test("request head: control characters, bare CR and obs-fold get 400", () => {
   rejects("GET http://a.test/ HTTP/1.1\r\nX: a\x00b\r\n\r\n", 400, /control character/);
   rejects("GET http://a.test/ HTTP/1.1\r\nX: a\x7fb\r\n\r\n", 400, /control character/);

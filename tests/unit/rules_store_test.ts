@@ -534,6 +534,50 @@ Deno.test("watch: without onWarning, a watcher that cannot start is reported thr
   });
 });
 
+Deno.test("watch: a rewrite caught after only its leading comment, blank line or BOM keeps the rules", async () => {
+  await withTempDir(async (dir) => {
+    const full = '// my rules\n{"evil.test": "deny", "*": "allow"}';
+    const store = await storeWith(dir, full);
+    await store.load();
+    const rec = recorder();
+    const watcher = store.watch(rec.handlers, { debounceMs: 20, pollMs: 50, settleMs: SETTLE });
+    try {
+      for (const [i, partial] of ["// my rules\n", "\n", "\uFEFF", "/* header */  "].entries()) {
+        await Deno.writeTextFile(store.path, partial);
+        await sleep(150);
+        assert.equal(rec.pending, 0, `${JSON.stringify(partial)} is not applied at once`);
+        assert.equal(
+          store.current.decide({ scheme: "https", host: "evil.test", port: 443 }).action,
+          "deny",
+        );
+        await Deno.writeTextFile(store.path, full + " ".repeat(i + 1));
+        const e = await rec.next();
+        assert.equal(e.kind, "reload");
+      }
+    } finally {
+      await watcher.close();
+    }
+  });
+});
+
+Deno.test("watch: a file nested too deeply is a reload error; the last good rules stay", async () => {
+  await withTempDir(async (dir) => {
+    const store = await storeWith(dir, '{"a.test": "deny"}');
+    await store.load();
+    const rec = recorder();
+    const watcher = store.watch(rec.handlers, { debounceMs: 20, pollMs: 50, settleMs: SETTLE });
+    try {
+      await Deno.writeTextFile(store.path, `{"a.com": ${"[".repeat(20000)}${"]".repeat(20000)}}`);
+      const e = await rec.next();
+      assert.equal(e.kind, "error");
+      assert.match(e.kind === "error" ? e.err.message : "", /nested too deeply to read .* at 1:1/);
+      assert.deepEqual(pairs(store.current), [["a.test", "deny"]]);
+    } finally {
+      await watcher.close();
+    }
+  });
+});
+
 Deno.test("watch: a file truncated mid-rewrite keeps its rules; an empty or missing file that stays so means no rules", async () => {
   await withTempDir(async (dir) => {
     const store = await storeWith(dir, '{"a.test": "deny"}');
