@@ -307,6 +307,7 @@ export class AccessLog {
   /** Writes the lines at the head of the queue that fit before the next rotation. */
   async #writeBatch(): Promise<void> {
     if (!this.#file) await this.#open();
+    else if (!this.#partial) await this.#follow();
     if (this.#partial) {
       // The tail of a line whose head reached the file before a failure.
       const rest = this.#partial;
@@ -351,6 +352,29 @@ export class AccessLog {
     this.#head += chunks.length;
     this.#settle(chunks.length);
     this.#compact();
+  }
+
+  /**
+   * Another process may share the log (one proxy per Docker network): take
+   * the file's size from the file, not from our own writes, and if the path
+   * names another file now (it rotated ours away), reopen. Otherwise a
+   * writer that logs little would never rotate, and so never notice, and
+   * append to a rotated file until rotation deleted it.
+   */
+  async #follow(): Promise<void> {
+    const [ours, current] = await Promise.all([
+      this.#file!.stat(),
+      Deno.stat(this.path).catch((e) => {
+        if (e instanceof Deno.errors.NotFound) return null;
+        throw e;
+      }),
+    ]);
+    if (current === null || (ours.ino !== null && current.ino !== ours.ino)) {
+      this.#dropFile();
+      await this.#open();
+    } else {
+      this.#size = ours.size;
+    }
   }
 
   #compact(): void {

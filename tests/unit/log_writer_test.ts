@@ -346,3 +346,38 @@ Deno.test("writer: two processes sharing one log lose no line across rotations",
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("writer: a quiet writer sharing the log follows the busy one's rotations", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "network-access.log");
+    const line = serialiseRecord(rec(100)).length + 1;
+    // The busy writer rotates every few lines; the quiet one writes too little to rotate.
+    const busy = new AccessLog(path, { maxBytes: line * 5, keep: 3 });
+    const quiet = new AccessLog(path, { maxBytes: line * 5, keep: 3 });
+    for (let i = 0; i < 200; i++) {
+      busy.write(rec(1000 + i));
+      await busy.flush();
+      if (i === 0) {
+        quiet.write(rec(5000));
+        await quiet.flush();
+      }
+    }
+    quiet.write(rec(9999));
+    await quiet.flush();
+    await busy.close();
+    await quiet.close();
+    // Its last line is in the file everyone reads, not in a rotated (or deleted) one.
+    const current = (await Deno.readTextFile(path)).trim().split("\n").map((l) =>
+      JSON.parse(l).bytesDown
+    );
+    assert.ok(current.includes(9999), `current file holds ${JSON.stringify(current)}`);
+    // And the sizes held: no file over maxBytes.
+    for (const f of [path, `${path}.1`, `${path}.2`, `${path}.3`]) {
+      const size = await Deno.stat(f).then((s) => s.size, () => 0);
+      assert.ok(size <= line * 5, `${f}: ${size} bytes`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
