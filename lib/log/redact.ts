@@ -63,6 +63,14 @@ const SECRET_NAME_PARTS = [
   "token",
   "secret",
   "passw",
+  "passphrase",
+  "passcode",
+  "privatekey",
+  "private_key",
+  "accesskey",
+  "authkey",
+  "auth_code",
+  "authcode",
   "apikey",
   "api_key",
   "signature",
@@ -99,12 +107,14 @@ export function isSecretParamName(name: string): boolean {
       // A malformed escape: judge the raw spelling.
     }
   }
-  n = n.trim().toLowerCase();
+  const spelled = n.trim();
+  n = spelled.toLowerCase();
   if (SECRET_PARAMS.has(n)) return true;
   if (PUBLIC_PARAMS.has(n)) return false;
   for (const part of SECRET_NAME_PARTS) if (n.includes(part)) return true;
-  // `access_key`, `subscription-key`, but not `monkey` or `keyword`.
-  return n.endsWith("_key") || n.endsWith("-key") || n.endsWith(".key");
+  // `access_key`, `subscription-key`, `accessKey`, but not `monkey` or `keyword`.
+  return n.endsWith("_key") || n.endsWith("-key") || n.endsWith(".key") ||
+    /[a-z0-9]Key$/.test(spelled);
 }
 
 function isBase64UrlChar(c: number): boolean {
@@ -188,9 +198,39 @@ function redactParams(params: string): string {
     if (isSecretParamName(part.slice(0, eq)) || looksLikeSecret(value)) {
       parts[i] = `${part.slice(0, eq + 1)}${REDACTED}`;
       changed = true;
+      continue;
+    }
+    // A URL in a parameter (`?next=https%3A%2F%2F...%3Ftoken%3D...`, a
+    // redirect target) carries its own credentials and query.
+    const nested = nestedUrlRedacted(value);
+    if (nested !== undefined) {
+      parts[i] = `${part.slice(0, eq + 1)}${nested}`;
+      changed = true;
     }
   }
   return changed ? parts.join("") : params;
+}
+
+/**
+ * A parameter value that is a URL (as is, or percent-encoded, as a redirect
+ * target is) with its secrets redacted, or undefined when it is no URL or
+ * had none.
+ */
+function nestedUrlRedacted(value: string): string | undefined {
+  if (value.includes("://")) {
+    const r = redactUrl(value);
+    return r === value ? undefined : r;
+  }
+  if (!/%3A%2F%2F/i.test(value)) return undefined;
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(value.replaceAll("+", " "));
+  } catch {
+    return undefined;
+  }
+  const r = redactUrl(decoded);
+  if (r === decoded) return undefined;
+  return encodeURIComponent(r).replaceAll(encodeURIComponent(REDACTED), REDACTED);
 }
 
 /**
@@ -225,7 +265,8 @@ function redactPath(path: string): string {
  * - values of query and fragment parameters whose name marks a secret
  *   (`token`, `access_token`, `api_key`, `password`, `signature`,
  *   `X-Amz-Signature`, `client_secret`, `code`, `session`, `jwt`, anything
- *   containing `token`/`secret`/`passw`/`credential`, or ending in `_key`);
+ *   containing `token`/`secret`/`passw`/`passphrase`/`credential`, or ending in
+ *   `_key` or `Key`), and the secrets of a URL inside a parameter;
  * - values that look like secrets whatever their name (JWTs, `ghp_...`-style
  *   tokens, 32+ hex digits, long mixed-case base64);
  * - path segments that are JWTs or prefixed tokens.

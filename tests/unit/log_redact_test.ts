@@ -144,3 +144,26 @@ Deno.test("redactText removes userinfo from authorities quoted without a scheme"
   assert.equal(redactText("CONNECT u:p@h:443 refused"), "CONNECT REDACTED@h:443 refused");
   assert.equal(redactText("no secrets here"), "no secrets here");
 });
+
+Deno.test("redactUrl: camelCase key names, passphrases, auth codes, and URLs inside parameters", () => {
+  assert.equal(
+    redactUrl(
+      "http://e.test/?accessKey=a&privateKey=b&authKey=c&passphrase=d&auth_code=e&monkey=1&keyword=2",
+    ),
+    "http://e.test/?accessKey=REDACTED&privateKey=REDACTED&authKey=REDACTED&passphrase=REDACTED" +
+      "&auth_code=REDACTED&monkey=1&keyword=2",
+  );
+  assert.equal(
+    redactUrl("http://e.test/?u=https://a:b@c/"),
+    "http://e.test/?u=https://REDACTED@c/",
+  );
+  assert.equal(
+    redactUrl("http://e.test/?next=https%3A%2F%2Fx%2F%3Faccess_token%3Ds3cr3t&page=2"),
+    "http://e.test/?next=https%3A%2F%2Fx%2F%3Faccess_token%3DREDACTED&page=2",
+  );
+  // A nested URL without secrets is left as it was spelled.
+  assert.equal(
+    redactUrl("http://e.test/?next=https%3A%2F%2Fx%2Fhome%3Fp%3D1"),
+    "http://e.test/?next=https%3A%2F%2Fx%2Fhome%3Fp%3D1",
+  );
+});
