@@ -219,10 +219,12 @@ export class LogTail {
         const resuming = cur !== null && i === start &&
           (f.ino === null ? f.current : f.ino === cur.ino);
         const isNewest = i === files.length - 1;
-        // A rotated file whose last record is before `since` holds nothing we want.
+        // A rotated file whose last record ended before `since` holds nothing
+        // we want (records are written as requests end, so a long tunnel's
+        // start time can be older than those of the records before it).
         if (!isNewest && !resuming && this.#sinceIso !== undefined) {
-          const lastTime = await lastRecordTime(f.file, f.size);
-          if (lastTime !== null && lastTime < this.#sinceMs) {
+          const lastEnd = await lastRecordEnd(f.file, f.size);
+          if (lastEnd !== null && lastEnd + ORDER_SLACK_MS < this.#sinceMs) {
             if (f.ino !== null) this.#done.add(f.ino);
             continue;
           }
@@ -352,7 +354,18 @@ export class LogTail {
 }
 
 /** The time (ms) of the last valid record in an open file, from its last 64 KiB; null if none. */
-async function lastRecordTime(f: Deno.FsFile, size: number): Promise<number | null> {
+/**
+ * Records are written in batches as their requests end, so their end times
+ * are in file order give or take a batch: scans by time allow this much.
+ */
+const ORDER_SLACK_MS = 1000;
+
+/** When a record's request ended, ms since the epoch. */
+function recordEnd(rec: AccessRecord): number {
+  return Date.parse(rec.time) + (rec.durationMs > 0 ? rec.durationMs : 0);
+}
+
+async function lastRecordEnd(f: Deno.FsFile, size: number): Promise<number | null> {
   try {
     const len = Math.min(size, 64 * 1024);
     await f.seek(size - len, Deno.SeekMode.Start);
@@ -366,7 +379,7 @@ async function lastRecordTime(f: Deno.FsFile, size: number): Promise<number | nu
     const lines = new TextDecoder().decode(buf.subarray(0, got)).split("\n");
     for (let i = lines.length - 1; i >= (len < size ? 1 : 0); i--) {
       try {
-        return Date.parse(parseRecordLine(lines[i]).time);
+        return recordEnd(parseRecordLine(lines[i]));
       } catch {
         // not a record; try the line before
       }
@@ -478,7 +491,9 @@ export async function readLastRecords(
       return;
     }
     if (Date.parse(rec.time) < sinceMs) {
-      done = true;
+      // Started before `since`. Those before it in the file ended earlier
+      // still: once one ended before `since` too, none of them is wanted.
+      if (recordEnd(rec) + ORDER_SLACK_MS < sinceMs) done = true;
       return;
     }
     found.push(rec);

@@ -226,3 +226,25 @@ Deno.test("tail: a reader polling while the writer rotates sees every line once,
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("reader: since counts records by start, though a long tunnel is written when it ends", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "network-access.log");
+    // Written in order of ending: in the rotated file, 20 requests from 00:30 on,
+    // then a tunnel that started at 00:00 and ended at 00:59; then the current file.
+    const rotated = [
+      ...Array.from({ length: 20 }, (_, i) => rec(1800 + i)),
+      rec(0, { method: "CONNECT", durationMs: 3_540_000 }),
+    ];
+    await Deno.writeTextFile(rotatedPath(path, 1), rotated.map(serialiseRecord).join("\n") + "\n");
+    await Deno.writeTextFile(path, [rec(3600), rec(3601)].map(serialiseRecord).join("\n") + "\n");
+    const since = new Date(Date.UTC(2026, 10, 28, 0, 15));
+    const { recs } = await collect(path, { since });
+    assert.equal(recs.length, 22, "the 20 requests of the rotated file are in range");
+    const last = await readLastRecords(path, 100, { since });
+    assert.equal(last.records.length, 22);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
