@@ -4,6 +4,7 @@
  */
 
 import type { Command } from "commander";
+import { parseIPv6 } from "../lib/net/guard.ts";
 import { defaultPort, HostError, parseAuthority } from "../lib/net/host.ts";
 import {
   describeIoError,
@@ -95,6 +96,8 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
           ctx.stderr(`warning: ${w.message}\n`);
         }
       }
+      const ambiguous = portLikeIPv6(pattern);
+      if (ambiguous) ctx.stderr(`warning: ${ambiguous}\n`);
     });
 
   rules
@@ -292,4 +295,17 @@ function parseTarget(target: string): RequestTarget {
       `"${target}" is not a URL (http(s)://host/path) or a host[:port]`,
     );
   }
+}
+
+/**
+ * A bare IPv6 address whose last group reads like a port (`::1:8080`) is an
+ * address: the port form needs brackets. Says so, or undefined.
+ */
+export function portLikeIPv6(pattern: string): string | undefined {
+  if (pattern.startsWith("[") || !/^[0-9a-f:.]+$/i.test(pattern)) return undefined;
+  if ((pattern.match(/:/g) ?? []).length < 2) return undefined;
+  const m = /^(.*[^:]|::?):(\d{2,5})$/.exec(pattern);
+  if (!m || Number(m[2]) > 65535 || parseIPv6(m[1]) === undefined) return undefined;
+  return `"${pattern}" is the IPv6 address [${pattern}], not ${m[1]} with a port; ` +
+    `for port ${m[2]} write "[${m[1]}]:${m[2]}"`;
 }

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type CliIo, main } from "../../cli/mod.ts";
+import { portLikeIPv6 } from "../../cli/rules.ts";
 
 /** Runs the CLI in this process with captured output and an injected confirmer. */
 async function run(args: string[], io: Partial<CliIo> = {}) {
@@ -100,4 +101,14 @@ Deno.test("user-facing errors from lib/ are shown without a stack", async () => 
     assert.match(r2.stderr, /^error: .*\n$/);
     assert.doesNotMatch(r2.stderr, /\s+at /);
   });
+});
+
+Deno.test("portLikeIPv6: a bare IPv6 address ending in a port-like group gets a hint", () => {
+  assert.match(portLikeIPv6("::1:8080") ?? "", /is the IPv6 address \[::1:8080\].*"\[::1\]:8080"/);
+  assert.match(portLikeIPv6("2001:db8::1:443") ?? "", /"\[2001:db8::1\]:443"/);
+  for (
+    const quiet of ["::1", "fe80::1", "2001:db8::10", "[::1]:8080", "1:2:3:4:5:6:7:80", "a.test"]
+  ) {
+    assert.equal(portLikeIPv6(quiet), undefined, quiet);
+  }
 });
