@@ -255,6 +255,19 @@ export class RuleSet {
           if (scheme === "https") this.#httpsUrlRules.push({ rule, host, port });
           if (rule.verdict === "deny") {
             this.#urlDeny.set(urlKey(scheme, host, port, path, query ?? ANY_QUERY), rule);
+            // `%2F`/`%5C` in the rule: servers that decode them (nginx) serve
+            // the slashed path for it, so that is denied too.
+            const slashed = slashesDecoded(path);
+            if (slashed !== undefined) {
+              const k = urlKey(
+                scheme,
+                host,
+                port,
+                canonicalPathQuery(slashed).path,
+                query ?? ANY_QUERY,
+              );
+              if (!this.#urlDeny.has(k)) this.#urlDeny.set(k, rule);
+            }
             // An `http://` one too: its port's CONNECT tunnels could carry
             // plain HTTP after a token ClientHello unless they are decrypted.
             this.#noteHttpsDeny(host, port, rule);

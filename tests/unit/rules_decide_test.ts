@@ -220,7 +220,8 @@ Deno.test("URL rules: percent-escapes compare canonically on both sides", () => 
   check(rules, [
     ["https://h.test/%7Euser/a%2Fb?q=a%20b&x=~", "deny", deny],
     ["https://h.test/%7euser/a%2fb?q=a+b&x=%7E", "deny", deny],
-    ["https://h.test/~user/a/b?q=a+b&x=~", "ask", undefined],
+    // %2F in a deny rule reads as / too (as nginx reads it): fail closed.
+    ["https://h.test/~user/a/b?q=a+b&x=~", "deny", deny],
     ["https://h.test/~user/a%2Fb?q=a%2Bb&x=~", "ask", undefined], // %2B is a literal plus
     ["https://h.test/café", "allow", "https://h.test/caf%C3%A9"],
     ["https://h.test/caf%c3%a9", "allow", "https://h.test/caf%C3%A9"],
@@ -401,4 +402,12 @@ Deno.test("URL rules: of an allow and a deny with the same meaning, the later wi
   assert.equal(allowLast.decide(target("https://h.test/a/b")).action, "allow");
   // The deny's widening (any query) still covers other spellings.
   assert.equal(allowLast.decide(target("https://h.test/a//b")).action, "deny");
+});
+
+Deno.test("a deny URL rule spelled with %2F also denies the slashed path (servers decode it)", () => {
+  const set = new RuleSet([makeRule("https://h.test/p%2Fq", "deny"), makeRule("h.test", "allow")]);
+  const at = (path: string) =>
+    set.decide({ scheme: "https", host: "h.test", port: 443, path }).action;
+  for (const p of ["/p/q", "/p%2Fq", "/p%5Cq", "/p//q", "/p/q?x=1"]) assert.equal(at(p), "deny", p);
+  for (const p of ["/p", "/p/r", "/q"]) assert.equal(at(p), "allow", p);
 });
