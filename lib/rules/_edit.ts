@@ -22,7 +22,11 @@ interface Style {
 }
 
 function detectStyle(text: string): Style {
-  const eol = text.includes("\r\n") ? "\r\n" : "\n";
+  const eol = text.includes("\r\n")
+    ? "\r\n"
+    : !text.includes("\n") && text.includes("\r")
+    ? "\r"
+    : "\n";
   const m = /^([ \t]+)"/m.exec(text);
   const indent = m ? m[1] : "  ";
   const insertSpaces = !indent.includes("\t");

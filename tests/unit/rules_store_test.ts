@@ -198,6 +198,12 @@ Deno.test("edits in other layouts stay valid and minimal", async () => {
       '{\r\n  "a.test": "allow", // why\r\n  "b.test": "allow"\r\n}\r\n',
     ],
     [
+      // Old Mac line ends stay what they were.
+      '{\r  "a.test": "allow"\r}\r',
+      add("b.test"),
+      '{\r  "a.test": "allow",\r  "b.test": "allow"\r}\r',
+    ],
+    [
       '{\n    "a.test": "allow",\n    "b.test": "deny"\n}\n',
       rm("b.test"),
       '{\n    "a.test": "allow"\n}\n',
