@@ -311,7 +311,12 @@ export async function runProxy(
     const w = width();
     for (const rec of batch) {
       log.write(rec);
-      say(formatRecordLine(rec, { color, width: w }));
+      // One record that cannot be shown must not take the proxy down.
+      try {
+        say(formatRecordLine(rec, { color, width: w }));
+      } catch (e) {
+        warn(`cannot show a ${rec.method} record: ${e instanceof Error ? e.message : e}`);
+      }
     }
   }, 10);
   const broker = new DecisionBroker({

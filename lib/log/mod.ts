@@ -16,7 +16,7 @@
 import { withFileLock } from "../file_lock.ts";
 import { dirname } from "node:path";
 import type { AccessRecord } from "./record.ts";
-import { redactText, redactUrl } from "./redact.ts";
+import { REDACTED, redactText, redactUrl } from "./redact.ts";
 
 export * from "./record.ts";
 export { isSecretParamName, looksLikeSecret, REDACTED, redactText, redactUrl } from "./redact.ts";
@@ -178,8 +178,15 @@ export class AccessLog {
     try {
       line = serialiseRecord(rec);
     } catch (e) {
-      this.#onError(new Error(`Cannot serialise access record: ${toError(e).message}`));
-      return;
+      // Keep the record, without what could not be made safe to write.
+      const why = `record cut short: ${toError(e).message}`;
+      try {
+        line = serialiseRecord({ ...rec, url: REDACTED, reason: REDACTED, error: why });
+      } catch {
+        this.#onError(new Error(`Cannot serialise access record: ${toError(e).message}`));
+        return;
+      }
+      this.#onError(new Error(`Access record of ${rec.method} ${rec.host}: ${why}`));
     }
     this.#enqueued++;
     if (this.pending >= this.#maxQueued) {

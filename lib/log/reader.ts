@@ -356,9 +356,11 @@ export class LogTail {
 /** The time (ms) of the last valid record in an open file, from its last 64 KiB; null if none. */
 /**
  * Records are written in batches as their requests end, so their end times
- * are in file order give or take a batch: scans by time allow this much.
+ * are in file order give or take a batch, or a few seconds when a writer
+ * retried after a disk error while another shared the log: scans by time
+ * allow this much.
  */
-const ORDER_SLACK_MS = 1000;
+const ORDER_SLACK_MS = 10_000;
 
 /** When a record's request ended, ms since the epoch. */
 function recordEnd(rec: AccessRecord): number {

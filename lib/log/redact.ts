@@ -112,9 +112,10 @@ export function isSecretParamName(name: string): boolean {
   if (SECRET_PARAMS.has(n)) return true;
   if (PUBLIC_PARAMS.has(n)) return false;
   for (const part of SECRET_NAME_PARTS) if (n.includes(part)) return true;
-  // `access_key`, `subscription-key`, `accessKey`, but not `monkey` or `keyword`.
+  // `access_key`, `subscription-key`, `accessKey`, but not `monkey`, `keyword` or `sortKey`.
   return n.endsWith("_key") || n.endsWith("-key") || n.endsWith(".key") ||
-    /[a-z0-9]Key$/.test(spelled);
+    /(?:access|private|secret|api|auth|signing|encryption|master|session|client|license|account|subscription|app)Key$/i
+      .test(spelled);
 }
 
 function isBase64UrlChar(c: number): boolean {
@@ -211,26 +212,41 @@ function redactParams(params: string): string {
   return changed ? parts.join("") : params;
 }
 
+/** How deep URLs inside parameters are followed; a deeper one is redacted whole. */
+const MAX_NESTING = 4;
+let nesting = 0;
+
 /**
- * A parameter value that is a URL (as is, or percent-encoded, as a redirect
- * target is) with its secrets redacted, or undefined when it is no URL or
- * had none.
+ * A parameter value that is a URL (as is, or percent-encoded once or more, as
+ * a redirect target is) with its secrets redacted, or undefined when it is no
+ * URL or had none. An encoded one with a secret is redacted whole: its
+ * spelling cannot be kept around the cut.
  */
 function nestedUrlRedacted(value: string): string | undefined {
-  if (value.includes("://")) {
-    const r = redactUrl(value);
-    return r === value ? undefined : r;
-  }
-  if (!/%3A%2F%2F/i.test(value)) return undefined;
-  let decoded: string;
+  let decoded = value;
+  for (let i = 0; i < 3 && /%[0-9a-f]{2}/i.test(decoded); i++) decoded = lenientDecode(decoded);
+  if (!NESTED_SCHEME.test(decoded)) return undefined;
+  if (nesting >= MAX_NESTING) return REDACTED;
+  nesting++;
+  let r: string;
   try {
-    decoded = decodeURIComponent(value.replaceAll("+", " "));
-  } catch {
-    return undefined;
+    r = redactUrl(decoded);
+  } finally {
+    nesting--;
   }
-  const r = redactUrl(decoded);
   if (r === decoded) return undefined;
-  return encodeURIComponent(r).replaceAll(encodeURIComponent(REDACTED), REDACTED);
+  return decoded === value ? r : REDACTED;
+}
+
+/** A scheme and `//` (or one of them spelled with backslashes), anywhere. */
+const NESTED_SCHEME = /[a-z][a-z0-9+.-]*:[/\\]{2}/i;
+
+/** Decodes each `%XX` on its own (bytes as Latin-1), keeping malformed ones; `+` is a space. */
+function lenientDecode(s: string): string {
+  return s.replaceAll("+", " ").replace(
+    /%([0-9a-f]{2})/gi,
+    (_m, h: string) => String.fromCharCode(parseInt(h, 16)),
+  );
 }
 
 /**

@@ -257,15 +257,8 @@ export class RuleSet {
             this.#urlDeny.set(urlKey(scheme, host, port, path, query ?? ANY_QUERY), rule);
             // `%2F`/`%5C` in the rule: servers that decode them (nginx) serve
             // the slashed path for it, so that is denied too.
-            const slashed = slashesDecoded(path);
-            if (slashed !== undefined) {
-              const k = urlKey(
-                scheme,
-                host,
-                port,
-                canonicalPathQuery(slashed).path,
-                query ?? ANY_QUERY,
-              );
+            for (const p of slashedPaths(path)) {
+              const k = urlKey(scheme, host, port, p, query ?? ANY_QUERY);
               if (!this.#urlDeny.has(k)) this.#urlDeny.set(k, rule);
             }
             // An `http://` one too: its port's CONNECT tunnels could carry
@@ -280,8 +273,10 @@ export class RuleSet {
     // Registered after all same-scheme entries so those win the reason.
     for (const [{ scheme, host, path, query }, rule] of crossScheme) {
       const other = OTHER_SCHEME[scheme];
-      const key = urlKey(other, host, DEFAULT_PORT[other], path, query ?? ANY_QUERY);
-      if (!this.#urlDeny.has(key)) this.#urlDeny.set(key, rule);
+      for (const p of [path, ...slashedPaths(path)]) {
+        const key = urlKey(other, host, DEFAULT_PORT[other], p, query ?? ANY_QUERY);
+        if (!this.#urlDeny.has(key)) this.#urlDeny.set(key, rule);
+      }
       this.#urlHostPorts.add(`${host}:${DEFAULT_PORT[other]}`);
       if (other === "https") {
         this.#httpsUrlRules.push({ rule, host, port: DEFAULT_PORT.https });
@@ -477,6 +472,15 @@ export class RuleSet {
     }
     return undefined;
   }
+}
+
+/**
+ * A deny rule's canonical path with `%2F`/`%5C` read as `/`, when it has
+ * them: servers that decode them (nginx) serve that path for it.
+ */
+function slashedPaths(path: string): string[] {
+  const slashed = slashesDecoded(path);
+  return slashed === undefined ? [] : [canonicalPathQuery(slashed).path];
 }
 
 /** The IPv4 address (dotted) inside a normalised IPv6 literal, if it carries one. */

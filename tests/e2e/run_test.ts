@@ -388,6 +388,45 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "e2e run: a URL nesting thousands of URLs is logged redacted, and the proxy goes on",
+  ignore: noCurl,
+  async fn() {
+    const origin = await startOrigin();
+    await withDataDir(async (dir) => {
+      const p = origin.port;
+      const run = await startRun(dir, [
+        "--non-interactive",
+        "--no-intercept",
+        "--resolve",
+        `deep.test:${p}:127.0.0.1`,
+      ]);
+      try {
+        const deep = `http://deep.test:${p}/?a=` + "http://x?a=".repeat(4000) + "1";
+        const r = await curl(run.port, ["-w", "%{http_code}", "-o", "/dev/null", deep]);
+        assert.equal(r.stdout, "403", r.stderr);
+        await run.waitFor(/DENY\s+GET\s+403 http:\/\/deep\.test/);
+        // Still serving.
+        const again = await curl(run.port, [
+          "-w",
+          "%{http_code}",
+          "-o",
+          "/dev/null",
+          `http://deep.test:${p}/`,
+        ]);
+        assert.equal(again.stdout, "403");
+      } finally {
+        assert.equal(await run.stop(), 0);
+      }
+      const recs = (await Deno.readTextFile(join(dir, "network-access.log"))).trim().split("\n")
+        .map((l) => JSON.parse(l));
+      assert.equal(recs.length, 2);
+      assert.ok(recs[0].url.length < 200, `${recs[0].url.length} characters logged`);
+    });
+    await origin.close();
+  },
+});
+
 Deno.test("e2e run: bad flags are usage errors (exit 2); a busy port is a clear error (exit 1)", async () => {
   await withDataDir(async (dir) => {
     for (

@@ -157,13 +157,38 @@ Deno.test("redactUrl: camelCase key names, passphrases, auth codes, and URLs ins
     redactUrl("http://e.test/?u=https://a:b@c/"),
     "http://e.test/?u=https://REDACTED@c/",
   );
+  // Encoded (once, twice, partly, or with a bad escape) and holding a secret: redacted whole.
+  for (
+    const next of [
+      "https%3A%2F%2Fx%2F%3Faccess_token%3Ds3cr3t",
+      "https%253A%252F%252Fx%252F%253Ftoken%253Ds3cr3t",
+      "https:%2F%2Fx%2F%3Ftoken%3Ds3cr3t",
+      "https%3A//x/%3Ftoken%3Ds3cr3t",
+      "https%3A%2F%2Fh%2F%3Fq%3D%E9%26token%3Ds3cr3t",
+    ]
+  ) {
+    assert.equal(
+      redactUrl(`http://e.test/?next=${next}&page=2`),
+      "http://e.test/?next=REDACTED&page=2",
+      next,
+    );
+  }
+  // Names that only end in Key are not all secrets.
   assert.equal(
-    redactUrl("http://e.test/?next=https%3A%2F%2Fx%2F%3Faccess_token%3Ds3cr3t&page=2"),
-    "http://e.test/?next=https%3A%2F%2Fx%2F%3Faccess_token%3DREDACTED&page=2",
+    redactUrl("http://e.test/?sortKey=a&cacheKey=b"),
+    "http://e.test/?sortKey=a&cacheKey=b",
   );
   // A nested URL without secrets is left as it was spelled.
   assert.equal(
     redactUrl("http://e.test/?next=https%3A%2F%2Fx%2Fhome%3Fp%3D1"),
     "http://e.test/?next=https%3A%2F%2Fx%2Fhome%3Fp%3D1",
   );
+});
+
+Deno.test("redactUrl: URLs nested in parameters thousands deep do not overflow the stack", () => {
+  const deep = "http://e.test/?a=" + "http://x?a=".repeat(6000) + "1";
+  const out = redactUrl(deep);
+  assert.ok(out.length < 200, `${out.length} characters`);
+  assert.match(out, /REDACTED$/);
+  assert.equal(redactText(`rule "${deep}": allow-url`).includes("x?a=".repeat(10)), false);
 });

@@ -409,5 +409,13 @@ Deno.test("a deny URL rule spelled with %2F also denies the slashed path (server
   const at = (path: string) =>
     set.decide({ scheme: "https", host: "h.test", port: 443, path }).action;
   for (const p of ["/p/q", "/p%2Fq", "/p%5Cq", "/p//q", "/p/q?x=1"]) assert.equal(at(p), "deny", p);
+  // Its plain-http twin too.
+  for (const p of ["/p/q", "/p%5Cq", "/p%2Fq"]) {
+    assert.equal(
+      set.decide({ scheme: "http", host: "h.test", port: 80, path: p }).action,
+      "deny",
+      p,
+    );
+  }
   for (const p of ["/p", "/p/r", "/q"]) assert.equal(at(p), "allow", p);
 });
