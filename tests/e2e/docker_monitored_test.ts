@@ -251,22 +251,59 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name: "docker monitored: reuses a proxy already listening on the gateway and leaves it running",
-  ignore: unavailable !== null,
-  sanitizeResources: false,
-  async fn() {
-    const m = await setupMonitored({
-      names: ["allowed.test"],
-      rules: { "allowed.test": "allow-domain" },
-      createNetwork: true,
-    });
-    const name = uniqueName("reuse");
+/** What {@linkcode handProxyTest} gives its body. */
+interface HandProxyEnv {
+  m: Monitored;
+  /** The container's name. */
+  name: string;
+  /** Starts `netmonitor run` for `dataDir` by hand; killed at the end if still running. */
+  start(dataDir: string, args: string[]): Promise<HandProxy>;
+}
+
+/**
+ * A test on a fresh network (allowed.test allowed) with proxies the operator
+ * starts by hand; whatever the body leaves behind is cleaned up.
+ */
+function handProxyTest(name: string, prefix: string, body: (env: HandProxyEnv) => Promise<void>) {
+  Deno.test({
+    name,
+    ignore: unavailable !== null,
+    sanitizeResources: false,
+    async fn() {
+      const m = await setupMonitored({
+        names: ["allowed.test"],
+        rules: { "allowed.test": "allow-domain" },
+        createNetwork: true,
+      });
+      const container = uniqueName(prefix);
+      const started: HandProxy[] = [];
+      try {
+        await body({
+          m,
+          name: container,
+          async start(dataDir, args) {
+            const proxy = await startProxyByHand(m, dataDir, args);
+            started.push(proxy);
+            return proxy;
+          },
+        });
+      } finally {
+        for (const proxy of started) await proxy.kill();
+        await removeFirewall(m.network);
+        await m.cleanup([container]);
+      }
+    },
+  });
+}
+
+handProxyTest(
+  "docker monitored: reuses a proxy already listening on the gateway and leaves it running",
+  "reuse",
+  async ({ m, name, start }) => {
     const otherNetwork = uniqueName("net");
-    let proxy: HandProxy | undefined;
     try {
       // The operator started the proxy by hand, for this network's gateway.
-      proxy = await startProxyByHand(m, m.dataDir, ["--prompt-via", "socket"]);
+      const proxy = await start(m.dataDir, ["--prompt-via", "socket"]);
 
       const res = await runInMonitored(
         m,
@@ -294,133 +331,84 @@ Deno.test({
       assert.match(other.stderr, /removed network/);
 
       assert.equal(await proxy.stop(), 0);
-      proxy = undefined;
     } finally {
-      await proxy?.kill();
-      await removeFirewall(m.network);
-      await m.cleanup([name]);
       await exec("docker", ["network", "rm", otherNetwork]);
     }
   },
-});
+);
 
-Deno.test({
-  name: "docker monitored: a netmonitor of another data dir on the gateway port is not reused",
-  ignore: unavailable !== null,
-  sanitizeResources: false,
-  async fn() {
-    const m = await setupMonitored({
-      names: ["allowed.test"],
-      rules: { "allowed.test": "allow-domain" },
-      createNetwork: true,
-    });
-    const name = uniqueName("otherdir");
+handProxyTest(
+  "docker monitored: a netmonitor of another data dir on the gateway port is not reused",
+  "otherdir",
+  async ({ m, name, start }) => {
     const otherDir = `${m.dir}/other-data`;
     await Deno.mkdir(otherDir, { mode: 0o700 });
     // Its rules would let everything through: the container must not get them.
     await Deno.writeTextFile(`${otherDir}/network-rules.json`, `{ "*": "allow" }`);
-    let proxy: HandProxy | undefined;
-    try {
-      proxy = await startProxyByHand(m, otherDir, ["--non-interactive", "--default", "allow"]);
-      const res = await runInMonitored(m, name, "echo container-ran");
-      assert.equal(res.code, 1, res.stdout + res.stderr);
-      assert.match(
-        res.stderr,
-        new RegExp(
-          `${m.gateway}:${m.port} is served by a netmonitor proxy that is not one of ` +
-            `${m.dataDir}'s \\(they listen on: nothing\\): another data dir's`,
-        ),
-      );
-      assert.doesNotMatch(res.stdout, /container-ran/);
-      assert.doesNotMatch(res.stderr, /reusing the proxy|starting the proxy/);
-      assert.notEqual((await exec("docker", ["inspect", name])).code, 0, "the container ran");
-      const conn = await Deno.connect({ hostname: m.gateway!, port: m.port });
-      conn.close(); // the other data dir's proxy is left alone
-      assert.equal(await proxy.stop(), 0);
-      proxy = undefined;
-    } finally {
-      await proxy?.kill();
-      await removeFirewall(m.network);
-      await m.cleanup([name]);
-    }
+    const proxy = await start(otherDir, ["--non-interactive", "--default", "allow"]);
+    const res = await runInMonitored(m, name, "echo container-ran");
+    assert.equal(res.code, 1, res.stdout + res.stderr);
+    assert.match(
+      res.stderr,
+      new RegExp(
+        `${m.gateway}:${m.port} is served by a netmonitor proxy that is not one of ` +
+          `${m.dataDir}'s \\(they listen on: nothing\\): another data dir's`,
+      ),
+    );
+    assert.doesNotMatch(res.stdout, /container-ran/);
+    assert.doesNotMatch(res.stderr, /reusing the proxy|starting the proxy/);
+    assert.notEqual((await exec("docker", ["inspect", name])).code, 0, "the container ran");
+    const conn = await Deno.connect({ hostname: m.gateway!, port: m.port });
+    conn.close(); // the other data dir's proxy is left alone
+    assert.equal(await proxy.stop(), 0);
   },
-});
+);
 
-Deno.test({
-  name: "docker monitored: a proxy in the older script's pid file is taken over and stopped",
-  ignore: unavailable !== null,
-  sanitizeResources: false,
-  async fn() {
-    const m = await setupMonitored({
-      names: ["allowed.test"],
-      rules: { "allowed.test": "allow-domain" },
-      createNetwork: true,
-    });
-    const name = uniqueName("legacy");
-    let proxy: HandProxy | undefined;
-    try {
-      // What the older run-monitored.sh left: one pid file for the data dir.
-      proxy = await startProxyByHand(m, m.dataDir, ["--prompt-via", "socket"]);
-      await Deno.writeTextFile(
-        `${m.dataDir}/netmonitor-proxy.pid`,
-        `${proxy.pid} ${m.gateway} ${m.port} 0\n`,
-      );
-      const res = await runInMonitored(
-        m,
-        name,
-        `echo "got: $(curl -sS -m 30 ${m.origins.url("http", "allowed.test", "/l")})"`,
-      );
-      assert.equal(res.code, 0, res.stdout + res.stderr);
-      assert.match(res.stdout, /got: origin http allowed\.test(:\d+)? GET \/l/);
-      assert.match(res.stderr, /reusing the proxy already listening on /);
-      assert.match(res.stderr, new RegExp(`stopping the proxy \\(pid ${proxy.pid}\\)`));
-      assert.equal(await proxy.exited(), 0);
-      proxy = undefined;
-      const left = await Array.fromAsync(Deno.readDir(m.dataDir));
-      assert.deepEqual(left.filter((e) => e.name.endsWith(".pid")), [], "pid file left");
-    } finally {
-      await proxy?.kill();
-      await removeFirewall(m.network);
-      await m.cleanup([name]);
-    }
+handProxyTest(
+  "docker monitored: a proxy in the older script's pid file is taken over and stopped",
+  "legacy",
+  async ({ m, name, start }) => {
+    // What the older run-monitored.sh left: one pid file for the data dir.
+    const proxy = await start(m.dataDir, ["--prompt-via", "socket"]);
+    await Deno.writeTextFile(
+      `${m.dataDir}/netmonitor-proxy.pid`,
+      `${proxy.pid} ${m.gateway} ${m.port} 0\n`,
+    );
+    const res = await runInMonitored(
+      m,
+      name,
+      `echo "got: $(curl -sS -m 30 ${m.origins.url("http", "allowed.test", "/l")})"`,
+    );
+    assert.equal(res.code, 0, res.stdout + res.stderr);
+    assert.match(res.stdout, /got: origin http allowed\.test(:\d+)? GET \/l/);
+    assert.match(res.stderr, /reusing the proxy already listening on /);
+    assert.match(res.stderr, new RegExp(`stopping the proxy \\(pid ${proxy.pid}\\)`));
+    assert.equal(await proxy.exited(), 0);
+    const left = await Array.fromAsync(Deno.readDir(m.dataDir));
+    assert.deepEqual(left.filter((e) => e.name.endsWith(".pid")), [], "pid file left");
   },
-});
+);
 
-Deno.test({
-  name: "docker monitored: a pid file whose process started at another time is not trusted",
-  ignore: unavailable !== null,
-  sanitizeResources: false,
-  async fn() {
-    const m = await setupMonitored({
-      names: ["allowed.test"],
-      rules: { "allowed.test": "allow-domain" },
-      createNetwork: true,
-    });
-    const name = uniqueName("reused-pid");
-    let proxy: HandProxy | undefined;
-    try {
-      // A stale pid file whose pid now belongs to a proxy the operator started by hand
-      // (same arguments): a start time that does not match says it is not the script's.
-      proxy = await startProxyByHand(m, m.dataDir, ["--prompt-via", "socket"]);
-      const pidFile = `${m.dataDir}/netmonitor-proxy-${m.gateway}-${m.port}.pid`;
-      await Deno.writeTextFile(pidFile, `${proxy.pid} ${m.gateway} ${m.port} 0 1\n`);
-      const res = await runInMonitored(m, name, "echo container-ran");
-      assert.equal(res.code, 0, res.stdout + res.stderr);
-      assert.match(res.stderr, /reusing the proxy already listening on /);
-      assert.match(res.stderr, /was already running; it keeps running/);
-      assert.doesNotMatch(res.stderr, /stopping the proxy/);
-      await assert.rejects(Deno.stat(pidFile), Deno.errors.NotFound);
-      const conn = await Deno.connect({ hostname: m.gateway!, port: m.port });
-      conn.close(); // still listening
-      assert.equal(await proxy.stop(), 0);
-      proxy = undefined;
-    } finally {
-      await proxy?.kill();
-      await removeFirewall(m.network);
-      await m.cleanup([name]);
-    }
+handProxyTest(
+  "docker monitored: a pid file whose process started at another time is not trusted",
+  "reused-pid",
+  async ({ m, name, start }) => {
+    // A stale pid file whose pid now belongs to a proxy the operator started by hand
+    // (same arguments): a start time that does not match says it is not the script's.
+    const proxy = await start(m.dataDir, ["--prompt-via", "socket"]);
+    const pidFile = `${m.dataDir}/netmonitor-proxy-${m.gateway}-${m.port}.pid`;
+    await Deno.writeTextFile(pidFile, `${proxy.pid} ${m.gateway} ${m.port} 0 1\n`);
+    const res = await runInMonitored(m, name, "echo container-ran");
+    assert.equal(res.code, 0, res.stdout + res.stderr);
+    assert.match(res.stderr, /reusing the proxy already listening on /);
+    assert.match(res.stderr, /was already running; it keeps running/);
+    assert.doesNotMatch(res.stderr, /stopping the proxy/);
+    await assert.rejects(Deno.stat(pidFile), Deno.errors.NotFound);
+    const conn = await Deno.connect({ hostname: m.gateway!, port: m.port });
+    conn.close(); // still listening
+    assert.equal(await proxy.stop(), 0);
   },
-});
+);
 
 /**
  * Containers that take turns through a shared directory: each fetches `url`,

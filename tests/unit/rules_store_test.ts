@@ -540,87 +540,81 @@ Deno.test("watch: without onWarning, a watcher that cannot start is reported thr
   });
 });
 
-Deno.test("watch: a rewrite caught after only its leading comment, blank line or BOM keeps the rules", async () => {
+/** A store loaded from `text` in a temp dir, watched with a quick debounce, poll and settle time. */
+async function withWatchedStore(
+  text: string,
+  fn: (store: RulesStore, rec: ReturnType<typeof recorder>) => Promise<void>,
+): Promise<void> {
   await withTempDir(async (dir) => {
-    const full = '// my rules\n{"evil.test": "deny", "*": "allow"}';
-    const store = await storeWith(dir, full);
+    const store = await storeWith(dir, text);
     await store.load();
     const rec = recorder();
     const watcher = store.watch(rec.handlers, { debounceMs: 20, pollMs: 50, settleMs: SETTLE });
     try {
-      for (const [i, partial] of ["// my rules\n", "\n", "\uFEFF", "/* header */  "].entries()) {
-        await Deno.writeTextFile(store.path, partial);
-        await sleep(150);
-        assert.equal(rec.pending, 0, `${JSON.stringify(partial)} is not applied at once`);
-        assert.equal(
-          store.current.decide({ scheme: "https", host: "evil.test", port: 443 }).action,
-          "deny",
-        );
-        await Deno.writeTextFile(store.path, full + " ".repeat(i + 1));
-        const e = await rec.next();
-        assert.equal(e.kind, "reload");
-      }
+      await fn(store, rec);
     } finally {
       await watcher.close();
+    }
+  });
+}
+
+Deno.test("watch: a rewrite caught after only its leading comment, blank line or BOM keeps the rules", async () => {
+  const full = '// my rules\n{"evil.test": "deny", "*": "allow"}';
+  await withWatchedStore(full, async (store, rec) => {
+    for (const [i, partial] of ["// my rules\n", "\n", "\uFEFF", "/* header */  "].entries()) {
+      await Deno.writeTextFile(store.path, partial);
+      await sleep(150);
+      assert.equal(rec.pending, 0, `${JSON.stringify(partial)} is not applied at once`);
+      assert.equal(
+        store.current.decide({ scheme: "https", host: "evil.test", port: 443 }).action,
+        "deny",
+      );
+      await Deno.writeTextFile(store.path, full + " ".repeat(i + 1));
+      const e = await rec.next();
+      assert.equal(e.kind, "reload");
     }
   });
 });
 
 Deno.test("watch: a file nested too deeply is a reload error; the last good rules stay", async () => {
-  await withTempDir(async (dir) => {
-    const store = await storeWith(dir, '{"a.test": "deny"}');
-    await store.load();
-    const rec = recorder();
-    const watcher = store.watch(rec.handlers, { debounceMs: 20, pollMs: 50, settleMs: SETTLE });
-    try {
-      await Deno.writeTextFile(store.path, `{"a.com": ${"[".repeat(20000)}${"]".repeat(20000)}}`);
-      const e = await rec.next();
-      assert.equal(e.kind, "error");
-      assert.match(e.kind === "error" ? e.err.message : "", /nested too deeply to read .* at 1:1/);
-      assert.deepEqual(pairs(store.current), [["a.test", "deny"]]);
-    } finally {
-      await watcher.close();
-    }
+  await withWatchedStore('{"a.test": "deny"}', async (store, rec) => {
+    await Deno.writeTextFile(store.path, `{"a.com": ${"[".repeat(20000)}${"]".repeat(20000)}}`);
+    const e = await rec.next();
+    assert.equal(e.kind, "error");
+    assert.match(e.kind === "error" ? e.err.message : "", /nested too deeply to read .* at 1:1/);
+    assert.deepEqual(pairs(store.current), [["a.test", "deny"]]);
   });
 });
 
 Deno.test("watch: a file truncated mid-rewrite keeps its rules; an empty or missing file that stays so means no rules", async () => {
-  await withTempDir(async (dir) => {
-    const store = await storeWith(dir, '{"a.test": "deny"}');
-    await store.load();
-    const rec = recorder();
-    const watcher = store.watch(rec.handlers, { debounceMs: 20, pollMs: 50, settleMs: SETTLE });
-    try {
-      // A non-atomic editor: truncate, pause, write.
-      await Deno.writeTextFile(store.path, "");
-      await sleep(150);
-      assert.equal(rec.pending, 0, "an empty file is not applied at once");
-      assert.deepEqual(pairs(store.current), [["a.test", "deny"]]);
-      await Deno.writeTextFile(store.path, '{"a.test": "deny", "b.test": "deny"}');
-      let e = await rec.next();
-      assert.equal(e.kind, "reload");
-      assert.deepEqual(pairs(store.current), [["a.test", "deny"], ["b.test", "deny"]]);
-      await sleep(SETTLE + 300); // the pending re-check finds the same text: no second callback
-      assert.equal(rec.pending, 0);
+  await withWatchedStore('{"a.test": "deny"}', async (store, rec) => {
+    // A non-atomic editor: truncate, pause, write.
+    await Deno.writeTextFile(store.path, "");
+    await sleep(150);
+    assert.equal(rec.pending, 0, "an empty file is not applied at once");
+    assert.deepEqual(pairs(store.current), [["a.test", "deny"]]);
+    await Deno.writeTextFile(store.path, '{"a.test": "deny", "b.test": "deny"}');
+    let e = await rec.next();
+    assert.equal(e.kind, "reload");
+    assert.deepEqual(pairs(store.current), [["a.test", "deny"], ["b.test", "deny"]]);
+    await sleep(SETTLE + 300); // the pending re-check finds the same text: no second callback
+    assert.equal(rec.pending, 0);
 
-      // Truly emptied: after the grace time, no rules.
-      await Deno.writeTextFile(store.path, "");
-      e = await rec.next();
-      assert.equal(e.kind, "reload");
-      assert.deepEqual(store.current.rules, []);
+    // Truly emptied: after the grace time, no rules.
+    await Deno.writeTextFile(store.path, "");
+    e = await rec.next();
+    assert.equal(e.kind, "reload");
+    assert.deepEqual(store.current.rules, []);
 
-      // Deleted while holding rules: the same grace, then no rules.
-      await Deno.writeTextFile(store.path, '{"c.test": "allow"}');
-      e = await rec.next();
-      assert.equal(e.kind, "reload");
-      await Deno.remove(store.path);
-      await sleep(150);
-      assert.deepEqual(pairs(store.current), [["c.test", "allow"]]);
-      e = await rec.next();
-      assert.equal(e.kind, "reload");
-      assert.deepEqual(store.current.rules, []);
-    } finally {
-      await watcher.close();
-    }
+    // Deleted while holding rules: the same grace, then no rules.
+    await Deno.writeTextFile(store.path, '{"c.test": "allow"}');
+    e = await rec.next();
+    assert.equal(e.kind, "reload");
+    await Deno.remove(store.path);
+    await sleep(150);
+    assert.deepEqual(pairs(store.current), [["c.test", "allow"]]);
+    e = await rec.next();
+    assert.equal(e.kind, "reload");
+    assert.deepEqual(store.current.rules, []);
   });
 });
