@@ -304,7 +304,9 @@ function parseTarget(target: string): RequestTarget {
 export function portLikeIPv6(pattern: string): string | undefined {
   if (pattern.startsWith("[") || !/^[0-9a-f:.]+$/i.test(pattern)) return undefined;
   if ((pattern.match(/:/g) ?? []).length < 2) return undefined;
-  const m = /^(.*[^:]|::?):(\d{2,5})$/.exec(pattern);
+  // "::8080" splits as "::" and 8080: the colon before the port is the
+  // second colon of "::".
+  const m = /^(::)(\d{2,5})$/.exec(pattern) ?? /^(.*[^:]|::?):(\d{2,5})$/.exec(pattern);
   if (!m || Number(m[2]) > 65535 || parseIPv6(m[1]) === undefined) return undefined;
   return `"${pattern}" is the IPv6 address [${pattern}], not ${m[1]} with a port; ` +
     `for port ${m[2]} write "[${m[1]}]:${m[2]}"`;

@@ -206,6 +206,12 @@ export function addressKey(address: string): string | undefined {
   return "6:" + Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }
 
+/** For a 6to4 key (`6:2002AABBCCDD...`), the key of the IPv4 address it wraps; else "". */
+function sixToFourKey(key: string): string {
+  if (!key.startsWith("6:2002")) return "";
+  return `4:${parseInt(key.slice(6, 14), 16)}`;
+}
+
 /** Options of {@linkcode DestinationGuard}. */
 export interface DestinationGuardOptions {
   /** Whether protected classes are refused at all. @default {true} */
@@ -306,7 +312,10 @@ export class DestinationGuard {
     const key = addressKey(address);
     if (key === undefined) return "reserved";
     const listening = key === this.#listenKey;
-    const local = listening || this.#localKeys().has(key);
+    const keys = this.#localKeys();
+    // A 6to4 address reaches the IPv4 host it wraps through a 6to4 relay or
+    // route, so one wrapping an address of this host is this host too.
+    const local = listening || keys.has(key) || keys.has(sixToFourKey(key));
     const cls = classifyAddress(address);
     // Loopback and unspecified destinations on our port may reach our own
     // listener (0.0.0.0 and 127.x dial the local host on Linux); so may any

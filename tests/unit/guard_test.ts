@@ -130,6 +130,9 @@ Deno.test("guard: every address of this host is protected, whatever the listen a
   });
   assert.equal(g.check("172.17.0.1", 2375, false), "host", "docker0 gateway");
   assert.equal(g.check("::ffff:172.17.0.1", 2375, false), "host", "in an IPv6 spelling");
+  assert.equal(g.check("2002:ac11:1::1", 2375, false), "host", "wrapped in 6to4");
+  assert.equal(g.check("2002:c000:202::1", 5432, false), "host", "6to4 of eth0");
+  assert.equal(g.check("2002:ac11:2::1", 2375, false), undefined, "6to4 of another host");
   assert.equal(g.check("192.0.2.2", 5432, false), "host", "eth0");
   assert.equal(g.check("fd00::2", 22, false), "host");
   assert.equal(g.check("fe80::1", 22, false), "link-local", "the more specific class wins");

@@ -106,6 +106,7 @@ Deno.test("user-facing errors from lib/ are shown without a stack", async () => 
 Deno.test("portLikeIPv6: a bare IPv6 address ending in a port-like group gets a hint", () => {
   assert.match(portLikeIPv6("::1:8080") ?? "", /is the IPv6 address \[::1:8080\].*"\[::1\]:8080"/);
   assert.match(portLikeIPv6("2001:db8::1:443") ?? "", /"\[2001:db8::1\]:443"/);
+  assert.match(portLikeIPv6("::8080") ?? "", /is the IPv6 address \[::8080\].*"\[::\]:8080"/);
   for (
     const quiet of ["::1", "fe80::1", "2001:db8::10", "[::1]:8080", "1:2:3:4:5:6:7:80", "a.test"]
   ) {
