@@ -225,7 +225,7 @@ let nesting = 0;
 function nestedUrlRedacted(value: string): string | undefined {
   let decoded = value;
   for (let i = 0; i < 3 && /%[0-9a-f]{2}/i.test(decoded); i++) decoded = lenientDecode(decoded);
-  if (!NESTED_SCHEME.test(decoded)) return undefined;
+  if (!hasNestedScheme(decoded)) return undefined;
   if (nesting >= MAX_NESTING) return REDACTED;
   nesting++;
   let r: string;
@@ -238,8 +238,35 @@ function nestedUrlRedacted(value: string): string | undefined {
   return decoded === value ? r : REDACTED;
 }
 
-/** A scheme and `//` (or one of them spelled with backslashes), anywhere. */
-const NESTED_SCHEME = /[a-z][a-z0-9+.-]*:[/\\]{2}/i;
+/**
+ * Whether `s` has a scheme and `//` (or either slash spelled as a backslash)
+ * anywhere: `[a-z][a-z0-9+.-]*:[/\\]{2}`, found in linear time. The regex
+ * itself retries the run from every letter of it, which is quadratic: a
+ * 64 KB value like `a.a.a.` took a second, and the proxy has one thread.
+ */
+export function hasNestedScheme(s: string): boolean {
+  for (let colon = s.indexOf(":"); colon >= 0; colon = s.indexOf(":", colon + 1)) {
+    if (!isSlash(s.charCodeAt(colon + 1)) || !isSlash(s.charCodeAt(colon + 2))) continue;
+    // The scheme may start at any letter of the run of scheme characters
+    // before the colon; runs end at a colon, so each is scanned once.
+    for (let i = colon - 1; i >= 0 && isSchemeChar(s.charCodeAt(i)); i--) {
+      if (isLetter(s.charCodeAt(i))) return true;
+    }
+  }
+  return false;
+}
+
+function isSlash(c: number): boolean {
+  return c === 47 || c === 92;
+}
+
+function isLetter(c: number): boolean {
+  return (c >= 97 && c <= 122) || (c >= 65 && c <= 90);
+}
+
+function isSchemeChar(c: number): boolean {
+  return isLetter(c) || (c >= 48 && c <= 57) || c === 43 || c === 45 || c === 46;
+}
 
 /** Decodes each `%XX` on its own (bytes as Latin-1), keeping malformed ones; `+` is a space. */
 function lenientDecode(s: string): string {

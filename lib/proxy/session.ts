@@ -453,6 +453,32 @@ export class HttpSession implements Live {
     await this.#writeError(ex, r.bytes, r.bodyLength);
   }
 
+  /**
+   * Writes relayed bytes (a response head, with a small body) to the client.
+   * A client that reads none of them for the body idle timeout is cut, with
+   * `alsoClose` (the upstream it holds): a small response fits in the socket
+   * buffers, but pipelined requests fill them, and without a watch such a
+   * client held both connections for ever.
+   *
+   * @throws {StallError} when the client was cut for not reading.
+   */
+  async #writeWatched(bytes: Uint8Array, what: string, alsoClose: Duplex): Promise<void> {
+    let stall: StallError | undefined;
+    const watch = new IdleWatch(this.ctx.limits.bodyIdleTimeoutMs, (w) => {
+      stall = new StallError(`the client read no ${what} bytes for ${w.ms} ms`, "client");
+      closeQuietly(alsoClose);
+      closeQuietly(this.conn);
+    });
+    watch.waiting = "write";
+    try {
+      await writeAll(this.conn, bytes);
+    } catch (e) {
+      throw stall ?? e;
+    } finally {
+      watch.stop();
+    }
+  }
+
   /** Writes a response the proxy made itself; a client that does not read is cut. */
   async #writeError(ex: Exchange, bytes: Uint8Array, bodyLength: number): Promise<void> {
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -612,10 +638,12 @@ export class HttpSession implements Live {
       out = both;
     }
     try {
-      await writeAll(this.conn, out);
+      await this.#writeWatched(out, "response head", up.conn);
     } catch (e) {
       closeQuietly(up.conn);
-      ex.error = `client went away before the response: ${ioErrorText(e)}`;
+      ex.error = e instanceof StallError
+        ? e.message
+        : `client went away before the response: ${ioErrorText(e)}`;
       return false;
     }
     let resStall: string | undefined;
@@ -770,7 +798,10 @@ export class HttpSession implements Live {
         if (head.minor === 1) {
           const interim = `HTTP/1.1 ${res.status} ${res.reason}\r\n` +
             fieldLines(res.headers, hopByHop(res.headers, false)) + "\r\n";
-          await writeAll(this.conn, latin1Encode(interim)).catch(() => {});
+          // A client that does not take it is cut; the response write then fails.
+          await this.#writeWatched(latin1Encode(interim), "interim response", up.conn).catch(
+            () => {},
+          );
         }
       }
     } finally {
@@ -791,10 +822,12 @@ export class HttpSession implements Live {
         res.headers.get("upgrade") ?? head.headers.get("upgrade")
       }\r\n\r\n`;
     try {
-      await writeAll(this.conn, latin1Encode(s));
+      await this.#writeWatched(latin1Encode(s), "101 response", up.conn);
     } catch (e) {
       closeQuietly(up.conn);
-      ex.error = `client went away before the upgrade: ${ioErrorText(e)}`;
+      ex.error = e instanceof StallError
+        ? e.message
+        : `client went away before the upgrade: ${ioErrorText(e)}`;
       return;
     }
     const counts = { up: 0, down: 0 };

@@ -17,6 +17,7 @@ import {
   startAttackEnv,
   tlsRecords,
 } from "../_helpers/attack.ts";
+import type { AccessRecord } from "../../lib/proxy/mod.ts";
 import { readHeadText, startRawOrigin } from "../_helpers/origin.ts";
 import { RawClient, startTestProxy } from "../_helpers/proxy.ts";
 
@@ -168,6 +169,49 @@ Deno.test("limits: a client that stops reading a response is cut", async () => {
     assert.ok(rec.bytesDown < 33554432, `bytesDown ${rec.bytesDown}`);
   } finally {
     await env.close();
+  }
+});
+
+Deno.test("limits: a client that pipelines small requests and never reads is cut, with its upstream", async () => {
+  // Each response in one write, so it reaches the proxy whole and goes out
+  // with its head in one write too: only that write can block.
+  const body = "x".repeat(1000);
+  let ended!: () => void;
+  const originEnded = new Promise<void>((r) => (ended = r));
+  const origin = startRawOrigin(async (conn) => {
+    try {
+      while ((await readHeadText(conn)) !== "") {
+        await conn.write(enc.encode(`HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n${body}`));
+      }
+    } finally {
+      ended();
+    }
+  });
+  const proxy = await startTestProxy({
+    rules: { "small.test": "allow" },
+    resolve: [["small.test", origin.port, "127.0.0.1"]],
+    bodyIdleTimeoutMs: 400,
+  });
+  const H = `small.test:${origin.port}`;
+  try {
+    const c = await RawClient.connect(proxy.port);
+    // 20,000 responses (21 MB) are more than the socket buffers on both sides hold.
+    const n = 20_000;
+    await c.send(`GET http://${H}/ HTTP/1.1\r\nHost: ${H}\r\n\r\n`.repeat(n));
+    let cut: AccessRecord | undefined;
+    for (const end = Date.now() + 15_000; !cut && Date.now() < end; await sleep(50)) {
+      cut = proxy.records.find((r) => r.error);
+    }
+    c.close();
+    assert.ok(cut, `the client was not cut (${proxy.records.length} responses sent)`);
+    assert.equal(cut.status, 200);
+    assert.equal(cut.error, "the client read no response head bytes for 400 ms");
+    assert.ok(proxy.records.length < n, `${proxy.records.length} records`);
+    // The upstream connection was closed with it: the origin saw its end.
+    await within(originEnded, 5000, "the origin's connection ends");
+  } finally {
+    await proxy.close();
+    await origin.close();
   }
 });
 
