@@ -8,6 +8,19 @@
  * spell (no new connection or request for `quietMs`), if the heap grew by at
  * least `minGrowthBytes` since the last collection, collect once.
  *
+ * Growth alone misses one case: memory that was live at the last collection
+ * and became garbage since, without the heap growing. A burst of clients
+ * that each held a large half-sent request head, collected while they were
+ * still connected, then closed: nothing grows, and 200 MB stays. So the
+ * connections say how much they held when they close ({@linkcode freed}),
+ * and that counts like growth.
+ *
+ * After collecting, the C allocator is asked to return its free pages to the
+ * system (glibc's `malloc_trim`, through FFI when permitted): array buffers
+ * are allocated with malloc, and glibc keeps freed 64 KiB blocks in its
+ * arena, so without the trim a collection freed them for the process but the
+ * RSS stayed.
+ *
  * It needs a way to collect: V8's `gc()`, present when the process runs with
  * `--v8-flags=--expose-gc` (deno.json's tasks and the compiled binary do).
  * Without it the reducer does nothing.
@@ -26,8 +39,16 @@ export interface MemoryReducerOptions {
   minGrowthBytes?: number;
   /** A full, synchronous collection. @default {globalThis.gc, if exposed} */
   gc?: () => void;
-  /** The JavaScript heap's size now. @default {from Deno.memoryUsage()} */
+  /**
+   * The JavaScript heap's size now, array buffers (V8's "external" memory)
+   * included. @default {from Deno.memoryUsage()}
+   */
   heap?: () => HeapSize;
+  /**
+   * Returns freed memory to the system after a collection.
+   * @default {glibc's malloc_trim when FFI is permitted, else nothing}
+   */
+  trim?: () => void;
 }
 
 /** Bytes of the JavaScript heap. */
@@ -44,7 +65,10 @@ export class MemoryReducer {
   readonly #minGrowth: number;
   readonly #gc: (() => void) | undefined;
   readonly #heap: () => HeapSize;
+  readonly #trim: (() => void) | undefined;
   #busy = false;
+  /** Bytes that closed connections held, since the last collection. */
+  #freed = 0;
   #timer: ReturnType<typeof setInterval> | undefined;
   #baseline: HeapSize;
   #collections = 0;
@@ -54,6 +78,7 @@ export class MemoryReducer {
     this.#minGrowth = options.minGrowthBytes ?? 4 * 2 ** 20;
     this.#gc = options.gc ?? exposedGc();
     this.#heap = options.heap ?? denoHeap;
+    this.#trim = "trim" in options ? options.trim : this.#gc ? mallocTrim() : undefined;
     this.#baseline = this.#gc ? this.#heap() : { used: 0, total: 0 };
   }
 
@@ -77,6 +102,15 @@ export class MemoryReducer {
     }
   }
 
+  /**
+   * A connection that held `bytes` (its buffers) closed: they are garbage
+   * now, worth a collection like growth of the heap.
+   */
+  freed(bytes: number): void {
+    this.#freed += bytes;
+    this.touch();
+  }
+
   /** Stops watching. */
   stop(): void {
     if (this.#timer !== undefined) clearInterval(this.#timer);
@@ -96,16 +130,44 @@ export class MemoryReducer {
     const base = this.#baseline;
     base.used = Math.min(base.used, now.used);
     base.total = Math.min(base.total, now.total);
-    if (now.used - base.used < this.#minGrowth && now.total - base.total < this.#minGrowth) return;
+    if (
+      now.used - base.used < this.#minGrowth && now.total - base.total < this.#minGrowth &&
+      this.#freed < this.#minGrowth
+    ) return;
     this.#gc!();
     this.#collections++;
+    this.#freed = 0;
+    try {
+      this.#trim?.();
+    } catch {
+      // only an optimisation
+    }
     this.#baseline = this.#heap();
   }
 }
 
 function denoHeap(): HeapSize {
   const m = Deno.memoryUsage();
-  return { used: m.heapUsed, total: m.heapTotal };
+  return { used: m.heapUsed + m.external, total: m.heapTotal + m.external };
+}
+
+/**
+ * glibc's `malloc_trim(0)` through FFI, or undefined where it cannot be
+ * had: not Linux, no glibc (musl has none), or no FFI permission. The
+ * permission is queried, never requested: a request would prompt on the
+ * terminal in the middle of the proxy's output.
+ */
+export function mallocTrim(): (() => void) | undefined {
+  if (Deno.build.os !== "linux") return undefined;
+  try {
+    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return undefined;
+    const libc = Deno.dlopen("libc.so.6", {
+      malloc_trim: { parameters: ["usize"], result: "i32" },
+    });
+    return () => void libc.symbols.malloc_trim(0n);
+  } catch {
+    return undefined;
+  }
 }
 
 function exposedGc(): (() => void) | undefined {

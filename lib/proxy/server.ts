@@ -130,6 +130,7 @@ export function startProxy(options: ProxyOptions): Promise<ProxyServer> {
     } finally {
       untrack();
       closeQuietly(conn);
+      reducer?.freed(reader.buf.length);
     }
   };
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type HeapSize, MemoryReducer } from "../../lib/proxy/memory.ts";
+import { type HeapSize, mallocTrim, MemoryReducer } from "../../lib/proxy/memory.ts";
 import { BufferedReader, pooledBuffers, RELAY_STREAM_SIZE } from "../../lib/proxy/reader.ts";
 import type { Duplex } from "../../lib/proxy/types.ts";
 
@@ -10,7 +10,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 function fakeReducer(quietMs = 50) {
   const heap: HeapSize & { live: number } = { used: 10 * MiB, total: 20 * MiB, live: 10 * MiB };
   let gcs = 0;
+  let trims = 0;
   const reducer = new MemoryReducer({
+    trim: () => void trims++,
     quietMs,
     minGrowthBytes: 4 * MiB,
     gc: () => {
@@ -20,7 +22,7 @@ function fakeReducer(quietMs = 50) {
     },
     heap: () => ({ used: heap.used, total: heap.total }),
   });
-  return { reducer, heap, gcs: () => gcs };
+  return { reducer, heap, gcs: () => gcs, trims: () => trims };
 }
 
 Deno.test("memory reducer: collects once after a busy spell, not during it", async () => {
@@ -86,6 +88,38 @@ Deno.test("memory reducer: growth counts from V8's own collections", async () =>
   } finally {
     reducer.stop();
   }
+});
+
+Deno.test("memory reducer: buffers of closed connections count like growth, and memory is trimmed after", async () => {
+  const { reducer, heap, gcs, trims } = fakeReducer();
+  try {
+    // Clients held large buffers while a collection ran, then closed: the
+    // heap did not grow since, but what they held is garbage now.
+    heap.live = heap.used = 200 * MiB;
+    reducer.touch();
+    await sleep(200);
+    assert.equal(gcs(), 1, "collected while they were connected");
+    heap.live = 10 * MiB;
+    for (let i = 0; i < 3; i++) reducer.freed(MiB);
+    await sleep(200);
+    assert.equal(gcs(), 1, "3 MiB freed: not worth it yet");
+    reducer.freed(MiB);
+    await sleep(200);
+    assert.equal(gcs(), 2, "4 MiB freed: collected");
+    assert.equal(trims(), 2, "the allocator was trimmed after each collection");
+    reducer.freed(MiB);
+    await sleep(200);
+    assert.equal(gcs(), 2, "the count starts over after a collection");
+  } finally {
+    reducer.stop();
+  }
+});
+
+Deno.test("memory reducer: glibc's malloc_trim is found on Linux with FFI permitted", () => {
+  const trim = mallocTrim();
+  if (Deno.build.os !== "linux") return;
+  assert.ok(trim, "malloc_trim through FFI");
+  trim();
 });
 
 Deno.test("memory reducer: without a collector it is disabled and harmless", () => {
