@@ -5,12 +5,13 @@
 
 /**
  * Input that is not acceptable HTTP/1.1. `status` is what a server answers:
- * 400 (malformed), 431 (head too large), 501 (unsupported transfer coding),
+ * 400 (malformed), 414 (request target too long), 431 (head too large), 501
+ * (unsupported transfer coding),
  * or 502 when the bytes came from an upstream server.
  */
 export class HttpParseError extends Error {
   override name = "HttpParseError";
-  constructor(message: string, readonly status: 400 | 431 | 501 | 502 = 400) {
+  constructor(message: string, readonly status: 400 | 414 | 431 | 501 | 502 = 400) {
     super(message);
   }
 }

@@ -124,17 +124,33 @@ const REQUEST_LINE = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP\/1\.([
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/;
 
 /**
+ * The longest request target accepted, bytes: RFC 9112 asks for at least
+ * 8,000 (nginx and Apache allow 8 KiB too). Everything downstream (URL
+ * normalisation, rule matching, log redaction, the prompt) works on the
+ * target, several times per request on the proxy's one thread; a 64 KiB
+ * target of `%%%...` cost tens of milliseconds there.
+ */
+export const MAX_TARGET_LENGTH = 8192;
+
+/**
  * Parses a request head. `buf[start, end)` is the head as delimited by
  * {@linkcode HeadScanner} (`start` = `scanner.start`, `end` = its result).
  *
  * @throws {HttpParseError} 400 on anything RFC 9112 does not allow:
  *   malformed request line, unsupported version, obs-fold, control
- *   characters, invalid field names or whitespace before the colon.
+ *   characters, invalid field names or whitespace before the colon; 414 on a
+ *   target longer than {@linkcode MAX_TARGET_LENGTH}.
  */
 export function parseRequestHead(buf: Uint8Array, start: number, end: number): RequestHead {
   const lines = splitHead(buf, start, end, 400);
   const m = REQUEST_LINE.exec(lines[0]);
   if (!m) throw new HttpParseError(describeBadRequestLine(lines[0]), 400);
+  if (m[2].length > MAX_TARGET_LENGTH) {
+    throw new HttpParseError(
+      `request target of ${m[2].length} bytes, longer than the ${MAX_TARGET_LENGTH} allowed`,
+      414,
+    );
+  }
   const headers = parseFields(lines, 400);
   return { method: m[1], target: m[2], minor: m[3] === "1" ? 1 : 0, headers };
 }

@@ -59,6 +59,8 @@ export function parseAbsoluteForm(target: string): AbsoluteTarget {
 }
 
 const authorityCache = new Map<string, { host: string; port: number } | HostError>();
+/** A 253-character name, a port, and room for brackets and a userinfo nobody should send. */
+const MAX_CACHED_AUTHORITY = 300;
 
 /**
  * `parseAuthority` with a small memo: a proxy sees the same few hosts over
@@ -79,11 +81,20 @@ export function authorityOf(
       if (!(e instanceof HostError)) throw e;
       v = e;
     }
-    if (authorityCache.size >= 1024) authorityCache.clear();
-    authorityCache.set(key, v);
+    // Only what can be a host and port: a 60 KiB Host header per entry
+    // would make the memo hold 60 MiB.
+    if (authority.length <= MAX_CACHED_AUTHORITY) {
+      if (authorityCache.size >= 1024) authorityCache.clear();
+      authorityCache.set(key, v);
+    }
   }
   if (v instanceof HostError) throw v;
   return v;
+}
+
+/** Entries in the memo of {@linkcode authorityOf} (for tests). */
+export function cachedAuthorities(): number {
+  return authorityCache.size;
 }
 
 const UNRESERVED = /%([0-9A-Fa-f]{2})/g;

@@ -86,7 +86,7 @@ export interface ErrorOutcome {
 }
 
 /**
- * Maps any error met while serving a request to its HTTP status: 400/431 for
+ * Maps any error met while serving a request to its HTTP status: 400/414/431 for
  * malformed requests, 403 for policy refusals, 408 for slow clients (heads,
  * stalled request bodies), 502 for
  * upstream failures and DNS errors, 504 for upstream timeouts and stalls, 503 during

@@ -1033,6 +1033,8 @@ function clientErrorReason(status: number): string {
   switch (status) {
     case 408:
       return "request head timeout";
+    case 414:
+      return "request target too long";
     case 431:
       return "request head too large";
     case 501:

@@ -20,7 +20,7 @@ async function exchange(port: number, request: string | Uint8Array) {
   }
 }
 
-Deno.test("malformed: each class of bad request head gets 400/431, a record, and a close", async () => {
+Deno.test("malformed: each class of bad request head gets 400/414/431, a record, and a close", async () => {
   const origin = await startOrigin();
   const proxy = await startTestProxy({
     rules: { "ok.test": "allow-domain" },
@@ -120,6 +120,12 @@ Deno.test("malformed: each class of bad request head gets 400/431, a record, and
       /invalid character in host/,
     ],
     [
+      "a request target over 8 KiB",
+      `GET http://ok.test:${origin.port}/${"p".repeat(8192)} HTTP/1.1\r\n${h}\r\n`,
+      414,
+      /request target of 8\d{3} bytes, longer than the 8192 allowed/,
+    ],
+    [
       "70 KiB of headers",
       `GET ${u} HTTP/1.1\r\n${h}X-Big: ${"a".repeat(70 * 1024)}\r\n\r\n`,
       431,
@@ -149,7 +155,11 @@ Deno.test("malformed: each class of bad request head gets 400/431, a record, and
       assert.match(rec.error!, body, name);
       assert.equal(
         rec.reason,
-        status === 431 ? "request head too large" : "malformed request",
+        status === 431
+          ? "request head too large"
+          : status === 414
+          ? "request target too long"
+          : "malformed request",
         name,
       );
     });

@@ -4,6 +4,7 @@ import {
   HttpParseError,
   latin1Decode,
   latin1Encode,
+  MAX_TARGET_LENGTH,
   parseRequestHead,
   parseResponseHead,
 } from "../../lib/http1/mod.ts";
@@ -180,4 +181,14 @@ Deno.test("latin1: decode/encode round-trips every byte value", () => {
   assert.deepEqual([...latin1Encode(s)], [...all]);
   const big = new Uint8Array(20000).map((_, i) => i % 256);
   assert.deepEqual([...latin1Encode(latin1Decode(big, 0, big.length))], [...big]);
+});
+
+Deno.test("request head: a target over MAX_TARGET_LENGTH gets 414; one at it is accepted", () => {
+  const at = "/" + "a".repeat(MAX_TARGET_LENGTH - 1);
+  assert.equal(req(`GET ${at} HTTP/1.1\r\nHost: a\r\n\r\n`).head.target, at);
+  rejects(
+    `GET ${at}b HTTP/1.1\r\nHost: a\r\n\r\n`,
+    414,
+    /^request target of 8193 bytes, longer than the 8192 allowed$/,
+  );
 });

@@ -217,3 +217,14 @@ Deno.test("redactUrl: a 64 KB run of scheme characters is still redacted (no reg
   const nested = `http://e.test/x?next=${run}://h/?token=${HEX40}`;
   assert.match(redactUrl(nested), /token=REDACTED$/);
 });
+
+Deno.test("redactUrl: malformed escapes neither hide secret names nor throw", () => {
+  // A bad escape next to a good one: the name is still read decoded.
+  assert.equal(
+    redactUrl(`http://e.test/?%FF=1&access%5Ftoken=${HEX40}&x=%E0%A4%A`),
+    "http://e.test/?%FF=1&access%5Ftoken=REDACTED&x=%E0%A4%A",
+  );
+  assert.equal(redactUrl("http://e.test/?a=%"), "http://e.test/?a=%");
+  const many = "%FF&".repeat(16_000);
+  assert.equal(redactUrl(`http://e.test/?${many}`), `http://e.test/?${many}`);
+});

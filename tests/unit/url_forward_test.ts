@@ -6,7 +6,13 @@
  */
 
 import assert from "node:assert/strict";
-import { normalisePath, parseAbsoluteForm } from "../../lib/net/url.ts";
+import {
+  authorityOf,
+  cachedAuthorities,
+  normalisePath,
+  parseAbsoluteForm,
+} from "../../lib/net/url.ts";
+import { HostError } from "../../lib/net/host.ts";
 import { canonicalPathQuery, forwardedPathQuery } from "../../lib/rules/pattern.ts";
 
 const RESTS = [
@@ -95,4 +101,14 @@ Deno.test("the forwarded form is never looser than the canonical form", () => {
       JSON.stringify(rest),
     );
   }
+});
+
+Deno.test("authorityOf: remembers hosts, but not authorities too long to be one", () => {
+  assert.equal(authorityOf("memo.test:81").port, 81);
+  const before = cachedAuthorities();
+  assert.ok(before >= 1);
+  for (let i = 0; i < 20; i++) {
+    assert.throws(() => authorityOf(`${"a".repeat(60 * 1024)}${i}.test`), HostError);
+  }
+  assert.equal(cachedAuthorities(), before, "long authorities are not kept");
 });
