@@ -57,7 +57,11 @@ export interface RuleDecider {
 
 /** The part of the rules store the broker uses (satisfied by `RulesStore`). */
 export interface BrokerRules {
-  /** The rules in force now (hot-reloaded by the store). */
+  /**
+   * The rules in force now (hot-reloaded by the store). A change of rules is
+   * a new object: a decision is re-checked only when `current` is another
+   * object than the one it was made with.
+   */
   readonly current: RuleDecider;
   /**
    * Saves a rule; `current` reflects it once the promise resolves. May resolve
@@ -122,6 +126,8 @@ interface Waiter {
   url?: string;
   /** The rules' reason for asking, e.g. `no rule`. */
   askReason: string;
+  /** The rules `askReason` came from. */
+  askedBy: RuleDecider;
   deadline: number;
   timer?: ReturnType<typeof setTimeout>;
   signal?: AbortSignal;
@@ -190,6 +196,7 @@ export class DecisionBroker {
    * prompt and resolved as denied with source "error".
    */
   decide(input: DecideInput, signal?: AbortSignal): Promise<FinalDecision> {
+    const rules = this.#rules.current;
     const ruled = this.#byRules(input);
     if ("final" in ruled) return Promise.resolve(ruled.final);
     if (this.#nonInteractive) {
@@ -209,6 +216,7 @@ export class DecisionBroker {
         input,
         url: input.url ?? urlOf(input.target),
         askReason: ruled.askReason,
+        askedBy: rules,
         deadline: Date.now() + this.#timeoutMs,
         signal,
         resolve,
@@ -309,6 +317,23 @@ export class DecisionBroker {
   }
 
   /**
+   * {@linkcode #byRules} for a waiter, again only when the rules changed
+   * since it was last decided: requests pile up behind a prompt (thousands,
+   * from a hostile client), and deciding each again on every prompt shown
+   * and every answer cost up to milliseconds apiece on the one thread.
+   */
+  #recheck(w: Waiter): { final: FinalDecision } | { askReason: string } {
+    const rules = this.#rules.current;
+    if (w.askedBy === rules) return { askReason: w.askReason };
+    const ruled = this.#byRules(w.input);
+    if ("askReason" in ruled) {
+      w.askReason = ruled.askReason;
+      w.askedBy = rules;
+    }
+    return ruled;
+  }
+
+  /**
    * The policy denial for a request that would open one prompt too many for
    * its client IP, or undefined when it may wait (it joins an open prompt, or
    * its client is under the cap).
@@ -396,13 +421,11 @@ export class DecisionBroker {
       // and a request whose time is up is not worth showing.
       const now = Date.now();
       for (const w of [...g.waiters]) {
-        const ruled = this.#byRules(w.input);
+        const ruled = this.#recheck(w);
         if ("final" in ruled || w.deadline <= now) {
           const final = "final" in ruled ? ruled.final : this.#timedOut();
           this.#finish(w, final);
           g.waiters.splice(g.waiters.indexOf(w), 1);
-        } else {
-          w.askReason = ruled.askReason;
         }
       }
       if (g.waiters.length === 0) {
@@ -538,7 +561,7 @@ export class DecisionBroker {
       // deny rule still decides: an exact URL rule beats the host rule just
       // saved (perhaps added by another terminal while the prompt was open).
       for (const w of waiters) {
-        const ruled = this.#byRules(w.input);
+        const ruled = this.#recheck(w);
         if ("final" in ruled && ruled.final.action === "deny") this.#finish(w, ruled.final);
         else this.#finish(w, decision);
       }
@@ -554,19 +577,16 @@ export class DecisionBroker {
       if (sameAs(w, req) && (!shown || shown.has(w))) {
         // A deny rule added while the prompt was open (another terminal ran
         // `rules add`) beats a one-off allow.
-        const ruled = answer === "allow-once" ? this.#byRules(w.input) : undefined;
+        const ruled = answer === "allow-once" ? this.#recheck(w) : undefined;
         if (ruled && "final" in ruled && ruled.final.action === "deny") {
           this.#finish(w, ruled.final);
         } else this.#finish(w, decision);
         continue;
       }
-      const ruled = this.#byRules(w.input);
+      const ruled = this.#recheck(w);
       if ("final" in ruled) this.#finish(w, ruled.final);
       else if (this.#closed) this.#finish(w, shuttingDown());
-      else {
-        w.askReason = ruled.askReason;
-        again.push(w);
-      }
+      else again.push(w);
     }
     // They have waited longest: their new prompt goes to the front of the queue.
     for (const w of again) {

@@ -13,7 +13,7 @@ import {
   type PromptOutcome,
 } from "../../lib/decide/types.ts";
 import { RulesStore } from "../../lib/rules/mod.ts";
-import type { StoredAction } from "../../lib/rules/types.ts";
+import type { RuleDecision, StoredAction } from "../../lib/rules/types.ts";
 
 /**
  * The real rules store on a temp file. `saved()` is what the file holds now;
@@ -915,4 +915,40 @@ Deno.test("close denies everything pending and aborts prompters", async () => {
   assert.equal(outcomeOf(ask.signal).kind, "shutdown");
   assert.equal((await broker.decide(get("c.test", "/"))).reason, "shutting down");
   assert.deepEqual(broker.pending(), []);
+});
+
+Deno.test("queued requests are decided again only when the rules changed", async () => {
+  let calls = 0;
+  const rulesSaying = (action: RuleDecision["action"]) => ({
+    decide(): RuleDecision {
+      calls++;
+      return { action, reason: action === "ask" ? "no rule" : `rule "*": ${action}` };
+    },
+  });
+  const rules = { current: rulesSaying("ask"), add: () => Promise.resolve() };
+  const broker = new DecisionBroker({ rules, maxPromptsPerClient: 10 });
+  const p = new HandPrompter("t");
+  broker.addPrompter(p);
+  const first = broker.decide(get("a.test", "/"));
+  const queued = Array.from({ length: 100 }, (_, i) => broker.decide(get("b.test", `/${i}`)));
+  const a = await p.nth(0);
+  assert.equal(calls, 101, "each request was decided once when it came");
+  a.answer("deny-once");
+  assert.equal((await first).action, "deny");
+  const b = await p.nth(1);
+  assert.equal(b.request.host, "b.test");
+  assert.equal(calls, 101, "showing b.test's prompt did not decide its 100 requests again");
+  // "Once" releases only what was shown; the other 99 are asked about again,
+  // still without deciding them again: the rules are the same.
+  b.answer("allow-once");
+  const c = await p.nth(2);
+  assert.equal(calls, 101);
+  // New rules (a reload is a new object): now each is decided again, and the
+  // deny rule beats the one-off allow.
+  rules.current = rulesSaying("deny");
+  c.answer("allow-once");
+  const all = await Promise.all(queued);
+  assert.deepEqual(all.map((d) => d.source), ["prompt", ...Array(99).fill("rule")]);
+  assert.equal(calls, 101 + 99);
+  broker.close();
 });
