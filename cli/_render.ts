@@ -319,9 +319,13 @@ export function renderTable(
   opts: { width: number; style: Style; indent?: number },
 ): string[] {
   const indent = " ".repeat(opts.indent ?? 2);
-  const natural = columns.map((c, i) =>
-    Math.max(visibleWidth(c.header), ...rows.map((r) => visibleWidth(r[i] ?? "")))
-  );
+  // No column is shown wider than the screen: capping here keeps the
+  // shrinking below (one column of width per step) short for 64 KB cells.
+  const natural = columns.map((c, i) => {
+    let w = visibleWidth(c.header);
+    for (const r of rows) w = Math.max(w, visibleWidth(r[i] ?? ""));
+    return Math.min(opts.width, w);
+  });
   const minOf = (i: number) =>
     columns[i].flexible
       ? Math.min(natural[i], Math.max(visibleWidth(columns[i].header), columns[i].minWidth ?? 8))

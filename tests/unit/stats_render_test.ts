@@ -86,6 +86,22 @@ Deno.test("render: tables fit the width, shrink the widest flexible column, then
   }
 });
 
+Deno.test("render: cells of 64 KB and 200,000 rows still fit, column for column", () => {
+  const cols = [
+    { header: "METHOD", flexible: true, minWidth: 6 },
+    { header: "URL", flexible: true, minWidth: 10 },
+    { header: "REASON", flexible: true, minWidth: 6, dropOrder: 1 },
+  ];
+  const huge = ["M".repeat(65536), "http://h.test/" + "u".repeat(65536), "r".repeat(65536)];
+  const out = renderTable(cols, [huge, ...Array(200_000).fill(["GET", "/", "x"])], {
+    width: 80,
+    style: plain,
+  });
+  assert.equal(out.length, 200_002);
+  for (const l of out.slice(0, 3)) assert.ok(visibleWidth(l) <= 80, l);
+  assert.equal(out[0].split(/ +/).filter(Boolean).length, 3);
+});
+
 Deno.test("render: bars, charts, sparklines", () => {
   assert.equal(bar(0, 10, 10), "");
   assert.equal(bar(10, 10, 10), "██████████");
