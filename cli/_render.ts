@@ -307,6 +307,17 @@ export interface Column {
 const GAP = 2;
 
 /**
+ * The largest of `values` (-Infinity for none). `Math.max(...values)` passes
+ * each value as an argument, and a few hundred thousand (rules, hosts) are
+ * more than a call takes.
+ */
+export function maxOf(values: Iterable<number>): number {
+  let max = -Infinity;
+  for (const v of values) if (v > max) max = v;
+  return max;
+}
+
+/**
  * Renders an aligned table that fits `width` columns: flexible columns shrink
  * first (the widest first, cells cut with "…"); if that is not enough, whole
  * columns are dropped (see {@linkcode Column.dropOrder}) and the room they
@@ -387,10 +398,10 @@ export function barChart(
 ): string[] {
   if (items.length === 0) return [];
   const indent = " ".repeat(opts.indent ?? 2);
-  const max = Math.max(...items.map((i) => i.value));
+  const max = maxOf(items.map((i) => i.value));
   const texts = items.map((i) => i.valueText ?? formatCount(i.value));
-  const textW = Math.max(...texts.map((t) => t.length));
-  let labelW = Math.max(...items.map((i) => visibleWidth(i.label)));
+  const textW = maxOf(texts.map((t) => t.length));
+  let labelW = maxOf(items.map((i) => visibleWidth(i.label)));
   labelW = Math.min(labelW, Math.max(8, Math.floor(opts.width * 0.4)));
   const barW = Math.max(4, Math.min(50, opts.width - indent.length - labelW - textW - 4));
   return items.map((item, i) =>

@@ -4,6 +4,7 @@
  */
 
 import type { Command } from "commander";
+import { maxOf } from "./_render.ts";
 import { parseIPv6 } from "../lib/net/guard.ts";
 import { defaultPort, HostError, parseAuthority } from "../lib/net/host.ts";
 import {
@@ -65,7 +66,7 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
         ctx.stdout(`No rules in ${ctx.paths.rules}\n`);
         return;
       }
-      const width = Math.min(60, Math.max(...set.rules.map((r) => r.pattern.length)));
+      const width = Math.min(60, maxOf(set.rules.map((r) => r.pattern.length)));
       ctx.stdout(`${plural(set.rules.length, "rule")} in ${ctx.paths.rules}:\n`);
       for (const r of set.rules) ctx.stdout(`  ${r.pattern.padEnd(width)}  ${r.action}\n`);
     });

@@ -293,7 +293,7 @@ export function renderStats(
     ]);
     out.push("");
     out.push(titleLine("Hosts", style, `${formatCount(s.hosts.length)} total`));
-    out.push(...renderTable(hostCols, hostRows, { width, style }));
+    for (const l of renderTable(hostCols, hostRows, { width, style })) out.push(l);
     if (s.hosts.length > limit) {
       out.push(
         style.gray(`  … and ${formatCount(s.hosts.length - limit)} more (--hosts 0 shows all)`),
@@ -303,10 +303,8 @@ export function renderStats(
     const recent = s.recent.slice(-opts.recent).reverse();
     out.push("");
     out.push(titleLine("Recent requests", style, "newest first"));
-    out.push(...renderTable(recentColumns, recent.map((r) => recentRow(r, style, opts.now)), {
-      width,
-      style,
-    }));
+    const recentRows = recent.map((r) => recentRow(r, style, opts.now));
+    for (const l of renderTable(recentColumns, recentRows, { width, style })) out.push(l);
   }
 
   out.push("");
@@ -324,13 +322,12 @@ export function renderStats(
       ),
     );
   } else {
-    out.push(
-      ...renderTable(
-        [{ header: "PATTERN", flexible: true, minWidth: 16 }, { header: "ACTION" }],
-        frame.rules.map((r) => [safeText(r.pattern), actionText(r.action, style)]),
-        { width, style },
-      ),
+    const table = renderTable(
+      [{ header: "PATTERN", flexible: true, minWidth: 16 }, { header: "ACTION" }],
+      frame.rules.map((r) => [safeText(r.pattern), actionText(r.action, style)]),
+      { width, style },
     );
+    for (const l of table) out.push(l);
   }
   return out.join("\n");
 }

@@ -503,3 +503,29 @@ Deno.test({
     }
   },
 });
+
+Deno.test("e2e stats and rules list: 200,000 hosts and rules are listed, not a crash", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nm-stats-e2e-big-" });
+  try {
+    const n = 200_000;
+    const t = new Date("2026-11-29T08:00:00Z");
+    const lines: string[] = [];
+    for (let i = 0; i < n; i++) lines.push(JSON.stringify(rec(t, `h${i}.test`)));
+    await Deno.writeTextFile(join(dir, "network-access.log"), lines.join("\n") + "\n");
+    const rules: string[] = [];
+    for (let i = 0; i < n; i++) rules.push(`"h${i}.test": "allow-domain"`);
+    await Deno.writeTextFile(join(dir, "network-rules.json"), `{${rules.join(",\n")}}\n`);
+    const stats = await netmonitor(["--data-dir", dir, "stats", "--hosts", "0"]);
+    assert.equal(stats.code, 0, stats.stderr);
+    // The stats keep at most 50,000 hosts by name (memory stays bounded).
+    const hostRows = stats.stdout.split("\n").filter((l) => /^ {2}h\d+\.test +1 /.test(l));
+    assert.ok(hostRows.length >= 50_000, `${hostRows.length} host rows`);
+    assert.match(stats.stdout, /\n {2}h199999\.test +allow-domain\n?$/);
+    const list = await netmonitor(["--data-dir", dir, "rules", "list"]);
+    assert.equal(list.code, 0, list.stderr);
+    assert.match(list.stdout, /^200,?000 rules in /);
+    assert.match(list.stdout, /\n {2}h199999\.test +allow-domain\n$/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
