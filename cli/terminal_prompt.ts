@@ -25,7 +25,7 @@ import {
   PromptClosedError,
 } from "../lib/decide/types.ts";
 import type { BrokerEvent } from "../lib/decide/broker.ts";
-import { formatAuthority, isIpLiteral } from "../lib/net/host.ts";
+import { formatAuthority, isFixedAddressHost } from "../lib/net/host.ts";
 
 const BAR = "=".repeat(80);
 
@@ -51,7 +51,7 @@ export const INPUT_IGNORED_LINE =
 export function renderPrompt(req: PendingRequest): string {
   const host = printable(formatAuthority(req.host, req.port, req.scheme), 260);
   // What choices 3 and 4 save: an IP literal always with its port (see the broker).
-  const ruleHost = isIpLiteral(req.host)
+  const ruleHost = isFixedAddressHost(req.host)
     ? printable(formatAuthority(req.host, req.port), 260)
     : host;
   const tunnel = req.url === undefined;

@@ -33,7 +33,7 @@
  */
 
 import type { DecideInput, FinalDecision } from "../proxy/types.ts";
-import { formatAuthority, isIpLiteral } from "../net/host.ts";
+import { formatAuthority, isFixedAddressHost } from "../net/host.ts";
 import type { RequestTarget, RuleDecision, StoredAction } from "../rules/types.ts";
 import {
   answerAvailable,
@@ -627,12 +627,12 @@ function identicalCount(g: Group): number {
 
 /**
  * The pattern an allow-domain/deny-domain answer saves: the host as shown,
- * with its port when not the scheme's default. An IP literal always gets its
- * port: a rule naming an exact IP lifts destination protection, and that
- * exemption must be no wider than the destination the operator saw.
+ * with its port when not the scheme's default. An IP literal or a localhost
+ * name always gets its port: a rule naming one lifts destination protection,
+ * and that exemption must be no wider than the destination the operator saw.
  */
 function rulePattern(req: PendingRequest): string {
-  return isIpLiteral(req.host)
+  return isFixedAddressHost(req.host)
     ? formatAuthority(req.host, req.port)
     : formatAuthority(req.host, req.port, req.scheme);
 }

@@ -79,6 +79,21 @@ export function isIpLiteral(host: string): boolean {
   return host.startsWith("[") || /^\d{1,3}(?:\.\d{1,3}){3}$/.test(host);
 }
 
+/** True when `host` (already normalised) is `localhost` or a name under it (RFC 6761: loopback). */
+export function isLocalhostName(host: string): boolean {
+  return host === "localhost" || host.endsWith(".localhost");
+}
+
+/**
+ * True when `host` names one machine for certain, without DNS: an IP literal
+ * or a localhost name. Rules the operator saves for such a host carry the
+ * port, since a rule naming it lifts destination protection, and one answer
+ * about port 80 must not open every port of the host's loopback.
+ */
+export function isFixedAddressHost(host: string): boolean {
+  return isIpLiteral(host) || isLocalhostName(host);
+}
+
 /** The default port of a scheme, or undefined for schemes we do not proxy. */
 export function defaultPort(scheme: string): number | undefined {
   return scheme === "http" ? 80 : scheme === "https" ? 443 : undefined;

@@ -9,7 +9,7 @@
  */
 
 import { lookup } from "node:dns/promises";
-import { HostError, isIpLiteral, normaliseHost } from "./host.ts";
+import { HostError, isIpLiteral, isLocalhostName, normaliseHost } from "./host.ts";
 
 /** One address to dial. */
 export interface ResolvedAddress {
@@ -66,7 +66,7 @@ export class Resolver {
     if (mapped !== undefined) return [{ address: mapped, trusted: true }];
     if (isIpLiteral(host)) return [{ address: addressForDial(host), trusted: false }];
     // RFC 6761: localhost names are loopback, never sent to a DNS server.
-    if (host === "localhost" || host.endsWith(".localhost")) {
+    if (isLocalhostName(host)) {
       return [{ address: "127.0.0.1", trusted: false }, { address: "::1", trusted: false }];
     }
     const addresses = this.#nameServer ? await this.#viaNameServer(host) : await viaSystem(host);

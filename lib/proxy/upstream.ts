@@ -5,7 +5,7 @@
  * @module
  */
 
-import { isIpLiteral, normaliseHost, parseAuthority } from "../net/host.ts";
+import { isFixedAddressHost, normaliseHost, parseAuthority } from "../net/host.ts";
 import { type DestinationGuard, DestinationRefusedError } from "../net/guard.ts";
 import type { Resolver } from "../net/resolve.ts";
 import { ioErrorText, UpstreamConnectError, UpstreamTimeoutError } from "./errors.ts";
@@ -40,7 +40,7 @@ export function decisionExempts(decision: FinalDecision, host: string): boolean 
   const rule = decision.rule;
   if (decision.action !== "allow" || decision.source !== "rule" || !rule) return false;
   if (rule.kind !== "host" && rule.kind !== "url") return false;
-  if (!isIpLiteral(host) && host !== "localhost" && !host.endsWith(".localhost")) return false;
+  if (!isFixedAddressHost(host)) return false;
   return ruleHost(rule.pattern, rule.kind) === host;
 }
 
@@ -116,8 +116,7 @@ export async function certainRefusal(
   exempt: boolean,
 ): Promise<DestinationRefusedError | undefined> {
   const { resolver, guard } = dialer.options;
-  const local = resolver.mapped(host, port) !== undefined || isIpLiteral(host) ||
-    host === "localhost" || host.endsWith(".localhost");
+  const local = resolver.mapped(host, port) !== undefined || isFixedAddressHost(host);
   if (!local) return undefined;
   let first: DestinationRefusedError | undefined;
   for (const { address, trusted } of await resolver.resolve(host, port)) {

@@ -380,7 +380,7 @@ Deno.test("a deny rule added while the prompt is open beats a later allow once",
   }
 });
 
-Deno.test("a host answer for an IP literal saves ip:port, even on the default port", async () => {
+Deno.test("a host answer for an IP literal or a localhost name saves host:port, even on the default port", async () => {
   const cases: { input: DecideInput; answer: PromptAnswer; saved: string }[] = [
     { input: get("127.0.0.1", "/"), answer: "allow-domain", saved: "127.0.0.1:80" },
     { input: get("10.1.2.3", "/", 8080), answer: "deny-domain", saved: "10.1.2.3:8080" },
@@ -389,6 +389,9 @@ Deno.test("a host answer for an IP literal saves ip:port, even on the default po
       answer: "allow-domain",
       saved: "[::1]:443",
     },
+    // "Always allow localhost" would open every port of the host's loopback.
+    { input: get("localhost", "/"), answer: "allow-domain", saved: "localhost:80" },
+    { input: get("app.localhost", "/", 3000), answer: "allow-domain", saved: "app.localhost:3000" },
     // Names keep the short form.
     { input: get("name.test", "/"), answer: "allow-domain", saved: "name.test" },
   ];

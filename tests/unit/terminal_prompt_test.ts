@@ -94,6 +94,9 @@ Deno.test("non-default port, shared prompt and a special reason are shown", () =
   assert.match(ip, /^Host: 127\.0\.0\.1$/m);
   assert.match(ip, /^ {2}3\. Always allow 127\.0\.0\.1:443$/m);
   assert.match(ip, /^ {2}4\. Always deny 127\.0\.0\.1:443$/m);
+  // So do localhost names.
+  const lh = renderPrompt({ ...designRequest, host: "localhost", port: 80 });
+  assert.match(lh, /^ {2}3\. Always allow localhost:80$/m);
 });
 
 Deno.test("request values cannot inject terminal control sequences", () => {
