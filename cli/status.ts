@@ -8,7 +8,7 @@
  */
 
 import type { Command } from "commander";
-import { connectControl, NoProxyError } from "../lib/decide/control.ts";
+import { connectControl, NoProxyError, ProxyBusyError } from "../lib/decide/control.ts";
 import type { CliContext } from "./mod.ts";
 
 /** Exit code when no proxy is running (as `systemctl status` does). */
@@ -25,6 +25,8 @@ export interface ProxyInfo {
   prompts?: boolean;
   /** Set when it did not greet in time. */
   hung?: true;
+  /** Set when it refused this client (too many clients on its socket). */
+  busy?: true;
 }
 
 /** What `status --json` prints. */
@@ -85,9 +87,11 @@ async function ask(path: string, pid: number): Promise<ProxyInfo | undefined> {
       ...(prompts !== undefined ? { prompts } : {}),
     };
   } catch (e) {
+    if (e instanceof ProxyBusyError) return { pid, busy: true };
     if (!(e instanceof NoProxyError)) throw e;
-    // Nobody answers: a proxy that died without cleaning up.
-    await Deno.remove(path).catch(() => {});
+    // Nothing listens: a proxy that died without cleaning up. A socket that
+    // accepted and then said nothing belongs to a live process: it stays.
+    if (e.gone) await Deno.remove(path).catch(() => {});
     return undefined;
   } finally {
     clearTimeout(timer);
@@ -99,6 +103,10 @@ export function formatStatus(s: ProxyStatus): string {
   if (!s.running) return `No netmonitor proxy is running for ${s.dataDir}\n`;
   const blocks = s.proxies.map((p) => {
     if (p.hung) return `netmonitor proxy (pid ${p.pid}) did not answer: it may be hung\n`;
+    if (p.busy) {
+      return `netmonitor proxy running (pid ${p.pid}), but it refused this client: ` +
+        `too many clients on its socket\n`;
+    }
     const prompts = p.prompts === undefined
       ? "unknown"
       : p.prompts

@@ -465,6 +465,18 @@ class Session implements NamedPrompter {
 /** No proxy answers on the control socket. */
 export class NoProxyError extends ControlSocketError {
   override name = "NoProxyError";
+  /**
+   * @param gone nothing listens on the socket at all (it is missing, or
+   *   connecting was refused): its proxy is dead, and the file is stale.
+   */
+  constructor(message: string, readonly gone = false) {
+    super(message);
+  }
+}
+
+/** A live proxy answered, but refused this client (too many clients). */
+export class ProxyBusyError extends ControlSocketError {
+  override name = "ProxyBusyError";
 }
 
 /** A connection to a running proxy's control socket. */
@@ -481,6 +493,7 @@ export interface ControlClient {
 /**
  * Connects to the control socket at `socketPath` and waits for its hello.
  * @throws {NoProxyError} when no proxy listens there.
+ * @throws {ProxyBusyError} when the proxy refuses this client.
  */
 export async function connectControl(socketPath: string): Promise<ControlClient> {
   checkSocketPath(socketPath);
@@ -493,12 +506,19 @@ export async function connectControl(socketPath: string): Promise<ControlClient>
     ) {
       throw new NoProxyError(
         `No netmonitor proxy is running (no control socket at ${socketPath})`,
+        true,
       );
     }
     throw err;
   }
   const iter = readMessages(conn);
   const first = await iter.next();
+  if (!first.done && first.value.type === "error") {
+    conn.close();
+    throw new ProxyBusyError(
+      `The netmonitor proxy at ${socketPath} refused this client: ${first.value.message}`,
+    );
+  }
   if (first.done || first.value.type !== "hello") {
     conn.close();
     throw new NoProxyError(

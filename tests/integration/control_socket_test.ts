@@ -4,8 +4,10 @@ import {
   connectControl,
   ControlSocketBusyError,
   NoProxyError,
+  ProxyBusyError,
   startControlServer,
 } from "../../lib/decide/control.ts";
+import { listProxies } from "../../cli/status.ts";
 import { LineSplitter, parseServerMessage, type ServerMessage } from "../../lib/decide/protocol.ts";
 import { RulesStore } from "../../lib/rules/mod.ts";
 
@@ -438,6 +440,37 @@ Deno.test("a socket path over the Unix limit gets a clear error", async () => {
     await assert.rejects(connectControl(long), /over the 107-byte limit/);
     broker.close();
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a status socket at its client limit: status reports the proxy busy and keeps the socket", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nm-control-" });
+  const proxies = `${dir}/proxies`;
+  const path = `${proxies}/${Deno.pid}.sock`;
+  const broker = new DecisionBroker({ rules: emptyRules(dir), promptTimeoutMs: 300 });
+  const server = await startControlServer(broker, path, {
+    describe: () => ({ prompts: false, listen: "127.0.0.1:8080" }),
+    prompters: false,
+    maxClients: 2,
+  });
+  const held = [await connectControl(path), await connectControl(path)];
+  try {
+    await assert.rejects(connectControl(path), ProxyBusyError);
+    assert.deepEqual(await listProxies(proxies), [{ pid: Deno.pid, busy: true }]);
+    assert.ok((await Deno.stat(path)).isSocket, "the live proxy's socket stays");
+    for (const c of held) c.close();
+    // Once a client leaves, it answers again.
+    let listed: Awaited<ReturnType<typeof listProxies>> = [];
+    for (let i = 0; i < 50 && listed[0]?.listen === undefined; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      listed = await listProxies(proxies);
+    }
+    assert.deepEqual(listed, [{ pid: Deno.pid, listen: "127.0.0.1:8080", prompts: false }]);
+  } finally {
+    for (const c of held) c.close();
+    await server.close();
+    broker.close();
     await Deno.remove(dir, { recursive: true });
   }
 });
