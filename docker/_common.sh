@@ -7,6 +7,10 @@ NM_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 NM_DENO_VERSION=2.9.6
 # Deno's own update check would look up dl.deno.land each time a proxy starts.
 export DENO_NO_UPDATE_CHECK=1
+# Everything the scripts create (the data dir, pid, run and output files) is the user's alone,
+# whatever the caller's umask: the proxy's output holds request lines, and a data dir others can
+# write to lets them change the rules. (What containers must read gets explicit modes.)
+umask 077
 
 nm_info() { printf 'netmonitor: %s\n' "$*" >&2; }
 nm_warn() { printf 'netmonitor: warning: %s\n' "$*" >&2; }
@@ -23,6 +27,39 @@ nm_usage_error() {
 # The data dir: rules, access log, CA, control socket (the original design's ~/docker-agent-data).
 nm_data_dir() {
   printf '%s\n' "${NETMONITOR_DATA_DIR:-${HOME:-/root}/docker-agent-data}"
+}
+
+# nm_private_dir DIR: makes sure DIR is a directory of this user's alone: creates it (mode 0700)
+# when missing, takes away other users' read access, and refuses (exit 1) a DIR that belongs to
+# someone else or that other users can write to. Whoever can write in the data dir can change
+# its rules, or plant a symlink where a run (as root, too) writes its files.
+nm_private_dir() {
+  local dir=$1 line mode owner
+  if [ ! -e "$dir" ] && [ ! -L "$dir" ]; then
+    (umask 077 && mkdir -p -- "$dir") || nm_die "cannot create the data dir $dir"
+  fi
+  [ -d "$dir" ] || nm_die "the data dir $dir is not a directory"
+  # ls: the mode string and the owner's uid, the same with GNU, BSD and BusyBox.
+  line=$(LC_ALL=C ls -ldLn -- "$dir" 2>/dev/null) || nm_die "cannot read the data dir $dir"
+  mode=${line%% *}
+  read -r _ _ owner _ <<<"$line"
+  if [ ! -O "$dir" ]; then
+    nm_die "the data dir $dir belongs to uid $owner, not to you (uid $(id -u)): its rules, CA key and log must be yours alone, and its owner could plant files there that this run would use. Use a data dir of your own (NETMONITOR_DATA_DIR)"
+  fi
+  case ${mode:5:1}${mode:8:1} in
+    *w*) nm_die "the data dir $dir ($mode) can be written by other users: they could have changed its rules or planted files in it. Check what is in it, then make it private: chmod 700 $dir" ;;
+  esac
+  if [[ ${mode:4:3}${mode:7:3} == *[rwxst]* ]]; then
+    chmod go-rwx -- "$dir" || nm_die "cannot make the data dir $dir private (chmod 700 $dir)"
+  fi
+}
+
+# nm_write_file FILE TEXT: replaces FILE with a new file (mode 0600 under the scripts' umask)
+# holding TEXT and a newline. Never writes through a symlink or into a file someone else put
+# there: FILE is removed first, then created exclusively (noclobber, O_EXCL).
+nm_write_file() {
+  rm -f -- "$1" 2>/dev/null
+  (set -C && printf '%s\n' "$2" >"$1") 2>/dev/null
 }
 
 # Fills the array NM_CMD with the command that runs netmonitor:

@@ -15,8 +15,10 @@
 # reach. With ip6tables, INPUT and FORWARD reject the bridge; without it (or when it fails), the
 # host's IPv6 is switched off on the bridge; when neither works, the rules are not applied.
 
-# Why the last nm_firewall_apply failed, for the caller's error message.
+# Why the last nm_firewall_apply failed, for the caller's error message; and the port of another
+# data dir's proxy that made it refuse (return 2).
 NM_FIREWALL_ERROR=""
+NM_FIREWALL_FOREIGN_PORT=""
 
 # Fills NM_ROOT (empty, or sudo -n), NM_IPT, NM_IPT_RESTORE and NM_IP6T (empty when ip6tables
 # is missing); returns 1, with NM_FIREWALL_ERROR set, when we cannot change the firewall.
@@ -122,23 +124,37 @@ nm_firewall_ports() {
   done < <("${NM_IPT[@]}" -S "$chain" 2>/dev/null || true)
 }
 
-# nm_firewall_apply BRIDGE GATEWAY PORT: idempotent; one more PORT adds one more accept rule.
-# Returns 1 with NM_FIREWALL_ERROR set when any part could not be applied.
+# nm_firewall_apply BRIDGE GATEWAY PORT [OWNS]: idempotent; one more PORT adds one more accept
+# rule. Returns 1 with NM_FIREWALL_ERROR set when any part could not be applied, and 2 (chain
+# untouched, NM_FIREWALL_FOREIGN_PORT set) when the bridge is open for a proxy that OWNS says
+# is not the caller's.
 #
 # The chain is written whole, in one iptables-restore transaction, every time: a chain left
 # half-built (a run killed mid-way, a rule deleted by hand) must never be trusted, and rules
 # added one by one would leave a moment with the accepts in place but not the rejects. The
 # accept rules of other ports are carried over while a netmonitor answers on them: an accept
 # left by a proxy that died must not open the port to whatever listens there next.
+#
+# OWNS (a command, called with a port) says whether the netmonitor answering on that port of
+# the gateway is one of the caller's (same data dir). Every container on the bridge reaches
+# every port the chain accepts, so a bridge serves one data dir: a port open for a proxy of
+# another data dir would give the caller's containers that proxy's rules. It is not carried
+# over and not closed either (its own containers use it): the caller is refused.
 nm_firewall_apply() {
-  local bridge=$1 gateway=$2 port=$3 chain ports p
+  local bridge=$1 gateway=$2 port=$3 owns=${4:-} chain ports p
   NM_FIREWALL_ERROR=""
+  NM_FIREWALL_FOREIGN_PORT=""
   chain=$(nm_firewall_chain "$bridge")
   nm_firewall_tools || return 1
   ports=("$port")
   for p in $(nm_firewall_ports "$bridge" "$gateway"); do
     [[ " ${ports[*]} " != *" $p "* ]] || continue
     if nm_is_netmonitor "$gateway" "$p"; then
+      if [ -n "$owns" ] && ! "$owns" "$p"; then
+        NM_FIREWALL_FOREIGN_PORT=$p
+        NM_FIREWALL_ERROR="$bridge is open to $gateway:$NM_FIREWALL_FOREIGN_PORT for a netmonitor proxy of another data dir"
+        return 2
+      fi
       ports+=("$p")
     else
       nm_info "closing port $p on $gateway: no netmonitor proxy answers there any more"

@@ -16,9 +16,9 @@ Usage: docker/manage-firewall.sh [ARGS...]            interactive menu (netmonit
 
 ARGS are passed to the netmonitor command unchanged (see `netmonitor <command> --help`).
 
-Environment: NETMONITOR_DATA_DIR (default ~/docker-agent-data), NETMONITOR_BIN (the
-netmonitor command; default: `netmonitor` on PATH, else `deno run -A main.ts`, else
-`npx -y deno@2.9.6 run -A main.ts`).
+Environment: NETMONITOR_DATA_DIR (default ~/docker-agent-data; refused when it is someone
+else's or others can write to it), NETMONITOR_BIN (the netmonitor command; default:
+`netmonitor` on PATH, else `deno run -A main.ts`, else `npx -y deno@2.9.6 run -A main.ts`).
 USAGE
 }
 
@@ -43,6 +43,9 @@ case ${1:-} in
 esac
 
 nm_resolve_cmd
+# A data dir others can write to could hold their rules, or their socket posing as the proxy's.
+data_dir=$(nm_data_dir)
+[ ! -e "$data_dir" ] || nm_private_dir "$data_dir"
 status=0
 nm_netmonitor "$command" "$@" || status=$?
 exit "$status"

@@ -19,9 +19,12 @@ whose only way out is the netmonitor proxy on the host:
     `netmonitor run --listen GATEWAY --port PORT` in the background (output in
     DATA_DIR/netmonitor-proxy-GATEWAY-PORT.out) and stops it again when the last container
     that uses it exits;
-  - the network is created with `docker network create --internal`; on the host, only the
-    proxy port of the gateway is open to it (iptables: needs root or sudo -n, and the script
-    refuses to run the container when the rules cannot be added);
+  - the network is created with `docker network create --internal` and with inter-container
+    communication off (com.docker.network.bridge.enable_icc=false), so its containers reach
+    neither the outside nor each other; on the host, only the proxy port of the gateway is
+    open to it (iptables: needs root or sudo -n, and the script refuses to run the container
+    when the rules cannot be added). One network serves one data dir: a network that another
+    data dir's runs created or use, or on which containers reach each other, is refused;
   - sets HTTP_PROXY, HTTPS_PROXY, http_proxy, https_proxy, NO_PROXY and no_proxy;
   - mounts the netmonitor CA read-only and makes it trusted: SSL_CERT_FILE, REQUESTS_CA_BUNDLE,
     CURL_CA_BUNDLE, PIP_CERT, GIT_SSL_CAINFO (the image's CA bundle plus the netmonitor CA,
@@ -48,7 +51,8 @@ EOF
   nm_common_help
   cat <<'EOF'
 
-Environment: NETMONITOR_DATA_DIR (default ~/docker-agent-data), NETMONITOR_BIN (the
+Environment: NETMONITOR_DATA_DIR (default ~/docker-agent-data; it must be yours alone: made
+0700, and refused when it is someone else's or others can write to it), NETMONITOR_BIN (the
 netmonitor command; default: `netmonitor` on PATH, else `deno run -A main.ts`, else
 `npx -y deno@2.9.6 run -A main.ts`), NETMONITOR_START_TIMEOUT (seconds to wait for a proxy
 this script starts, default 60).
@@ -119,11 +123,15 @@ nm_check_pull "$pull"
 nm_require_docker
 nm_resolve_cmd
 data_dir=$(nm_data_dir)
-mkdir -p "$data_dir"
+nm_private_dir "$data_dir"
+# The data dir as labels name it (label netmonitor.data-dir): absolute, symlinks resolved.
+data_dir_abs=$(CDPATH='' cd -P -- "$data_dir" && pwd -P) || nm_die "cannot read the data dir $data_dir"
 # One file per running script, named by its pid and holding its network's id and its start
 # time: a run that is still preparing its container counts as a user of the network and the
 # proxy.
 runs_dir="$data_dir/netmonitor-runs"
+# Never a symlink: runs remove the stale files they find in there.
+[ ! -L "$runs_dir" ] || rm -f -- "$runs_dir"
 lock_file="$data_dir/netmonitor-run.lock"
 
 # What this run created, for the cleanup.
@@ -146,6 +154,8 @@ probe=""
 lock_fd=""
 take_lock() {
   [ -z "$lock_fd" ] || return 0
+  # Never a symlink: the lock file is opened (and created) through it.
+  [ ! -L "$lock_file" ] || rm -f -- "$lock_file"
   exec {lock_fd}>>"$lock_file" || nm_die "cannot open the lock file $lock_file"
   if ! command -v flock >/dev/null 2>&1; then
     nm_warn "flock is not installed (util-linux): concurrent runs are not kept apart"
@@ -183,6 +193,7 @@ other_runs() {
   for file in "$runs_dir"/*; do
     [ -f "$file" ] || continue
     pid=${file##*/}
+    [[ $pid =~ ^[0-9]+$ ]] || continue
     [ "$pid" != "$$" ] || continue
     read -r id start <"$file" 2>/dev/null || true
     # Gone, or the pid now belongs to another process: a run killed without its cleanup.
@@ -195,33 +206,40 @@ other_runs() {
   printf '%s\n' "$n"
 }
 
-# True when process $1 is a netmonitor proxy listening on this gateway and port, started at $2
-# (proc_start) when given: a pid file can outlive its process, and the pid can be reused by
-# something else, even by another proxy with the same arguments.
+# True when process $1 is a netmonitor proxy listening on this gateway and port ($3, default
+# this run's), started at $2 (proc_start) when given: a pid file can outlive its process, and
+# the pid can be reused by something else, even by another proxy with the same arguments.
 # shellcheck disable=SC2317  # called from the trap
 is_our_proxy() {
   local args
   [ -z "${2:-}" ] || [ "$(proc_start "$1")" = "$2" ] || return 1
   args=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || ps -o args= -p "$1" 2>/dev/null) || return 1
   case $args in
-    *" run --listen $gateway --port $port "*) return 0 ;;
+    *" run --listen $gateway --port ${3:-$port} "*) return 0 ;;
     *) return 1 ;;
   esac
 }
 
-# True when the netmonitor answering on this gateway and port belongs to this data dir: one of
-# the data dir's proxies says it listens there ($1: `netmonitor status --json`; 0.0.0.0 listens
-# on every IPv4 address, so nothing else can hold the gateway's port), or it is the one a run of
-# this script started for this network (pid file, process running with the same arguments). A
-# proxy of another data dir would hold the container to other rules and prompts.
+# True when the netmonitor answering on this gateway and port $1 belongs to this data dir: one
+# of the data dir's proxies says it listens there (`netmonitor status --json`, asked once;
+# 0.0.0.0 listens on every IPv4 address, so nothing else can hold the gateway's port), or it is
+# the one a run of this script started for this network (its pid file, process running with
+# the same arguments). A proxy of another data dir would hold the container to other rules and
+# prompts.
+proxies=""
+proxies_read=0
 owns_port() {
-  local pid
-  case $1 in
-    *"\"listen\":\"$gateway:$port\""* | *"\"listen\":\"0.0.0.0:$port\""*) return 0 ;;
+  local p=$1 pid start
+  if [ "$proxies_read" = 0 ]; then
+    proxies=$(nm_netmonitor status --json 2>/dev/null) || proxies=""
+    proxies_read=1
+  fi
+  case $proxies in
+    *"\"listen\":\"$gateway:$p\""* | *"\"listen\":\"0.0.0.0:$p\""*) return 0 ;;
   esac
-  local start
-  [ -r "$pid_file" ] && read -r pid _ _ _ start <"$pid_file" && [ -n "$pid" ] &&
-    is_our_proxy "$pid" "${start:-}"
+  local file="$data_dir/netmonitor-proxy-$gateway-$p.pid"
+  [ -r "$file" ] && read -r pid _ _ _ start <"$file" && [ -n "$pid" ] &&
+    is_our_proxy "$pid" "${start:-}" "$p"
 }
 
 # Stops the proxy whose process group leader is $1; waits up to 10 s.
@@ -281,7 +299,8 @@ cleanup() {
     fi
     if [ "$proxy_up" = 1 ]; then
       # Whoever leaves last must find it.
-      echo "$pid $gateway $port $pid_keep ${pid_start:-$(proc_start "$pid")}" >"$pid_file"
+      nm_write_file "$pid_file" "$pid $gateway $port $pid_keep ${pid_start:-$(proc_start "$pid")}" ||
+        nm_warn "cannot write $pid_file: the last run to leave will not stop the proxy"
     else
       rm -f "$pid_file"
     fi
@@ -336,27 +355,93 @@ trap 'on_signal 143' TERM
 
 take_lock || nm_die "another run has held $lock_file for over 300s"
 
-# 1. The internal network and its gateway.
-if ! docker network inspect "$network" >/dev/null 2>&1; then
-  if docker network create --internal --label netmonitor.managed=1 "$network" >/dev/null 2>&1; then
-    nm_info "created internal network $network"
+# 1. The internal network and its gateway. Its containers must reach nothing but the proxy:
+# not the outside (--internal), not each other (no inter-container communication: Docker would
+# otherwise accept bridge-to-bridge traffic, unseen by the proxy), and not the proxy of another
+# data dir. The host firewall opens every proxy port on the gateway to every container of the
+# network, so one network serves one data dir: the networks this script creates carry the data
+# dir in a label (netmonitor.data-dir), and so do its containers.
+create_network() {
+  docker network create --internal -o com.docker.network.bridge.enable_icc=false \
+    --label netmonitor.managed=1 --label "netmonitor.data-dir=$data_dir_abs" \
+    "$network" >/dev/null 2>&1
+}
+# `docker network inspect` of the network ($network_id once known) with format $1; "" for a
+# label or option that is not there.
+net_inspect() {
+  local out
+  out=$(docker network inspect --format "$1" "${network_id:-$network}" 2>/dev/null) || return 1
+  [ "$out" != "<no value>" ] || out=""
+  printf '%s\n' "$out"
+}
+# The Linux bridge of the network $network_id.
+net_bridge() {
+  local name
+  name=$(net_inspect '{{index .Options "com.docker.network.bridge.name"}}' || true)
+  printf '%s\n' "${name:-br-${network_id:0:12}}"
+}
+for attempt in 1 2; do
+  network_id=""
+  if ! docker network inspect "$network" >/dev/null 2>&1; then
+    if create_network; then
+      nm_info "created internal network $network"
+    fi
+    # Otherwise another run created it at the same moment: inspect it below.
   fi
-  # Otherwise another run created it at the same moment: inspect it below.
+  network_id=$(net_inspect '{{.Id}}') || network_id=""
+  [ -n "$network_id" ] || nm_die "cannot create or inspect Docker network $network"
+  internal=$(net_inspect '{{.Internal}}' || true)
+  if [ "$internal" != true ]; then
+    nm_die "network $network is not internal, so containers on it could bypass the proxy; remove it (docker network rm $network) or choose another with --network"
+  fi
+  owner=$(net_inspect '{{index .Labels "netmonitor.data-dir"}}' || true)
+  if [ -n "$owner" ] && [ "$owner" != "$data_dir_abs" ]; then
+    nm_die "network $network belongs to the data dir $owner (label netmonitor.data-dir), not to $data_dir_abs: one network serves one data dir, since its containers can reach every netmonitor proxy open on it, and would get that data dir's rules. Choose another network with --network (NETMONITOR_NETWORK)"
+  fi
+  # Docker reads the option as a Go boolean; unset means on.
+  icc=$(net_inspect '{{index .Options "com.docker.network.bridge.enable_icc"}}' || true)
+  case $icc in 0 | f | F | false | FALSE | False) break ;; esac
+  # Containers reach each other directly. A network that an older version of this script made
+  # (label netmonitor.managed) and that nothing uses is made again, as the last run to leave
+  # it would have removed it anyway; any other is the user's, or in use: refused.
+  managed=$(net_inspect '{{index .Labels "netmonitor.managed"}}' || true)
+  containers=$(net_inspect '{{len .Containers}}' || echo "?")
+  runs=$(other_runs)
+  if [ "$attempt" = 1 ] && [ "$managed" = 1 ] && [ "$containers" = 0 ] && [ "$runs" = 0 ]; then
+    old_bridge=$(net_bridge)
+    if docker network rm "$network_id" >/dev/null 2>&1; then
+      nm_firewall_remove "$old_bridge"
+      nm_info "removed network $network, made by an older netmonitor with inter-container communication on; making it again with it off"
+      continue
+    fi
+  fi
+  if [ "$managed" = 1 ]; then
+    why="it is in use (containers: $containers, other runs: $runs), so it is not made again now"
+  else
+    why="it was not made by this script, which never changes or removes a network of yours"
+  fi
+  nm_die "network $network lets its containers reach each other directly, not through the proxy (com.docker.network.bridge.enable_icc is not false), and $why. Remove it once no container uses it (docker network rm $network; the next run makes it again without), or choose another network with --network (make one with: docker network create --internal -o com.docker.network.bridge.enable_icc=false NAME)"
+done
+# Containers that runs of another data dir started on this network (their label
+# netmonitor.data-dir) would share its proxy ports with ours.
+members=()
+# shellcheck disable=SC2016  # a Go template, not shell
+for id in $(net_inspect '{{range $id, $c := .Containers}}{{$id}} {{end}}' || true); do
+  members+=("$id")
+done
+if [ "${#members[@]}" -gt 0 ]; then
+  while IFS= read -r owner; do
+    case $owner in "" | "<no value>" | "$data_dir_abs") continue ;; esac
+    nm_die "network $network is in use by containers of the data dir $owner: one network serves one data dir, since its containers can reach every netmonitor proxy open on it, and would get that data dir's rules. Choose another network with --network (NETMONITOR_NETWORK)"
+  done < <(docker inspect --format '{{index .Config.Labels "netmonitor.data-dir"}}' "${members[@]}" 2>/dev/null || true)
 fi
-internal=$(docker network inspect --format '{{.Internal}}' "$network" 2>/dev/null) ||
-  nm_die "cannot create or inspect Docker network $network"
-if [ "$internal" != true ]; then
-  nm_die "network $network is not internal, so containers on it could bypass the proxy; remove it (docker network rm $network) or choose another with --network"
-fi
-gateway=$(docker network inspect --format '{{range .IPAM.Config}}{{if .Gateway}}{{.Gateway}}{{"\n"}}{{end}}{{end}}' "$network" |
+gateway=$(net_inspect '{{range .IPAM.Config}}{{if .Gateway}}{{.Gateway}}{{"\n"}}{{end}}{{end}}' |
   grep -E '^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$' | head -n 1 || true)
 [ -n "$gateway" ] || nm_die "network $network has no IPv4 gateway"
-network_id=$(docker network inspect --format '{{.Id}}' "$network")
-bridge=$(docker network inspect --format '{{index .Options "com.docker.network.bridge.name"}}' "$network" 2>/dev/null || true)
-[ -n "$bridge" ] && [ "$bridge" != "<no value>" ] || bridge="br-${network_id:0:12}"
+bridge=$(net_bridge)
 mkdir -p "$runs_dir"
 run_file="$runs_dir/$$"
-printf '%s %s\n' "$network_id" "$(proc_start $$)" >"$run_file"
+nm_write_file "$run_file" "$network_id $(proc_start $$)" || nm_die "cannot write $run_file"
 # "PID GATEWAY PORT KEEP START" of a proxy one of these scripts started in the background
 # (START: proc_start; older scripts wrote no START).
 pid_file="$data_dir/netmonitor-proxy-$gateway-$port.pid"
@@ -379,8 +464,7 @@ if nm_port_open "$gateway" "$port"; then
     foreign_listener=1
     nm_die "$gateway:$port is in use by something that is not a netmonitor proxy; the container would reach it directly. Stop it, or choose another port with --port"
   }
-  proxies=$(nm_netmonitor status --json 2>/dev/null) || proxies=""
-  if ! owns_port "$proxies"; then
+  if ! owns_port "$port"; then
     listens=$(grep -o '"listen":"[^"]*"' <<<"$proxies" | cut -d'"' -f4 | paste -sd ' ' -) || true
     nm_die "$gateway:$port is served by a netmonitor proxy that is not one of $data_dir's (they listen on: ${listens:-nothing}): another data dir's, whose rules and prompts the container would get, or an older netmonitor that \`netmonitor status\` cannot see. Stop it, or choose another port with --port"
   fi
@@ -389,8 +473,13 @@ fi
 
 # 3. The host firewall: fail closed.
 if [ "$host_firewall" = 1 ]; then
-  nm_firewall_apply "$bridge" "$gateway" "$port" ||
-    nm_die "cannot add the host firewall rules: $NM_FIREWALL_ERROR. Without them, every service on this host that listens on all addresses is reachable from the container. Run as root (or with passwordless sudo), or pass --no-host-firewall (NETMONITOR_HOST_FIREWALL=0) to run without them"
+  firewall_status=0
+  nm_firewall_apply "$bridge" "$gateway" "$port" owns_port || firewall_status=$?
+  case $firewall_status in
+    0) ;;
+    2) nm_die "network $network is open to a netmonitor proxy that is not one of $data_dir's, on $gateway:$NM_FIREWALL_FOREIGN_PORT: another data dir's (or an older netmonitor that \`netmonitor status\` cannot see). One network serves one data dir, since its containers can reach every proxy open on it, and would get that data dir's rules. Choose another network with --network (NETMONITOR_NETWORK), or stop that proxy" ;;
+    *) nm_die "cannot add the host firewall rules: $NM_FIREWALL_ERROR. Without them, every service on this host that listens on all addresses is reachable from the container. Run as root (or with passwordless sudo), or pass --no-host-firewall (NETMONITOR_HOST_FIREWALL=0) to run without them" ;;
+  esac
 else
   nm_warn "no host firewall (--no-host-firewall): every service on this host that listens on all addresses is reachable from the container"
 fi
@@ -410,11 +499,20 @@ else
   for arg in "${run_args[@]}"; do
     case $arg in --non-interactive | --prompt-via | --prompt-via=*) prompt_via=() ;; esac
   done
+  # A new file (removed, then created exclusively): never written through a symlink.
+  out_fd=""
+  rm -f -- "$proxy_out"
+  set -C
+  exec {out_fd}>"$proxy_out" || out_fd=""
+  set +C
+  [ -n "$out_fd" ] || nm_die "cannot create $proxy_out"
   NETMONITOR_DATA_DIR=$data_dir setsid "${NM_CMD[@]}" run --listen "$gateway" --port "$port" \
-    "${prompt_via[@]}" "${run_args[@]}" >"$proxy_out" 2>&1 </dev/null {lock_fd}>&- &
+    "${prompt_via[@]}" "${run_args[@]}" >&"$out_fd" 2>&1 </dev/null {lock_fd}>&- {out_fd}>&- &
   started_proxy_pid=$!
+  exec {out_fd}>&-
   started_proxy_start=$(proc_start "$started_proxy_pid")
-  echo "$started_proxy_pid $gateway $port $keep_proxy $started_proxy_start" >"$pid_file"
+  nm_write_file "$pid_file" "$started_proxy_pid $gateway $port $keep_proxy $started_proxy_start" ||
+    nm_warn "cannot write $pid_file: the last run to leave will not stop the proxy"
   deadline=$((SECONDS + ${NETMONITOR_START_TIMEOUT:-60}))
   until grep -q 'Listening on' "$proxy_out" 2>/dev/null; do
     if ! kill -0 "$started_proxy_pid" 2>/dev/null; then
@@ -503,6 +601,7 @@ status=0
 docker run --rm --pull "$pull" "${tty_args[@]}" \
   --name "$name" \
   --label "netmonitor.network=$network" \
+  --label "netmonitor.data-dir=$data_dir_abs" \
   --network "$network_id" \
   --dns "$gateway" \
   --add-host "host.docker.internal:$gateway" \

@@ -49,9 +49,74 @@ export function dataPaths(explicitDir?: string): DataPaths {
   };
 }
 
-/** Creates the data directory (and parents) with mode 0700 when it is missing. */
+/**
+ * The data directory cannot be used safely: not a directory, someone else's,
+ * or writable by other users. `userFacing`: the CLI shows the message as
+ * `error: ...` (exit 1), without a stack.
+ */
+export class DataDirError extends Error {
+  override name = "DataDirError";
+  readonly userFacing = true;
+  /** The data directory. */
+  readonly dir: string;
+  constructor(dir: string, message: string) {
+    super(message);
+    this.dir = dir;
+  }
+}
+
+/**
+ * Makes sure the data directory is this user's alone, and creates it (and
+ * missing parents) with mode 0700, whatever the umask, when it is missing.
+ * Group and world read access is taken away from an existing one.
+ *
+ * Whoever else can write in it could change the rules, or plant a symlink
+ * where netmonitor (or a Docker script run as root) writes. So, on systems
+ * with owners and modes (not Windows):
+ *
+ * @throws {DataDirError} when it is not a directory, belongs to another user
+ *   (root included), or is group- or world-writable: fixing that is the
+ *   owner's decision, after checking what others may have put there.
+ */
 export async function ensureDataDir(paths: DataPaths): Promise<void> {
-  await Deno.mkdir(paths.dir, { recursive: true, mode: 0o700 });
+  const dir = paths.dir;
+  let created = false;
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(dir);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+    created = true;
+    // Checked like any other: someone may have made it first.
+    info = await Deno.stat(dir);
+  }
+  if (!info.isDirectory) {
+    throw new DataDirError(dir, `data dir "${dir}" is not a directory`);
+  }
+  const uid = Deno.build.os === "windows" ? null : Deno.uid();
+  if (uid === null || info.uid === null || info.mode === null) return;
+  const mode = info.mode & 0o7777;
+  const shown = `0${mode.toString(8).padStart(3, "0")}`;
+  if (info.uid !== uid) {
+    throw new DataDirError(
+      dir,
+      `data dir "${dir}" belongs to uid ${info.uid}, not to you (uid ${uid}); its rules, ` +
+        `CA key and log must be yours alone, and its owner could plant files that netmonitor ` +
+        `would use. Use a data dir of your own (--data-dir DIR or NETMONITOR_DATA_DIR)`,
+    );
+  }
+  if ((mode & 0o022) !== 0) {
+    throw new DataDirError(
+      dir,
+      `data dir "${dir}" (mode ${shown}) can be written by other users: they could have ` +
+        `changed its rules or planted files in it. Check what is in it, then make it ` +
+        `private: chmod 700 "${dir}"`,
+    );
+  }
+  // New: 0700 whatever the umask took away. Existing: no group or world access.
+  const wanted = created ? 0o700 : mode & ~0o077;
+  if (wanted !== mode) await Deno.chmod(dir, wanted);
 }
 
 function nonEmpty(s: string | undefined): string | undefined {

@@ -119,6 +119,17 @@ async function detect(): Promise<string | null> {
   return null;
 }
 
+/**
+ * `docker network create` arguments for a network as docker/run-monitored.sh wants it:
+ * internal, and without inter-container communication (it refuses networks whose containers
+ * reach each other directly).
+ */
+export const MONITORED_NETWORK_ARGS = [
+  "--internal",
+  "-o",
+  "com.docker.network.bridge.enable_icc=false",
+];
+
 let counter = 0;
 /** A name unique to this test run, e.g. `nm-e2e-1234-3-k2j4`; valid for containers and networks. */
 export function uniqueName(label: string): string {
@@ -469,7 +480,8 @@ export interface MonitoredOptions {
   runArgs?: string[];
   /**
    * Create the internal network here (so its gateway is known before the run)
-   * instead of letting the script create it. @default {false}
+   * instead of letting the script create it: {@linkcode MONITORED_NETWORK_ARGS},
+   * no labels, like a network of the user's. @default {false}
    */
   createNetwork?: boolean;
   /** The proxy port. @default {a random port} */
@@ -524,7 +536,7 @@ export async function setupMonitored(opts: MonitoredOptions): Promise<Monitored>
   try {
     origins = await startOrigins(dir, opts.names);
     if (opts.createNetwork) {
-      await docker(["network", "create", "--internal", network]);
+      await docker(["network", "create", ...MONITORED_NETWORK_ARGS, network]);
       gateway = await networkGateway(network);
     }
   } catch (e) {

@@ -89,6 +89,31 @@ Deno.test("docker scripts: manage-firewall.sh --status says whether the data dir
   }
 });
 
+Deno.test("docker scripts: manage-firewall.sh refuses a data dir that others can write to", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nm-open-" });
+  try {
+    await Deno.writeTextFile(`${dir}/network-rules.json`, `{ "*": "allow" }`);
+    await Deno.chmod(dir, 0o777);
+    const env = scriptEnv(dir);
+    for (const args of [["--status"], ["--stats"], ["--prompt"], []]) {
+      const res = await runScript("manage-firewall.sh", args, env);
+      assert.equal(res.code, 1, `${args}: ${res.stdout}${res.stderr}`);
+      assert.match(
+        res.stderr,
+        new RegExp(`the data dir ${dir} \\(drwxrwxrwx\\) can be written by other users`),
+      );
+      assert.equal(res.stdout, "");
+    }
+    // Read access for others is taken away; a private one works.
+    await Deno.chmod(dir, 0o755);
+    const ok = await runScript("manage-firewall.sh", ["--status"], env);
+    assert.equal(ok.code, 3, ok.stderr);
+    assert.equal((await Deno.stat(dir)).mode! & 0o777, 0o700);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 const unavailable = await dockerUnavailable();
 
 Deno.test({
