@@ -30,7 +30,12 @@ import { PassthroughList, prepareInterception } from "../lib/tls/intercept.ts";
 import { colorEnabled, formatRecordLine, terminalWidth } from "./_render.ts";
 import { CliError, UsageError } from "./_errors.ts";
 import type { CliContext } from "./mod.ts";
-import { attachTerminal, formatBrokerEvent } from "./terminal_prompt.ts";
+import {
+  attachTerminal,
+  formatBrokerEvent,
+  ignoreTerminalStopSignals,
+  inTerminalForeground,
+} from "./terminal_prompt.ts";
 
 /** Who answers requests that no rule covers. */
 export type PromptMode = "terminal" | "socket" | "non-interactive";
@@ -53,6 +58,11 @@ export interface RunConfig {
   intercept: boolean;
   passthrough: string[];
   upstreamCa: string[];
+  /**
+   * Started in the background of the terminal it would have asked on: it asks
+   * `netmonitor prompt` clients only (mode `socket`), and says so.
+   */
+  background?: boolean;
 }
 
 /** Raw option values from commander. */
@@ -143,7 +153,15 @@ export function registerRunCommand(program: Command, ctx: CliContext): void {
         "the log is flushed, the exit code is 0.",
     )
     .action(async (flags: RunFlags) => {
-      const config = parseRunFlags(flags, ctx.stdinIsTerminal);
+      const config = avoidTerminalInBackground(
+        parseRunFlags(flags, ctx.stdinIsTerminal),
+        ctx.stdinIsTerminal,
+        inTerminalForeground(),
+      );
+      // A proxy must never be stopped by the kernel for using its terminal
+      // from the background (a read, a mode change, or output under `stty
+      // tostop`): such use fails instead, and the prompt waits for `fg`.
+      ignoreTerminalStopSignals();
       ctx.exitCode = await runProxy(config, {
         paths: ctx.paths,
         stdout: ctx.stdout,
@@ -211,6 +229,22 @@ export function parseRunFlags(flags: RunFlags, stdinIsTerminal: boolean): RunCon
     passthrough: flags.passthrough,
     upstreamCa: flags.upstreamCa,
   };
+}
+
+/**
+ * A run that would ask on the terminal, started in the background of it
+ * (`netmonitor run &`; `foreground` false, from {@linkcode inTerminalForeground}),
+ * asks `netmonitor prompt` clients instead: raw mode or a read of the
+ * terminal would stop the whole process (SIGTTOU, SIGTTIN) at its first
+ * prompt. Unknown (`undefined`, not Linux) keeps the terminal.
+ */
+export function avoidTerminalInBackground(
+  config: RunConfig,
+  stdinIsTerminal: boolean,
+  foreground: boolean | undefined,
+): RunConfig {
+  if (config.mode !== "terminal" || !stdinIsTerminal || foreground !== false) return config;
+  return { ...config, mode: "socket", background: true };
 }
 
 function wholeNumber(v: string, name: string, min: number, max: number): number {
@@ -463,6 +497,13 @@ export async function runProxy(
   if (!isLoopback(config.listen)) {
     warn(
       `listening on ${config.listen}: every machine that can reach this address can use the proxy`,
+    );
+  }
+  if (config.background) {
+    warn(
+      "started in the background of this terminal, so requests are not asked here (reading " +
+        "the terminal would stop netmonitor): answer them with `netmonitor prompt` in another " +
+        `terminal (data dir ${paths.dir})`,
     );
   }
   say(describeMode(config, paths));

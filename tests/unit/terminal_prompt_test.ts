@@ -1,10 +1,14 @@
 import assert from "node:assert/strict";
 import {
   attachTerminal,
+  backgroundLine,
   closedLine,
   createTerminalPrompter,
   DEFAULT_INPUT_GUARD_MS,
+  foregroundFromStat,
   formatBrokerEvent,
+  INPUT_DISCARDED_LINE,
+  INPUT_DISCARDED_ON_CLOSE_LINE,
   INPUT_IGNORED_LINE,
   InputClosedError,
   parseChoice,
@@ -246,20 +250,31 @@ Deno.test("terminal mode: edits keys, echoes, drops keys typed between prompts",
   assert.equal(await first, "4");
   assert.equal(echoed, "3\b \b4\r\n");
   assert.deepEqual(modes, [true]);
-  // Typed while no prompt reads: not echoed, not delivered later.
+  // Typed while no prompt reads: not echoed, and the line it begins is
+  // thrown away up to its Enter, even when that Enter comes during a read.
   await input.type("6");
   await new Promise((r) => setTimeout(r, 0));
-  const second = lines.readLine();
+  assert.equal(lines.discarding, true);
+  let discards = 0;
+  const second = lines.readLine(undefined, { onDiscarded: () => discards++ });
+  await input.type("\r");
+  await until(() => discards === 1);
+  assert.equal(lines.discarding, false);
   await input.type("\x15abc\x15\r");
-  assert.equal(await second, "", "Ctrl-U cleared the line; the stray 6 was dropped");
-  // Partial input of an aborted read never reaches the next read.
+  assert.equal(await second, "", "Ctrl-U cleared the line; the stray 6 and its Enter were dropped");
+  assert.equal(echoed, "3\b \b4\r\n" + "abc" + "\b \b".repeat(3) + "\r\n");
+  // Partial input of an aborted read never reaches the next read, nor does
+  // the Enter that ends it.
   const ac = new AbortController();
   const third = lines.readLine(ac.signal);
   await input.type("5");
   await new Promise((r) => setTimeout(r, 0));
   ac.abort(new Error("closed"));
   await assert.rejects(third, /closed/);
-  const fourth = lines.readLine();
+  assert.equal(lines.discarding, true);
+  const fourth = lines.readLine(undefined, { onDiscarded: () => discards++ });
+  await input.type("\r");
+  await until(() => discards === 2);
   await input.type("1\r");
   assert.equal(await fourth, "1");
   // Ctrl-D on an empty line ends input and restores the terminal.
@@ -292,7 +307,7 @@ Deno.test("attachTerminal: answers through the broker; detaches itself at end of
       method: "GET",
       client: "127.0.0.1:1",
     });
-    while (!out.includes("Your choice [1]: ")) await new Promise((r) => setTimeout(r, 1));
+    await until(() => out.includes("Your choice [1]: "));
     await input.type("4\n");
     assert.equal((await d).reason, 'prompt: deny-domain (saved rule "a.test")');
     await input.end();
@@ -354,7 +369,7 @@ Deno.test("printLine: other output goes above an open question, which is redrawn
   assert.equal(out, "before\n");
   const answer = prompter.ask(designRequest, new AbortController().signal);
   await input.type("3");
-  while (lines.partial !== "3") await new Promise((r) => setTimeout(r, 1));
+  await until(() => lines.partial === "3");
   out = "";
   prompter.printLine("GET http://other.test/ 200");
   assert.equal(out, "\r\x1b[2KGET http://other.test/ 200\nYour choice [1]: 3");
@@ -380,9 +395,13 @@ function guardedTerminal() {
   return { input, clock, lines, echoed: () => echoed };
 }
 
-/** Waits until `cond` holds (a few event-loop turns at most in practice). */
+/** Waits until `cond` holds (a few event-loop turns at most in practice; fails after 5 s). */
 async function until(cond: () => boolean): Promise<void> {
-  while (!cond()) await new Promise((r) => setTimeout(r, 1));
+  const deadline = Date.now() + 5_000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${cond}`);
+    await new Promise((r) => setTimeout(r, 1));
+  }
 }
 
 Deno.test("input guard: keys typed as a new prompt appears are ignored, and it says so", async () => {
@@ -414,8 +433,18 @@ Deno.test("input guard: keys typed as a new prompt appears are ignored, and it s
   assert.equal(echoed(), "");
   assert.equal(out.split(INPUT_IGNORED_LINE).length - 1, 1);
   assert.equal(answered, false);
-  // After the window the operator's choice counts (the stray 6 is not part of it).
+  // The line that 6 began was not typed for this prompt: the rest of it, up
+  // to and including its Enter, is thrown away too, and it says so.
   clock.now = 400;
+  await input.type("1\r");
+  await until(() => out.includes(INPUT_DISCARDED_LINE));
+  assert.ok(
+    out.endsWith(`\r\x1b[2K${INPUT_DISCARDED_LINE}\nYour choice [1]: `),
+    JSON.stringify(out),
+  );
+  assert.equal(answered, false);
+  assert.equal(echoed(), "");
+  // After that the operator's choice counts.
   await input.type("9\r");
   await until(() => out.includes('Invalid choice "9"'));
   // Asked again about the same request: not guarded.
@@ -483,4 +512,203 @@ Deno.test("input guard: an Enter meant for a withdrawn request does not answer t
     await lines.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a withdrawn prompt's half-typed answer does not turn a later Enter into allow once", async () => {
+  // The review's repro: the operator types 2 (deny) for a.test; 0.1 s later
+  // its client resets the connection, so b.test (queued behind it) is shown;
+  // the operator's Enter lands 0.7 s after the 2, past the input guard.
+  const dir = await Deno.makeTempDir({ prefix: "nm-term-" });
+  const { input, clock, lines, echoed } = guardedTerminal();
+  const broker = new DecisionBroker({ rules: new RulesStore(`${dir}/network-rules.json`) });
+  let out = "";
+  const term = attachTerminal(broker, {
+    lines,
+    write: (s) => out += s,
+    ansi: true,
+    inputGuardMs: 400,
+  });
+  const req = (host: string, path: string) => ({
+    target: { scheme: "http" as const, host, port: 8080, path },
+    method: "GET",
+    client: "127.0.0.1:1",
+  });
+  try {
+    const gone = new AbortController();
+    const a = broker.decide(req("a.test", "/harmless"), gone.signal);
+    const b = broker.decide(req("b.test", "/exfiltrate?secret=1"));
+    await until(() => out.includes("Host: a.test") && out.endsWith("Your choice [1]: "));
+    clock.now = 5_000;
+    await input.type("2");
+    await until(() => lines.partial === "2");
+    clock.now = 5_100;
+    gone.abort();
+    assert.equal((await a).source, "error");
+    await until(() => out.includes("Host: b.test") && out.endsWith("Your choice [1]: "));
+    clock.now = 5_700;
+    await input.type("\r");
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(broker.pending()[0]?.host, "b.test", "b.test still waits for a fresh answer");
+    // Past the input guard: this is the discard's doing, and the screen says so.
+    assert.ok(!out.includes(INPUT_IGNORED_LINE));
+    assert.match(
+      out,
+      new RegExp(`Prompt closed: [^\\n]*\\.\\n${INPUT_DISCARDED_ON_CLOSE_LINE}\\n`),
+    );
+    assert.ok(out.endsWith(`\r\x1b[2K${INPUT_DISCARDED_LINE}\nYour choice [1]: `));
+    // A fresh answer, typed for b.test, counts.
+    clock.now = 6_500;
+    await input.type("2\r");
+    assert.deepEqual(await b, { action: "deny", source: "prompt", reason: "prompt: deny-once" });
+    assert.equal(echoed(), "2" + "2\r\n", "the discarded Enter was not echoed");
+  } finally {
+    broker.close();
+    await term.close();
+    await input.end();
+    await lines.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a prompt closing under erased input, or before any key, discards accordingly", async () => {
+  const { input, lines } = guardedTerminal();
+  let discards = 0;
+  const onDiscarded = () => discards++;
+  // Typed 2, erased it: keys were typed for the prompt, so the rest of that line goes too.
+  const ac = new AbortController();
+  const first = lines.readLine(ac.signal, { onDiscarded });
+  await input.type("2\x7f");
+  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(lines.partial, "");
+  ac.abort(new Error("withdrawn"));
+  await assert.rejects(first, /withdrawn/);
+  assert.equal(lines.discarding, true);
+  const second = lines.readLine(undefined, { onDiscarded });
+  await input.type("1\r");
+  await until(() => discards === 1);
+  // Nothing typed for a prompt that closes: nothing is discarded.
+  const ac2 = new AbortController();
+  const third = lines.readLine(ac2.signal, { onDiscarded });
+  ac2.abort(new Error("timeout"));
+  await assert.rejects(third, /timeout/);
+  assert.equal(lines.discarding, false);
+  // second is still open: an arrow key does not begin a line, Enter answers it.
+  await input.type("\x1b[B\r");
+  assert.equal(await second, "");
+  assert.equal(discards, 1);
+  await input.end();
+  await lines.close();
+});
+
+Deno.test("input typed into the guard window and finished after it does not answer", async () => {
+  const { input, clock, lines } = guardedTerminal();
+  let ignored = 0;
+  let discards = 0;
+  const read = lines.readLine(undefined, {
+    guardMs: 400,
+    onIgnored: () => ignored++,
+    onDiscarded: () => discards++,
+  });
+  clock.now = 50;
+  await input.type("2");
+  await until(() => ignored === 1);
+  clock.now = 700;
+  await input.type("\r");
+  await until(() => discards === 1);
+  clock.now = 800;
+  await input.type("4\r");
+  assert.equal(await read, "4");
+  // An Enter alone inside the window ends nothing pending: the next line counts.
+  const again = lines.readLine(undefined, { guardMs: 400, onDiscarded: () => discards++ });
+  clock.now = 900;
+  await input.type("\r");
+  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(lines.discarding, false);
+  clock.now = 1_300;
+  await input.type("3\r");
+  assert.equal(await again, "3");
+  assert.equal(discards, 1);
+  await input.end();
+  await lines.close();
+});
+
+Deno.test("foregroundFromStat: pgrp (field 5) against tpgid (field 8), after the last ')'", () => {
+  // pid (comm) state ppid pgrp session tty_nr tpgid flags ...
+  assert.equal(foregroundFromStat("4242 (deno) S 100 4242 100 34816 4242 4194560 0 0"), true);
+  assert.equal(foregroundFromStat("4242 (deno) S 100 4242 100 34816 100 4194560 0 0"), false);
+  // A command name with spaces and parentheses cannot shift the fields.
+  assert.equal(
+    foregroundFromStat("77 (a) b 1 2 3 4 5 6) R 10 77 10 34817 99 0 0\n"),
+    false,
+  );
+  assert.equal(foregroundFromStat("77 (x) 9 9 (y) S 10 77 10 34817 77 0"), true);
+  // No controlling terminal (tty_nr 0, tpgid -1), or garbage: unknown.
+  assert.equal(foregroundFromStat("5 (deno) S 1 5 5 0 -1 4194560"), undefined);
+  assert.equal(foregroundFromStat("5 (deno) S 1 5"), undefined);
+  assert.equal(foregroundFromStat("nonsense"), undefined);
+});
+
+Deno.test("background: the terminal is neither read nor put in raw mode until the process is in front", async () => {
+  const input = typed();
+  const modes: boolean[] = [];
+  let foreground = false;
+  const lines = new StdinLineReader({
+    input: input.readable,
+    terminal: { setRaw: (on) => modes.push(on), echo: () => {} },
+    foreground: () => foreground,
+    foregroundPollMs: 5,
+  });
+  let out = "";
+  const prompter = createTerminalPrompter({ lines, write: (s) => out += s, inputGuardMs: 0 });
+  assert.equal(lines.inForeground(), false);
+
+  // Shown in the background: one line, no prompt, no raw mode, no read.
+  const ac = new AbortController();
+  const first = prompter.ask(designRequest, ac.signal);
+  await until(() => out.includes("Waiting for an answer"));
+  assert.equal(out, `\n${backgroundLine(designRequest)}\n`);
+  assert.match(out, /`fg`.*`netmonitor prompt` in another terminal/);
+  await new Promise((r) => setTimeout(r, 30));
+  assert.deepEqual(modes, []);
+  // Closed (answered elsewhere, timed out) while still in the background.
+  ac.abort(new PromptClosedError({ kind: "timeout" }));
+  await assert.rejects(first, PromptClosedError);
+  assert.ok(out.endsWith("Prompt closed: no answer in time.\n"), JSON.stringify(out));
+  assert.ok(!out.includes("Your choice"));
+
+  // The next one waits too, and is asked once the process is back in front.
+  out = "";
+  const second = prompter.ask(designRequest, new AbortController().signal);
+  await until(() => out.includes("Waiting for an answer"));
+  const typing = input.type("4\r"); // typed before fg: only read once in front
+  await new Promise((r) => setTimeout(r, 30));
+  assert.deepEqual(modes, []);
+  foreground = true;
+  await until(() => out.endsWith("Your choice [1]: "));
+  assert.match(out, /Network Access Request/);
+  assert.equal(await second, "deny-domain");
+  await typing;
+  assert.deepEqual(modes, [true]);
+
+  // Back in the background: the terminal's mode is left to the shell.
+  foreground = false;
+  await input.end();
+  await lines.close();
+  assert.deepEqual(modes, [true]);
+});
+
+Deno.test("background: closing the reader ends a wait for the foreground", async () => {
+  const input = typed();
+  const lines = new StdinLineReader({
+    input: input.readable,
+    terminal: { setRaw: () => {}, echo: () => {} },
+    foreground: () => false,
+    foregroundPollMs: 5,
+  });
+  const prompter = createTerminalPrompter({ lines, write: () => {} });
+  const asked = prompter.ask(designRequest, new AbortController().signal);
+  await new Promise((r) => setTimeout(r, 20));
+  await lines.close();
+  await assert.rejects(asked, InputClosedError);
+  await input.end();
 });
