@@ -170,7 +170,11 @@ export async function promptLoop(
             ? `Saved rule ${pattern}: ${m.action}.\n`
             : `Could not save rule ${pattern}: ${m.action} (${
               printable(m.error ?? "unknown error", 300)
-            }); the answer was applied once.\n`,
+            }); ${
+              m.kept
+                ? `the deny rule ${printable(JSON.stringify(m.kept.pattern), 300)} decided instead`
+                : "the answer was applied once"
+            }.\n`,
         );
       } else if (m.type === "error") {
         io.error(`The proxy refused that: ${printable(m.message, 300)}\n`);

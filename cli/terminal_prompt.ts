@@ -380,7 +380,9 @@ export function formatBrokerEvent(e: BrokerEvent): string | undefined {
       return `Saved rule ${JSON.stringify(e.pattern)}: ${e.action}`;
     case "rule-save-failed":
       return `Could not save rule ${JSON.stringify(e.pattern)}: ${e.action} (${e.error}); ` +
-        `the answer was applied once`;
+        (e.kept
+          ? `the deny rule ${JSON.stringify(e.kept.pattern)} decided instead`
+          : `the answer was applied once`);
     case "prompter-failed":
       return `Prompt ${e.prompter} failed: ${e.error}`;
   }

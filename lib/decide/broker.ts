@@ -13,14 +13,22 @@
  * What an answer releases is never more than the operator saw:
  * - allow-once and allow-url/deny-url release only the requests identical to
  *   the one shown (same method and URL; for a tunnel, same method, host and
- *   port). allow-once is checked against the rules once more, so a deny rule
- *   added while the prompt was open still wins. Every other request waiting
- *   on the host is decided again by the rules, and asked about again if still
- *   uncovered (a client cannot slip a `POST /upload` in behind a shown
- *   `GET /index.html`);
+ *   port). Every other request waiting on the host is decided again by the
+ *   rules, and asked about again if still uncovered (a client cannot slip a
+ *   `POST /upload` in behind a shown `GET /index.html`);
  * - deny-once denies every request waiting on the host (denying is safe);
  * - allow-domain/deny-domain release every request waiting on the host (the
  *   operator chose the whole host).
+ *
+ * A deny rule added while the prompt was open (another terminal ran
+ * `netmonitor rules add`) beats an allow answer: the requests an allow
+ * answer releases are checked against the rules in force once the answer is
+ * applied, and one a rule denies is denied. An "always allow" answer is never
+ * saved over a deny rule (`keepDeny`): when the file holds a deny rule for the
+ * same host pattern, or for the same URL in any spelling, that rule stays and
+ * decides, and the answer is reported as not saved. (A saved rule more
+ * specific than a deny rule, e.g. an exact URL or `host:port` next to a deny
+ * for the host or for `*.domain`, wins by precedence, as any rule would.)
  *
  * A client cannot bury the operator in prompts: beyond
  * `maxPromptsPerClient` open prompts for one client IP, its new uncovered
@@ -34,7 +42,8 @@
 
 import type { DecideInput, FinalDecision } from "../proxy/types.ts";
 import { formatAuthority, isFixedAddressHost } from "../net/host.ts";
-import type { RequestTarget, RuleDecision, StoredAction } from "../rules/types.ts";
+import { DenyRuleKeptError } from "../rules/store.ts";
+import type { RequestTarget, Rule, RuleDecision, StoredAction } from "../rules/types.ts";
 import {
   answerAvailable,
   isPromptAnswer,
@@ -67,8 +76,12 @@ export interface BrokerRules {
    * Saves a rule; `current` reflects it once the promise resolves. May resolve
    * with `{ rule: { pattern } }` when an equivalent rule kept its own spelling
    * (as `RulesStore.add` does); the reason then quotes that spelling.
+   *
+   * The broker passes `keepDeny: true` for an allow rule: a deny rule it would
+   * replace must stay, and the promise rejects with `DenyRuleKeptError`
+   * (`current` then holds that deny rule).
    */
-  add(pattern: string, action: StoredAction): Promise<unknown>;
+  add(pattern: string, action: StoredAction, options?: { keepDeny?: boolean }): Promise<unknown>;
 }
 
 /** Something the CLI may want to print. */
@@ -79,8 +92,18 @@ export type BrokerEvent =
   | { type: "prompt-closed"; request: PendingRequest; outcome: PromptOutcome }
   /** An "always" answer was saved as a rule. */
   | { type: "rule-saved"; pattern: string; action: StoredAction }
-  /** An "always" answer could not be saved; it was applied once anyway. */
-  | { type: "rule-save-failed"; pattern: string; action: StoredAction; error: string }
+  /**
+   * An "always" answer could not be saved; it was applied once anyway, except
+   * when `kept` is set: an allow answer met a deny rule it would have replaced
+   * (added meanwhile); that rule stays and decides the waiting requests.
+   */
+  | {
+    type: "rule-save-failed";
+    pattern: string;
+    action: StoredAction;
+    error: string;
+    kept?: { pattern: string; action: StoredAction };
+  }
   /** A prompter failed (threw, or gave an answer the prompt does not offer); it is ignored for that prompt. */
   | { type: "prompter-failed"; prompter: string; error: string };
 
@@ -503,9 +526,12 @@ export class DecisionBroker {
     if (g.request) this.#emit({ type: "prompt-closed", request: g.request, outcome });
   }
 
-  /** `rules.add`, bounded by `saveTimeoutMs`; a late save is still reported. */
+  /**
+   * `rules.add`, bounded by `saveTimeoutMs`; a late save is still reported.
+   * An allow rule never replaces a deny rule (`keepDeny`).
+   */
   #save(pattern: string, action: StoredAction): Promise<unknown> {
-    const saving = this.#rules.add(pattern, action);
+    const saving = this.#rules.add(pattern, action, { keepDeny: action.startsWith("allow") });
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<never>((_, reject) => {
       timer = setTimeout(() => {
@@ -534,6 +560,8 @@ export class DecisionBroker {
     const req = g.request!;
     const verdict = answer.startsWith("allow") ? "allow" : "deny";
     let reason = `prompt: ${answer}`;
+    /** A deny rule the answer's rule would have replaced: it stays, and decides. */
+    let kept: Rule | undefined;
     if (answer !== "allow-once" && answer !== "deny-once") {
       const pattern = answer.endsWith("-url") ? req.url! : rulePattern(req);
       try {
@@ -543,8 +571,21 @@ export class DecisionBroker {
         reason += ` (saved rule ${JSON.stringify(saved)})`;
         this.#emit({ type: "rule-saved", pattern: saved, action: answer });
       } catch (err) {
-        reason += ` (rule not saved: ${message(err)})`;
-        this.#emit({ type: "rule-save-failed", pattern, action: answer, error: message(err) });
+        if (err instanceof DenyRuleKeptError) {
+          kept = err.rule;
+          const error = `the deny rule ${JSON.stringify(kept.pattern)}: ${kept.action} was ` +
+            `added meanwhile; it stays and decides`;
+          this.#emit({
+            type: "rule-save-failed",
+            pattern,
+            action: answer,
+            error,
+            kept: { pattern: kept.pattern, action: kept.action },
+          });
+        } else {
+          reason += ` (rule not saved: ${message(err)})`;
+          this.#emit({ type: "rule-save-failed", pattern, action: answer, error: message(err) });
+        }
       }
     }
     // Requests that joined while the rule was being saved are in g.waiters too.
@@ -556,15 +597,21 @@ export class DecisionBroker {
       for (const w of waiters) this.#finish(w, decision);
       return;
     }
+    /**
+     * What an allow answer gives a request it covers: the answer, unless a
+     * rule in force now denies the request (perhaps added by another terminal
+     * while the prompt was open: an exact URL rule beats a host rule just
+     * saved). When the answer's rule was not saved because of a deny rule,
+     * the rules decide, and that deny rule if they still ask.
+     */
+    const allowed = (w: Waiter): FinalDecision => {
+      const ruled = this.#recheck(w);
+      if (kept) return "final" in ruled ? ruled.final : ruleDecision(kept);
+      return "final" in ruled && ruled.final.action === "deny" ? ruled.final : decision;
+    };
     if (answer === "allow-domain") {
-      // The operator's choice for every request to the host, except what a
-      // deny rule still decides: an exact URL rule beats the host rule just
-      // saved (perhaps added by another terminal while the prompt was open).
-      for (const w of waiters) {
-        const ruled = this.#recheck(w);
-        if ("final" in ruled && ruled.final.action === "deny") this.#finish(w, ruled.final);
-        else this.#finish(w, decision);
-      }
+      // The operator's choice for every request to the host.
+      for (const w of waiters) this.#finish(w, allowed(w));
       return;
     }
     // allow-once and the URL answers cover only what the operator saw; every
@@ -575,12 +622,7 @@ export class DecisionBroker {
     const again: Waiter[] = [];
     for (const w of waiters) {
       if (sameAs(w, req) && (!shown || shown.has(w))) {
-        // A deny rule added while the prompt was open (another terminal ran
-        // `rules add`) beats a one-off allow.
-        const ruled = answer === "allow-once" ? this.#recheck(w) : undefined;
-        if (ruled && "final" in ruled && ruled.final.action === "deny") {
-          this.#finish(w, ruled.final);
-        } else this.#finish(w, decision);
+        this.#finish(w, answer === "deny-url" ? decision : allowed(w));
         continue;
       }
       const ruled = this.#recheck(w);
@@ -654,6 +696,16 @@ function urlOf(t: RequestTarget): string | undefined {
 
 function nameOf(p: Prompter): string {
   return (p as NamedPrompter).name ?? "prompter";
+}
+
+/** The decision of a rule, worded as the rules engine words it. */
+function ruleDecision(rule: Rule): FinalDecision {
+  return {
+    action: rule.verdict,
+    source: "rule",
+    reason: `rule "${rule.pattern}": ${rule.action}`,
+    rule,
+  };
 }
 
 function message(err: unknown): string {

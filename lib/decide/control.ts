@@ -224,7 +224,14 @@ class Server implements ControlServer {
         // Every prompter learns whether an "always" answer became a rule.
         const m: ServerMessage = e.type === "rule-saved"
           ? { type: "rule", pattern: e.pattern, action: e.action, saved: true }
-          : { type: "rule", pattern: e.pattern, action: e.action, saved: false, error: e.error };
+          : {
+            type: "rule",
+            pattern: e.pattern,
+            action: e.action,
+            saved: false,
+            error: e.error,
+            ...(e.kept ? { kept: e.kept } : {}),
+          };
         for (const s of this.#sessions) s.notify(m);
       }
     });

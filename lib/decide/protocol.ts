@@ -12,7 +12,8 @@
  *   when a prompt this client was shown closes (also after its own answer);
  * - `{"type":"rule","pattern":"github.com","action":"allow-domain","saved":true}`
  *   when an "always" answer's rule was saved, or `"saved":false,"error":"..."`
- *   when it could not be (the answer was then applied once);
+ *   when it could not be (the answer was then applied once; unless `"kept"` names
+ *   a deny rule added meanwhile, which decides instead);
  * - `{"type":"error","message":"...","id"?:"7"}` for a bad client message.
  *
  * Client to server: `{"type":"answer","id":"7","answer":"allow-domain"}`.
@@ -64,6 +65,8 @@ export interface RuleMessage {
   action: string;
   saved: boolean;
   error?: string;
+  /** Not saved because a deny rule for the same thing was added meanwhile: it decides instead. */
+  kept?: { pattern: string; action: string };
 }
 export interface ErrorMessage {
   type: "error";
@@ -208,6 +211,10 @@ export function parseServerMessage(line: string): ServerMessage {
       }
       const m: RuleMessage = { type: "rule", pattern: o.pattern, action: o.action, saved: o.saved };
       if (str(o.error)) m.error = o.error;
+      const k = o.kept as { pattern?: unknown; action?: unknown } | undefined;
+      if (k && typeof k === "object" && str(k.pattern) && str(k.action)) {
+        m.kept = { pattern: k.pattern, action: k.action };
+      }
       return m;
     }
     case "error": {

@@ -94,6 +94,22 @@ export function replaceValue(text: string, prop: Node, value: string): string {
 }
 
 /**
+ * Replaces the key and the value of an existing property: the rule keeps its
+ * place and its comments, only the two strings change.
+ */
+export function replaceProperty(text: string, prop: Node, key: string, value: string): string {
+  const [keyNode, valueNode] = prop.children!;
+  // The value comes after the key: replace it first, so the key's offsets hold.
+  const withValue = splice(
+    text,
+    valueNode.offset,
+    valueNode.offset + valueNode.length,
+    JSON.stringify(value),
+  );
+  return splice(withValue, keyNode.offset, keyNode.offset + keyNode.length, JSON.stringify(key));
+}
+
+/**
  * Appends `"key": "value"` as the last property of the root object, or creates
  * the object when the document has none (empty or comments only).
  */

@@ -28,6 +28,14 @@ export {
 } from "./pattern.ts";
 export { ACTION_LIST, makeRule, RuleSet } from "./rule_set.ts";
 export type { RuleWarning } from "./rule_set.ts";
-export { RulesStore } from "./store.ts";
+export { DenyRuleKeptError, RulesStore } from "./store.ts";
 export { writeFileAtomic } from "./_fs.ts";
-export type { AddResult, MergeResult, RulesWatcher, WatchHandlers, WatchOptions } from "./store.ts";
+export type {
+  AddOptions,
+  AddResult,
+  MergeResult,
+  RulesWatcher,
+  StoreOptions,
+  WatchHandlers,
+  WatchOptions,
+} from "./store.ts";

@@ -11,6 +11,7 @@ import {
   forwardedPathQuery,
   type ParsedPattern,
   parsePattern,
+  patternIdentity,
   slashesDecoded,
 } from "./pattern.ts";
 import {
@@ -50,7 +51,19 @@ export function makeRule(pattern: string, action: string): Rule {
   return makeParsedRule(pattern, action).rule;
 }
 
-/** {@linkcode makeRule} that also returns the parsed pattern. */
+/**
+ * {@linkcode makeRule} that also returns the parsed pattern.
+ *
+ * The parsed pattern is what the rule means, so `patternIdentity` of it says
+ * which rules are the same rule (a rules file holds one of each). For an
+ * allow URL rule (`allow-url`, `allow` on a URL) `path` and `query` are not
+ * canonical but the forwarded form the rule matches exactly
+ * (`forwarded`, split at the first `?`): `https://h/a/b` and `https://h/a//b`
+ * allow different requests, so they are two rules. A deny URL rule keeps the
+ * canonical form it matches every spelling with. An allow and a deny URL rule
+ * are the same rule when the allow's forwarded form is the deny's canonical
+ * form.
+ */
 export function makeParsedRule(
   pattern: string,
   action: string,
@@ -84,7 +97,22 @@ export function makeParsedRule(
     kind: parsed.kind,
     verdict: stored === "passthrough" || stored.startsWith("allow") ? "allow" : "deny",
   };
+  if (parsed.kind === "url" && rule.verdict === "allow" && parsed.forwarded !== undefined) {
+    return { rule, parsed: { ...parsed, ...splitForwarded(parsed.forwarded) } };
+  }
   return { rule, parsed };
+}
+
+/**
+ * An allow URL rule's `path` and `query`: its forwarded form, split at the
+ * first `?` (an empty query stays `""`: `/a?` is forwarded as is, so it is
+ * another URL than `/a`).
+ */
+function splitForwarded(forwarded: string): { path: string; query?: string } {
+  const q = forwarded.indexOf("?");
+  return q < 0
+    ? { path: forwarded }
+    : { path: forwarded.slice(0, q), query: forwarded.slice(q + 1) };
 }
 
 /** Rejects `passthrough` on a pattern it cannot apply to. */
@@ -176,7 +204,9 @@ const ANY_QUERY = "\0any";
  *   over the other scheme on its default port (`https://h/x` denies `http://h/x`).
  * A deny that matches exactly (same scheme, same canonical query) comes
  * first; then an allow that matches the forwarded form; then a widened deny.
- * (A deny and an allow that mean the same URL are one rule: the later one.)
+ * (A deny and an allow that mean the same URL, the allow's forwarded form
+ * being the deny's canonical form, are one rule: the later one. Two allows
+ * are one rule only when their forwarded forms are equal.)
  *
  * A `passthrough` rule is a host-level rule that allows, like `allow-domain`,
  * and takes part in the same precedence. {@linkcode RuleSet.isPassthrough}
@@ -199,8 +229,11 @@ export class RuleSet {
   #urlExact = new Map<string, Rule>();
   /** Allow URL rules by allowKey (the forwarded form). */
   #urlAllow = new Map<string, Rule>();
-  /** Allow URL rules' allowKey by their canonical urlKey (the later of two same rules wins). */
-  #urlAllowByIdentity = new Map<string, string>();
+  /**
+   * Where each URL rule is indexed, by its `patternIdentity` (see
+   * {@linkcode makeParsedRule}): the later of two rules with the same identity wins.
+   */
+  #urlByIdentity = new Map<string, { exact?: string; allow?: string }>();
   /** Widened deny URL rules (see class doc) by urlKey, query ANY_QUERY for any query. */
   #urlDeny = new Map<string, Rule>();
   /** `host:port` pairs that some URL rule names. */
@@ -238,18 +271,20 @@ export class RuleSet {
           break;
         case "url": {
           const { scheme, host, port, path, query, forwarded } = parsed;
-          const identity = urlKey(scheme, host, port, path, query ?? "");
+          const identity = patternIdentity(parsed);
           // The later of two rules with the same meaning wins, whatever their verdicts.
-          this.#urlExact.delete(identity);
-          const earlierAllow = this.#urlAllowByIdentity.get(identity);
-          if (earlierAllow !== undefined) this.#urlAllow.delete(earlierAllow);
-          this.#urlAllowByIdentity.delete(identity);
+          const earlier = this.#urlByIdentity.get(identity);
+          if (earlier?.exact !== undefined) this.#urlExact.delete(earlier.exact);
+          if (earlier?.allow !== undefined) this.#urlAllow.delete(earlier.allow);
+          this.#urlByIdentity.delete(identity);
           if (rule.verdict === "deny") {
-            this.#urlExact.set(identity, rule);
+            const key = urlKey(scheme, host, port, path, query ?? "");
+            this.#urlExact.set(key, rule);
+            this.#urlByIdentity.set(identity, { exact: key });
           } else if (forwarded !== undefined) {
             const key = allowKey(scheme, host, port, forwarded);
             this.#urlAllow.set(key, rule);
-            this.#urlAllowByIdentity.set(identity, key);
+            this.#urlByIdentity.set(identity, { allow: key });
           }
           this.#urlHostPorts.add(`${host}:${port}`);
           if (scheme === "https") this.#httpsUrlRules.push({ rule, host, port });

@@ -5,18 +5,76 @@
  */
 
 import { basename, dirname } from "node:path";
-import { appendProperty, removeProperty, replaceValue } from "./_edit.ts";
+import { appendProperty, removeProperty, replaceProperty, replaceValue } from "./_edit.ts";
 import { withFileLock } from "../file_lock.ts";
 import { writeFileAtomic } from "./_fs.ts";
 import { describeIoError, RulesFileError } from "./errors.ts";
-import { type ParsedRulesText, parseRulesText } from "./parse.ts";
-import { patternIdentity } from "./pattern.ts";
+import { type ParsedRulesText, parseRulesText, type RuleEntry } from "./parse.ts";
+import { parsePattern, patternIdentity } from "./pattern.ts";
 import { makeParsedRule, RuleSet } from "./rule_set.ts";
 import type { Rule, StoredAction } from "./types.ts";
 
+/** Options of {@linkcode RulesStore.add}. */
+export interface AddOptions {
+  /**
+   * Never replace a deny rule with an allow rule: when the file holds a deny
+   * rule that this allow rule would replace (the same host pattern; for a URL,
+   * a deny URL rule for the same URL in any spelling), the file is left alone
+   * and the add fails with {@linkcode DenyRuleKeptError}. For the proxy
+   * saving a prompt answer: a deny added meanwhile by someone else must win.
+   * Without it (`netmonitor rules add`), the action is replaced.
+   */
+  keepDeny?: boolean;
+}
+
+/**
+ * An allow rule was not saved because the rules file holds a deny rule it
+ * would have replaced ({@linkcode AddOptions.keepDeny}). `current` holds the
+ * file's rules, that deny rule included.
+ */
+export class DenyRuleKeptError extends Error {
+  override name = "DenyRuleKeptError";
+  /** The rules file. */
+  readonly file: string;
+  /** The deny rule in the file, which stays. */
+  readonly rule: Rule;
+  /** The allow rule that was not saved. */
+  readonly refused: Rule;
+  constructor(file: string, rule: Rule, refused: Rule) {
+    super(
+      `rule ${JSON.stringify(refused.pattern)}: ${refused.action} not saved: the deny rule ` +
+        `${JSON.stringify(rule.pattern)}: ${rule.action} in "${file}" stays`,
+    );
+    this.file = file;
+    this.rule = rule;
+    this.refused = refused;
+  }
+}
+
+/** Options of the {@linkcode RulesStore} constructor. */
+export interface StoreOptions {
+  /**
+   * How long an edit waits before reading again a rules file that is missing,
+   * empty or holds no object (an editor rewriting it in place truncates it
+   * first) while the store knows it had rules, ms. Default 500, as the
+   * watcher's `settleMs`.
+   */
+  settleMs?: number;
+  /**
+   * How long, at most, an edit waits for such a file to get its rules back,
+   * ms. When it does not, the edit is refused if rules are still in force
+   * (see {@linkcode RulesStore}). Default 5000: an editor that truncates the
+   * file and writes it a few seconds later still finds its text kept.
+   */
+  emptyWaitMs?: number;
+}
+
 /** What {@linkcode RulesStore.add} did. */
 export interface AddResult {
-  /** The rule as now stored (an existing equivalent pattern keeps its spelling). */
+  /**
+   * The rule as now stored (an existing equivalent pattern keeps its
+   * spelling, unless that spelling would not mean this rule; see `add`).
+   */
   rule: Rule;
   /** The rule it replaced, when the pattern was already there. */
   previous?: Rule;
@@ -76,8 +134,8 @@ export interface WatchOptions {
 interface Plan<T> {
   /** The new text, or undefined to leave the file alone. */
   text?: string;
-  /** The rules the new text must hold (pattern -> action), checked before writing. */
-  expect?: Map<string, StoredAction>;
+  /** The rules the new text must hold ([pattern, action], any order), checked before writing. */
+  expect?: Array<[string, StoredAction]>;
   result: T;
 }
 
@@ -90,6 +148,15 @@ interface Plan<T> {
  * atomically. So concurrent editors (several `netmonitor rules add`, the proxy
  * saving a prompt answer) never lose each other's rules, and an invalid file is
  * never overwritten: the edit fails with {@linkcode RulesFileError} instead.
+ *
+ * Nor is a file that an editor is rewriting in place: one that is missing,
+ * empty or holds no object while this store knows it had rules is read again
+ * every `settleMs` for up to `emptyWaitMs`, and if it is still so while rules
+ * are in force (`current` is not empty) the edit fails with
+ * {@linkcode RulesFileError}. A file deliberately deleted or emptied is
+ * edited normally once `emptyWaitMs` has passed since this store first saw it
+ * so (by then the watcher has let it take effect: no rules in force); `rules
+ * clear` leaves `{}`, which is edited at once.
  */
 export class RulesStore {
   /** The rules file. */
@@ -99,9 +166,19 @@ export class RulesStore {
   #lastText: string | null | undefined;
   /** Serialises this process's edits and reloads (the file lock does it across processes). */
   #queue: Promise<unknown> = Promise.resolve();
+  readonly #settleMs: number;
+  readonly #emptyWaitMs: number;
+  /**
+   * When this store first found the file missing, empty or without an object
+   * after it had rules (undefined while the file looks normal): such a file
+   * may be an editor's rewrite in progress.
+   */
+  #blankSince: number | undefined;
 
-  constructor(path: string) {
+  constructor(path: string, options: StoreOptions = {}) {
     this.path = path;
+    this.#settleMs = Math.max(1, options.settleMs ?? 500);
+    this.#emptyWaitMs = Math.max(0, options.emptyWaitMs ?? 5000);
   }
 
   /** The last successfully loaded (or written) rules; empty before the first load. */
@@ -116,23 +193,35 @@ export class RulesStore {
   load(): Promise<RuleSet> {
     return this.#serial(async () => {
       const text = await this.#read();
+      const parsed = text === null ? undefined : parseRulesText(text);
+      this.#observe(text, parsed);
       if (text === null) return this.#accept(null, []);
-      const parsed = parseRulesText(text);
-      if (parsed.problems.length > 0) throw new RulesFileError(this.path, parsed.problems);
-      return this.#accept(text, parsed.rules);
+      if (parsed!.problems.length > 0) throw new RulesFileError(this.path, parsed!.problems);
+      return this.#accept(text, parsed!.rules);
     });
   }
 
   /**
    * Adds a rule, or replaces the action of the rule with the same meaning
    * (`GitHub.com.` is `github.com`), which keeps its spelling and position.
+   *
+   * URL rules: an allow URL rule matches one forwarded form exactly, so
+   * `https://h/a/b` and `https://h/a//b` are two allow rules. A deny URL rule
+   * for the same URL in any spelling (same canonical form) is the rule an
+   * allow URL rule replaces, and the other way round: one would make the
+   * other useless. A replaced rule whose spelling would not mean the new rule
+   * (a deny `https://h/a//b` becoming an allow for `https://h/a/b`) takes the
+   * new spelling.
+   *
    * @throws {RuleError} when the pattern or action is invalid.
-   * @throws {RulesFileError} when the file on disk is invalid (it is left alone).
+   * @throws {RulesFileError} when the file on disk is invalid (it is left alone),
+   *   or is empty while rules are in force (see the class documentation).
+   * @throws {DenyRuleKeptError} with `keepDeny`, when a deny rule would be replaced.
    */
-  async add(pattern: string, action: StoredAction): Promise<AddResult> {
+  async add(pattern: string, action: StoredAction, options: AddOptions = {}): Promise<AddResult> {
     makeParsedRule(pattern, action); // validate before locking anything
     return await this.#edit((text, doc) => {
-      const r = setRule(text, doc, pattern, action);
+      const r = setRule(text, doc, pattern, action, options.keepDeny === true, this.path);
       return { text: r.text, expect: r.expect, result: { rule: r.rule, previous: r.previous } };
     });
   }
@@ -147,9 +236,9 @@ export class RulesStore {
       const result: MergeResult = { added: 0, updated: 0, unchanged: 0 };
       let cur = text;
       let curDoc = doc;
-      let expect = currentMap(doc);
+      let expect = currentRules(doc);
       for (const [pattern, action] of rules) {
-        const r = setRule(cur, curDoc, pattern, action);
+        const r = setRule(cur, curDoc, pattern, action, false, this.path);
         if (!r.previous) result.added++;
         else if (r.previous.action === action) result.unchanged++;
         else result.updated++;
@@ -172,8 +261,8 @@ export class RulesStore {
     return this.#edit((text, doc) => {
       const entry = findEntry(doc, pattern);
       if (!entry) return { result: false };
-      const expect = currentMap(doc);
-      expect.delete(entry.rule.pattern);
+      const expect = currentRules(doc);
+      expect.splice(doc.entries.indexOf(entry), 1);
       return { text: removeProperty(text, doc.root!, entry.node), expect, result: true };
     });
   }
@@ -194,21 +283,23 @@ export class RulesStore {
     await this.#edit((text, doc) => {
       let cur = text;
       let curDoc = doc;
-      // Remove what is not wanted, or is wanted under another spelling.
-      for (const entry of [...doc.entries].reverse()) {
+      // Remove what is not wanted, or is wanted under another spelling. From
+      // the last one: the entries before it keep their index.
+      for (let i = doc.entries.length - 1; i >= 0; i--) {
+        const entry = doc.entries[i];
         const w = wanted.get(entry.identity);
         if (w && w[0] === entry.rule.pattern) continue;
-        cur = removeProperty(cur, curDoc.root!, findEntry(curDoc, entry.rule.pattern)!.node);
+        cur = removeProperty(cur, curDoc.root!, curDoc.entries[i].node);
         curDoc = reparse(cur);
       }
       for (const [pattern, action] of wanted.values()) {
-        const r = setRule(cur, curDoc, pattern, action);
-        if (r.text !== undefined) {
-          cur = r.text;
+        const r = putRule(cur, curDoc, pattern, action);
+        if (r !== undefined) {
+          cur = r;
           curDoc = reparse(cur);
         }
       }
-      const expect = new Map([...wanted.values()].map(([p, a]) => [p, a]));
+      const expect = [...wanted.values()].map(([p, a]) => [p, a] as [string, StoredAction]);
       return { text: cur === text ? undefined : cur, expect, result: undefined };
     });
   }
@@ -239,7 +330,7 @@ export class RulesStore {
   watch(handlers: WatchHandlers, options: WatchOptions = {}): RulesWatcher {
     const debounceMs = options.debounceMs ?? 100;
     const pollMs = Math.max(10, options.pollMs ?? 2000);
-    const settleMs = options.settleMs ?? 500;
+    const settleMs = options.settleMs ?? this.#settleMs;
     const dir = dirname(this.path);
     const name = basename(this.path);
     Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -286,6 +377,7 @@ export class RulesStore {
       }
       if (closed || text === this.#lastText) return;
       const parsed = text === null ? undefined : parseRulesText(text);
+      this.#observe(text, parsed);
       // No root object at all (nothing, or only a comment so far): maybe a
       // rewrite caught half-way, as an editor that truncates and writes does.
       if (
@@ -394,6 +486,70 @@ export class RulesStore {
     return this.#current;
   }
 
+  /** Notes whether the file, just read, looks like a rewrite in progress (see `#blankSince`). */
+  #observe(text: string | null, parsed: ParsedRulesText | undefined): void {
+    if (!isBlank(text, parsed)) this.#blankSince = undefined;
+    else if (this.#blankSince === undefined && this.#current.rules.length > 0) {
+      this.#blankSince = Date.now();
+    }
+  }
+
+  /**
+   * Reads the file for an edit (under the lock). A file that is missing,
+   * empty or holds no object while this store knows it had rules (they are in
+   * force, or it had them moments ago) may be an editor's rewrite caught
+   * half-way: the editor truncated it and still writes through its open
+   * handle, and replacing the file now would orphan what it writes. So it is
+   * read again every `settleMs` for up to `emptyWaitMs`; if it is still so
+   * and rules are in force, the edit is refused. Once the file has been seen
+   * so for `emptyWaitMs` (the watcher has let it take effect meanwhile: no
+   * rules in force; or an edit waited and was refused), it is edited as it
+   * is: a file deliberately deleted or emptied.
+   */
+  async #readForEdit(): Promise<{ raw: string | null; doc: ParsedRulesText }> {
+    let raw = await this.#read();
+    let doc = parseRulesText(raw ?? "");
+    this.#observe(raw, doc);
+    if (!isBlank(raw, doc)) return { raw, doc };
+    // No rules known (`netmonitor rules add`), or seen so for longer than
+    // emptyWaitMs already (an edit waited and was refused): it is what it is.
+    const since = this.#blankSince;
+    const now = Date.now();
+    if (since === undefined || now - since >= this.#emptyWaitMs) return { raw, doc };
+    // With rules in force, wait the full time; without (the watcher let the
+    // emptied file take effect), until emptyWaitMs after it was first seen so.
+    const until = this.#current.rules.length > 0
+      ? now + this.#emptyWaitMs
+      : since + this.#emptyWaitMs;
+    const rounds = Math.min(1000, Math.ceil(this.#emptyWaitMs / this.#settleMs) + 1);
+    for (let i = 0; i < rounds && Date.now() < until; i++) {
+      await new Promise((r) => setTimeout(r, Math.min(this.#settleMs, until - Date.now())));
+      raw = await this.#read();
+      doc = parseRulesText(raw ?? "");
+      this.#observe(raw, doc);
+      if (!isBlank(raw, doc)) return { raw, doc };
+    }
+    const n = this.#current.rules.length;
+    if (n > 0) {
+      // (trim() takes a byte-order mark too.)
+      const state = raw === null
+        ? "missing"
+        : raw.trim() === ""
+        ? "empty"
+        : "without a rules object";
+      throw new RulesFileError(
+        this.path,
+        [],
+        "update",
+        new Error(
+          `the file is ${state} while ${n} ${n === 1 ? "rule is" : "rules are"} in force; ` +
+            `not overwriting it (an editor may be rewriting it)`,
+        ),
+      );
+    }
+    return { raw, doc };
+  }
+
   #serial<T>(fn: () => Promise<T>): Promise<T> {
     const run = this.#queue.then(fn, fn);
     this.#queue = run.catch(() => {});
@@ -428,11 +584,17 @@ export class RulesStore {
   async #lockedEdit<T>(plan: (text: string, doc: ParsedRulesText) => Plan<T>): Promise<T> {
     await Deno.mkdir(dirname(this.path), { recursive: true, mode: 0o700 });
     return await withFileLock(`${this.path}.lock`, async () => {
-      const raw = await this.#read();
+      const { raw, doc } = await this.#readForEdit();
       const text = raw ?? "";
-      const doc = parseRulesText(text);
       if (doc.problems.length > 0) throw new RulesFileError(this.path, doc.problems, "update");
-      const p = plan(text, doc);
+      let p: Plan<T>;
+      try {
+        p = plan(text, doc);
+      } catch (e) {
+        // The file is valid: its rules (the deny that was kept) are in force now.
+        if (e instanceof DenyRuleKeptError) this.#accept(raw, doc.rules);
+        throw e;
+      }
       if (p.text === undefined) {
         this.#accept(raw, doc.rules);
         return p.result;
@@ -447,6 +609,7 @@ export class RulesStore {
         );
       }
       await writeFileAtomic(this.path, p.text);
+      this.#blankSince = undefined;
       this.#accept(p.text, after.rules);
       return p.result;
     });
@@ -459,45 +622,168 @@ function reparse(text: string): ParsedRulesText {
   return doc;
 }
 
-function currentMap(doc: ParsedRulesText): Map<string, StoredAction> {
-  return new Map(doc.rules.map((r) => [r.pattern, r.action]));
+/**
+ * True for a file that holds no rules object: missing, empty, or only
+ * whitespace and comments (what a rewrite looks like half-way).
+ */
+function isBlank(text: string | null, parsed: ParsedRulesText | undefined): boolean {
+  return text === null || parsed === undefined ||
+    (parsed.root === undefined && parsed.problems.length === 0);
 }
 
-function sameRules(doc: ParsedRulesText, expect: Map<string, StoredAction>): boolean {
-  return doc.rules.length === expect.size &&
-    doc.rules.every((r) => expect.get(r.pattern) === r.action);
+/** The rules of `doc` as [pattern, action], in file order (aligned with `doc.entries`). */
+function currentRules(doc: ParsedRulesText): Array<[string, StoredAction]> {
+  return doc.rules.map((r) => [r.pattern, r.action]);
 }
 
-/** The entry meaning the same as `pattern`, or with exactly that key when it cannot be parsed. */
-function findEntry(doc: ParsedRulesText, pattern: string) {
-  let identity: string | undefined;
+/** True when `doc` holds exactly the rules `expect` lists, in any order. */
+function sameRules(doc: ParsedRulesText, expect: Array<[string, StoredAction]>): boolean {
+  if (doc.rules.length !== expect.length) return false;
+  const key = (p: string, a: string) => JSON.stringify([p, a]);
+  const have = doc.rules.map((r) => key(r.pattern, r.action)).sort();
+  const want = expect.map(([p, a]) => key(p, a)).sort();
+  return have.every((k, i) => k === want[i]);
+}
+
+/** A URL rule's canonical identity: the URL in any spelling (what a deny URL rule matches). */
+function canonicalIdentity(pattern: string): string {
+  return patternIdentity(parsePattern(pattern));
+}
+
+/**
+ * The URL entries of `doc` for the same scheme, host and port as the URL
+ * whose canonical identity is `canonical` (cheap: no pattern is parsed).
+ */
+function sameOrigin(doc: ParsedRulesText, canonical: string): RuleEntry[] {
+  // An identity is scheme://host:port/path...: the origin ends before the path's "/".
+  const prefix = canonical.slice(0, canonical.indexOf("/", canonical.indexOf("//") + 2) + 1);
+  return doc.entries.filter((e) => e.rule.kind === "url" && e.identity.startsWith(prefix));
+}
+
+/**
+ * The entry `pattern` names, for `remove`: the one with exactly that key;
+ * else the one meaning the same (an allow URL rule: the same forwarded form;
+ * any other rule: the same canonical form); else, for a URL, a rule for the
+ * same URL in another spelling.
+ */
+function findEntry(doc: ParsedRulesText, pattern: string): RuleEntry | undefined {
+  const exact = doc.entries.find((e) => e.rule.pattern === pattern);
+  if (exact) return exact;
+  let canonical: string;
+  let asAllow: string;
   try {
-    identity = patternIdentity(makeParsedRule(pattern, "allow").parsed);
-  } catch { /* not a valid pattern: only an identical key can match */ }
-  return doc.entries.find((e) => e.identity === identity || e.rule.pattern === pattern);
+    canonical = canonicalIdentity(pattern);
+    asAllow = patternIdentity(makeParsedRule(pattern, "allow").parsed);
+  } catch {
+    return undefined; // not a valid pattern: only an identical key can match
+  }
+  const own = (e: RuleEntry) => e.rule.kind === "url" && e.rule.verdict === "allow";
+  return doc.entries.find((e) => e.identity === (own(e) ? asAllow : canonical)) ??
+    (canonical.includes("://")
+      ? sameOrigin(doc, canonical).find((e) =>
+        own(e) && canonicalIdentity(e.rule.pattern) === canonical
+      )
+      : undefined);
 }
 
-function setRule(text: string, doc: ParsedRulesText, pattern: string, action: StoredAction) {
-  const { parsed } = makeParsedRule(pattern, action);
+/** What {@linkcode setRule} does to a text. */
+interface SetRule {
+  /** The new text; undefined when nothing changes. */
+  text?: string;
+  expect: Array<[string, StoredAction]>;
+  rule: Rule;
+  previous?: Rule;
+}
+
+/**
+ * Adds `pattern: action`, or changes the rule it replaces (see
+ * `RulesStore.add`): the rule with the same identity, else, for a URL rule,
+ * a rule of the other verdict for the same URL in any spelling (a deny URL
+ * rule matches every spelling and beats an allow URL rule, so the two cannot
+ * both be meant).
+ */
+function setRule(
+  text: string,
+  doc: ParsedRulesText,
+  pattern: string,
+  action: StoredAction,
+  keepDeny: boolean,
+  file: string,
+): SetRule {
+  const { rule: wanted, parsed } = makeParsedRule(pattern, action);
   const identity = patternIdentity(parsed);
-  const entry = doc.entries.find((e) => e.identity === identity);
-  const expect = currentMap(doc);
-  if (entry) {
-    const rule = makeParsedRule(entry.rule.pattern, action).rule;
-    if (entry.rule.action === action) {
-      return { text: undefined, expect, rule, previous: entry.rule };
-    }
-    expect.set(entry.rule.pattern, action);
-    return { text: replaceValue(text, entry.node, action), expect, rule, previous: entry.rule };
+  const same = doc.entries.find((e) => e.identity === identity);
+  let other: RuleEntry | undefined;
+  if (wanted.kind === "url") {
+    const canonical = canonicalIdentity(pattern);
+    const verdict = wanted.verdict === "allow" ? "deny" : "allow";
+    const candidates = sameOrigin(doc, canonical).filter((e) =>
+      e !== same && e.rule.verdict === verdict &&
+      (verdict === "deny" ? e.identity : canonicalIdentity(e.rule.pattern)) === canonical
+    );
+    other = candidates.find((e) => e.rule.pattern === pattern) ?? candidates[0];
   }
-  expect.set(pattern, action);
-  const rule = makeParsedRule(pattern, action).rule;
-  return {
-    text: appendProperty(text, doc.root, pattern, action),
-    expect,
-    rule,
-    previous: undefined,
-  };
+  if (keepDeny && wanted.verdict === "allow") {
+    const deny = same?.rule.verdict === "deny"
+      ? same
+      : other?.rule.verdict === "deny"
+      ? other
+      : undefined;
+    if (deny) throw new DenyRuleKeptError(file, deny.rule, wanted);
+  }
+  const expect = currentRules(doc);
+  if (same && other && wanted.verdict === "allow") {
+    // The allow is there already, and a deny for the same URL that would
+    // make it useless: the deny goes, the allow is kept (updated if needed).
+    const gone = doc.entries.indexOf(other);
+    const at = doc.entries.indexOf(same) - (gone < doc.entries.indexOf(same) ? 1 : 0);
+    expect.splice(gone, 1);
+    const cur = removeProperty(text, doc.root!, other.node);
+    const entry = reparse(cur).entries[at];
+    const rule = makeParsedRule(entry.rule.pattern, action).rule;
+    expect[at] = [entry.rule.pattern, action];
+    const updated = entry.rule.action === action ? cur : replaceValue(cur, entry.node, action);
+    return { text: updated, expect, rule, previous: other.rule };
+  }
+  const entry = same ?? other;
+  if (!entry) {
+    expect.push([pattern, action]);
+    return { text: appendProperty(text, doc.root, pattern, action), expect, rule: wanted };
+  }
+  const index = doc.entries.indexOf(entry);
+  // The entry keeps its spelling when that spelling, with the new action, is
+  // still this rule (not so for a deny `https://h/a//b` becoming an allow of `/a/b`).
+  const respelled = patternIdentity(makeParsedRule(entry.rule.pattern, action).parsed) !== identity;
+  if (respelled) {
+    expect[index] = [pattern, action];
+    return {
+      text: replaceProperty(text, entry.node, pattern, action),
+      expect,
+      rule: wanted,
+      previous: entry.rule,
+    };
+  }
+  const rule = makeParsedRule(entry.rule.pattern, action).rule;
+  if (entry.rule.action === action) return { expect, rule, previous: entry.rule };
+  expect[index] = [entry.rule.pattern, action];
+  return { text: replaceValue(text, entry.node, action), expect, rule, previous: entry.rule };
+}
+
+/**
+ * `replaceAll`'s edit: sets the action of the rule with the same identity
+ * (kept only when spelled as `pattern`), or appends the rule. The new text,
+ * or undefined when nothing changes.
+ */
+function putRule(
+  text: string,
+  doc: ParsedRulesText,
+  pattern: string,
+  action: StoredAction,
+): string | undefined {
+  const identity = patternIdentity(makeParsedRule(pattern, action).parsed);
+  const entry = doc.entries.find((e) => e.identity === identity && e.rule.pattern === pattern);
+  if (!entry) return appendProperty(text, doc.root, pattern, action);
+  return entry.rule.action === action ? undefined : replaceValue(text, entry.node, action);
 }
 
 /** What the polling backstop compares between two looks at the file. */

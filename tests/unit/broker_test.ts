@@ -13,20 +13,28 @@ import {
   type PromptOutcome,
 } from "../../lib/decide/types.ts";
 import { RulesStore } from "../../lib/rules/mod.ts";
+import type { StoreOptions } from "../../lib/rules/store.ts";
 import type { RuleDecision, StoredAction } from "../../lib/rules/types.ts";
 
 /**
  * The real rules store on a temp file. `saved()` is what the file holds now;
- * `breakFile()` makes the file invalid so the next save fails for real.
+ * `breakFile()` makes the file invalid so the next save fails for real;
+ * `otherTerminal()` is another process's store on the same file (`netmonitor
+ * rules add`), whose edits this store sees only when it reads the file.
  */
-async function tempRules(initial: Record<string, StoredAction> = {}) {
+async function tempRules(initial: Record<string, StoredAction> = {}, options?: StoreOptions) {
   const dir = await Deno.makeTempDir({ prefix: "nm-broker-" });
   const path = `${dir}/network-rules.json`;
   await Deno.writeTextFile(path, JSON.stringify(initial, null, 2));
-  const store = new RulesStore(path);
+  const store = new RulesStore(path, options);
   await store.load();
   return {
     store,
+    path,
+    otherTerminal: () => new RulesStore(path),
+    async onFile(): Promise<[string, StoredAction][]> {
+      return Object.entries(JSON.parse(await Deno.readTextFile(path)));
+    },
     async saved(): Promise<[string, StoredAction][]> {
       const text = await Deno.readTextFile(path);
       return Object.entries(JSON.parse(text)).filter(([k]) => !(k in initial)) as [
@@ -322,6 +330,191 @@ Deno.test("a deny URL rule added while the prompt is open beats a later always-a
   ]);
   assert.equal((await other).action, "allow");
   assert.equal((await other).source, "prompt");
+  broker.close();
+});
+
+Deno.test("an always-allow-host answer is not saved over a deny rule for the host added meanwhile; the deny decides", async () => {
+  await using r = await tempRules({ "other.test": "allow-domain" });
+  const events: BrokerEvent[] = [];
+  const broker = new DecisionBroker({ rules: r.store, onEvent: (e) => events.push(e) });
+  const p = new HandPrompter("t");
+  broker.addPrompter(p);
+  const shown = broker.decide(get("h.test", "/a", 47082));
+  const other = broker.decide(get("h.test", "/b", 47082));
+  const ask = await p.nth(0);
+  // Another terminal: `netmonitor rules add h.test:47082 deny-domain` ("Added").
+  assert.equal((await r.otherTerminal().add("h.test:47082", "deny-domain")).previous, undefined);
+  ask.answer("allow-domain");
+  for (const d of [await shown, await other]) {
+    assert.deepEqual([d.action, d.source, d.reason, d.rule?.pattern], [
+      "deny",
+      "rule",
+      'rule "h.test:47082": deny-domain',
+      "h.test:47082",
+    ]);
+  }
+  // The deny stays in the file, and nothing was added.
+  assert.deepEqual(await r.onFile(), [
+    ["other.test", "allow-domain"],
+    ["h.test:47082", "deny-domain"],
+  ]);
+  const failed = events.find((e) => e.type === "rule-save-failed");
+  assert.ok(failed?.type === "rule-save-failed");
+  assert.deepEqual([failed.pattern, failed.action, failed.kept], [
+    "h.test:47082",
+    "allow-domain",
+    { pattern: "h.test:47082", action: "deny-domain" },
+  ]);
+  assert.equal(
+    failed.error,
+    'the deny rule "h.test:47082": deny-domain was added meanwhile; it stays and decides',
+  );
+  assert.ok(!events.some((e) => e.type === "rule-saved"));
+  // The next request is decided by the deny rule, without a prompt.
+  assert.equal((await broker.decide(get("h.test", "/a", 47082))).source, "rule");
+  assert.equal(p.asks.length, 1);
+  broker.close();
+});
+
+Deno.test("an always-allow-URL answer is not saved over a deny URL rule for that URL added meanwhile", async () => {
+  // The same spelling, and other spellings of the same URL (a deny matches them all).
+  for (
+    const deny of ["http://h.test:47082/a", "http://h.test:47082//a", "http://H.test:47082/./a?"]
+  ) {
+    await using r = await tempRules();
+    const events: BrokerEvent[] = [];
+    const broker = new DecisionBroker({ rules: r.store, onEvent: (e) => events.push(e) });
+    const p = new HandPrompter("t");
+    broker.addPrompter(p);
+    const shown = broker.decide(get("h.test", "/a", 47082));
+    const twin = broker.decide(get("h.test", "/a", 47082));
+    const ask = await p.nth(0);
+    await r.otherTerminal().add(deny, "deny-url");
+    ask.answer("allow-url");
+    for (const d of [await shown, await twin]) {
+      assert.deepEqual([d.action, d.source, d.reason], [
+        "deny",
+        "rule",
+        `rule "${deny}": deny-url`,
+      ]);
+    }
+    assert.deepEqual(await r.onFile(), [[deny, "deny-url"]], deny);
+    const failed = events.find((e) => e.type === "rule-save-failed");
+    assert.ok(failed?.type === "rule-save-failed");
+    assert.match(failed.error, /^the deny rule .* was added meanwhile; it stays and decides$/);
+    broker.close();
+  }
+});
+
+Deno.test("an always-allow-URL answer is saved next to a deny rule for the host added meanwhile: the exact URL wins", async () => {
+  await using r = await tempRules();
+  const broker = new DecisionBroker({ rules: r.store });
+  const p = new HandPrompter("t");
+  broker.addPrompter(p);
+  const shown = broker.decide(get("h.test", "/a", 47082));
+  const other = broker.decide(get("h.test", "/b", 47082));
+  const ask = await p.nth(0);
+  await r.otherTerminal().add("h.test:47082", "deny-domain");
+  ask.answer("allow-url");
+  // Precedence: an exact URL rule beats a host rule.
+  assert.deepEqual(await shown, {
+    action: "allow",
+    source: "prompt",
+    reason: 'prompt: allow-url (saved rule "http://h.test:47082/a")',
+  });
+  // The answer covers only the URL shown: the host's deny decides the rest.
+  assert.equal((await other).reason, 'rule "h.test:47082": deny-domain');
+  assert.deepEqual(await r.onFile(), [
+    ["h.test:47082", "deny-domain"],
+    ["http://h.test:47082/a", "allow-url"],
+  ]);
+  broker.close();
+});
+
+Deno.test("always-allow-URL for a spelling an equivalent allow rule does not cover saves a rule that covers it", async () => {
+  await using r = await tempRules({ "http://h.test:47082/a/b": "allow-url" });
+  const broker = new DecisionBroker({ rules: r.store });
+  const p = new HandPrompter("t");
+  broker.addPrompter(p);
+  // Allow URL rules are exact: /a//b is not covered, so it asks.
+  const d = broker.decide(get("h.test", "/a//b", 47082));
+  const ask = await p.nth(0);
+  assert.equal(ask.request.url, "http://h.test:47082/a//b");
+  ask.answer("allow-url");
+  assert.equal((await d).reason, 'prompt: allow-url (saved rule "http://h.test:47082/a//b")');
+  assert.deepEqual(await r.saved(), [["http://h.test:47082/a//b", "allow-url"]]);
+  // The same request again is allowed by the new rule, without a prompt.
+  const again = await broker.decide(get("h.test", "/a//b", 47082));
+  assert.deepEqual([again.action, again.source, again.rule?.pattern], [
+    "allow",
+    "rule",
+    "http://h.test:47082/a//b",
+  ]);
+  const old = await broker.decide(get("h.test", "/a/b", 47082));
+  assert.equal(old.rule?.pattern, "http://h.test:47082/a/b");
+  assert.equal(p.asks.length, 1);
+  broker.close();
+});
+
+const THREE_RULES: Record<string, StoredAction> = {
+  "a.test": "allow-domain",
+  "evil.test": "deny-domain",
+  "b.test": "allow-domain",
+};
+
+/** An editor rewriting the rules file in place: truncate now, write `text` after `ms`. */
+async function editInPlace(path: string, text: string | undefined, ms: number): Promise<void> {
+  const f = await Deno.open(path, { write: true, truncate: true });
+  try {
+    await new Promise((res) => setTimeout(res, ms));
+    if (text !== undefined) await f.write(new TextEncoder().encode(text));
+  } finally {
+    f.close();
+  }
+}
+
+Deno.test("an always answer saved while an editor rewrites the file keeps the editor's rules", async () => {
+  await using r = await tempRules(THREE_RULES, { settleMs: 50, emptyWaitMs: 2000 });
+  const broker = new DecisionBroker({ rules: r.store });
+  const p = new HandPrompter("t");
+  broker.addPrompter(p);
+  const d = broker.decide(get("h.test", "/a", 47082));
+  const ask = await p.nth(0);
+  const four = JSON.stringify({ ...THREE_RULES, "c.test": "allow-domain" }, null, 2);
+  const editor = editInPlace(r.path, four, 400);
+  await new Promise((res) => setTimeout(res, 50));
+  ask.answer("allow-domain");
+  assert.equal((await d).reason, 'prompt: allow-domain (saved rule "h.test:47082")');
+  await editor;
+  assert.deepEqual(await r.onFile(), [
+    ["a.test", "allow-domain"],
+    ["evil.test", "deny-domain"],
+    ["b.test", "allow-domain"],
+    ["c.test", "allow-domain"],
+    ["h.test:47082", "allow-domain"],
+  ]);
+  broker.close();
+});
+
+Deno.test("an always answer is not saved over a file that stays empty while rules are in force", async () => {
+  await using r = await tempRules(THREE_RULES, { settleMs: 50, emptyWaitMs: 300 });
+  const events: BrokerEvent[] = [];
+  const broker = new DecisionBroker({ rules: r.store, onEvent: (e) => events.push(e) });
+  const p = new HandPrompter("t");
+  broker.addPrompter(p);
+  const d = broker.decide(get("h.test", "/a", 47082));
+  const ask = await p.nth(0);
+  await editInPlace(r.path, undefined, 0);
+  ask.answer("allow-domain");
+  // Applied once, reported as not saved; the file is left for its editor.
+  assert.deepEqual(await d, {
+    action: "allow",
+    source: "prompt",
+    reason: `prompt: allow-domain (rule not saved: Cannot update rules "${r.path}": the file ` +
+      `is empty while 3 rules are in force; not overwriting it (an editor may be rewriting it))`,
+  });
+  assert.ok(events.some((e) => e.type === "rule-save-failed"));
+  assert.equal(await Deno.readTextFile(r.path), "");
   broker.close();
 });
 

@@ -90,6 +90,14 @@ Deno.test("server messages round-trip through encodeMessage", () => {
     { type: "resolved", id: "4", outcome: "timeout" },
     { type: "rule", pattern: "api.github.com", action: "allow-domain", saved: true },
     { type: "rule", pattern: "x.test", action: "deny-domain", saved: false, error: "locked" },
+    {
+      type: "rule",
+      pattern: "h.test",
+      action: "allow-domain",
+      saved: false,
+      error: "kept",
+      kept: { pattern: "h.test", action: "deny-domain" },
+    },
     { type: "error", message: "nope", id: "3" },
   ] as const;
   for (const m of messages) {

@@ -342,6 +342,17 @@ Deno.test("formatBrokerEvent: lines for saves, failures and unattended prompts",
     'Could not save rule "x.test": deny-domain (disk full); the answer was applied once',
   );
   assert.equal(
+    formatBrokerEvent({
+      type: "rule-save-failed",
+      pattern: "h.test",
+      action: "allow-domain",
+      error: "a deny rule was added meanwhile",
+      kept: { pattern: "h.test", action: "deny-domain" },
+    }),
+    'Could not save rule "h.test": allow-domain (a deny rule was added meanwhile); ' +
+      'the deny rule "h.test" decided instead',
+  );
+  assert.equal(
     formatBrokerEvent({ type: "prompt-shown", request: designRequest, prompters: 0 }),
     "Waiting for an answer about api.github.com: no prompt is attached " +
       "(run `netmonitor prompt` in another terminal)",
