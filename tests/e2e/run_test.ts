@@ -665,29 +665,47 @@ async function proxyPid(dir: string): Promise<number> {
 
 const onLinuxTty = noCurl || !has("tmux") || !has("bash") || Deno.build.os !== "linux";
 
+/**
+ * An interactive bash in tmux (job control on) that has started
+ * `netmonitor run` for `dir`, in the background (`&`) when asked; once it
+ * listens: the terminal, its port and its pid.
+ */
+async function shellWithProxy(dir: string, args: string[], background: boolean) {
+  const { TmuxSession } = await import("./_tmux.ts");
+  const tty = await TmuxSession.start({
+    cmd: ["bash", "--norc", "--noprofile", "-i"],
+    cwd: dir,
+    env: { PS1: "$ " },
+  });
+  try {
+    await tty.waitFor(/\$ $/m);
+    await tty.type(shellRun(dir, args) + (background ? " &" : ""));
+    await tty.press("Enter");
+    const screen = await tty.waitFor(/Listening on http:\/\/127\.0\.0\.1:(\d+)/);
+    const port = Number(screen.match(/Listening on http:\/\/127\.0\.0\.1:(\d+)/)![1]);
+    return { tty, port, pid: await proxyPid(dir) };
+  } catch (e) {
+    await tty[Symbol.asyncDispose]();
+    throw e;
+  }
+}
+
 Deno.test({
   name:
     "e2e run: started in the background of a shell (`run &`), it asks through the socket instead of stopping",
   ignore: onLinuxTty,
   async fn() {
-    const { TmuxSession } = await import("./_tmux.ts");
     const origin = await startOrigin();
     await withDataDir(async (dir) => {
       const p = origin.port;
-      // An interactive shell with job control: `&` puts the job in the background.
-      await using tty = await TmuxSession.start({
-        cmd: ["bash", "--norc", "--noprofile", "-i"],
-        cwd: dir,
-        env: { PS1: "$ " },
-      });
-      await tty.waitFor(/\$ $/m);
-      await tty.type(
-        shellRun(dir, ["--resolve", `bg.test:${p}:127.0.0.1`, "--prompt-timeout", "1s"]) + " &",
+      // `&` in an interactive shell with job control puts the job in the background.
+      const shell = await shellWithProxy(
+        dir,
+        ["--resolve", `bg.test:${p}:127.0.0.1`, "--prompt-timeout", "1s"],
+        true,
       );
-      await tty.press("Enter");
-      const screen = await tty.waitFor(/Listening on http:\/\/127\.0\.0\.1:(\d+)/);
-      const port = Number(screen.match(/Listening on http:\/\/127\.0\.0\.1:(\d+)/)![1]);
-      const pid = await proxyPid(dir);
+      await using tty = shell.tty;
+      const { port, pid } = shell;
       try {
         // A request no rule covers: nobody answers, so it is denied after 1 s.
         const r = await curl(port, ["-w", " %{http_code}", `http://bg.test:${p}/unknown`]);
@@ -733,21 +751,12 @@ Deno.test({
     "e2e run: put in the background after it asked (Ctrl-Z, bg), it keeps serving; `fg` asks again",
   ignore: onLinuxTty,
   async fn() {
-    const { TmuxSession } = await import("./_tmux.ts");
     const origin = await startOrigin();
     await withDataDir(async (dir) => {
       const p = origin.port;
-      await using tty = await TmuxSession.start({
-        cmd: ["bash", "--norc", "--noprofile", "-i"],
-        cwd: dir,
-        env: { PS1: "$ " },
-      });
-      await tty.waitFor(/\$ $/m);
-      await tty.type(shellRun(dir, ["--resolve", `job.test:${p}:127.0.0.1`]));
-      await tty.press("Enter");
-      const screen = await tty.waitFor(/Listening on http:\/\/127\.0\.0\.1:(\d+)/);
-      const port = Number(screen.match(/Listening on http:\/\/127\.0\.0\.1:(\d+)/)![1]);
-      const pid = await proxyPid(dir);
+      const shell = await shellWithProxy(dir, ["--resolve", `job.test:${p}:127.0.0.1`], false);
+      await using tty = shell.tty;
+      const { port, pid } = shell;
       let prompt: Deno.ChildProcess | undefined;
       try {
         // Asked on the terminal: the reader is now reading it, in raw mode.
