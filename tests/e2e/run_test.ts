@@ -457,6 +457,18 @@ Deno.test("e2e run: bad flags are usage errors (exit 2); a busy port is a clear 
   });
 });
 
+/** `netmonitor run --port 0` as a terminal runs it; options follow. */
+const RUN_ON_PORT_0 = [
+  Deno.execPath(),
+  "run",
+  "-A",
+  "--no-check",
+  new URL("../../main.ts", import.meta.url).pathname,
+  "run",
+  "--port",
+  "0",
+];
+
 Deno.test({
   name:
     "e2e run: on a terminal, the original design's prompt is answered with a digit; Ctrl-C exits 0",
@@ -468,14 +480,7 @@ Deno.test({
       const p = origin.port;
       await using tty = await TmuxSession.start({
         cmd: [
-          Deno.execPath(),
-          "run",
-          "-A",
-          "--no-check",
-          new URL("../../main.ts", import.meta.url).pathname,
-          "run",
-          "--port",
-          "0",
+          ...RUN_ON_PORT_0,
           "--no-intercept",
           "--resolve",
           `tty.test:${p}:127.0.0.1`,
@@ -525,14 +530,7 @@ Deno.test({
       const p = origin.port;
       await using tty = await TmuxSession.start({
         cmd: [
-          Deno.execPath(),
-          "run",
-          "-A",
-          "--no-check",
-          new URL("../../main.ts", import.meta.url).pathname,
-          "run",
-          "--port",
-          "0",
+          ...RUN_ON_PORT_0,
           "--resolve",
           `tls.test:${p}:127.0.0.1`,
           "--upstream-ca",
@@ -612,16 +610,7 @@ function shellRun(dir: string, args: string[]): string {
   return [
     `NETMONITOR_DATA_DIR=${q(dir)}`,
     "NO_COLOR=1",
-    q(Deno.execPath()),
-    "run",
-    "-A",
-    "--no-check",
-    q(new URL("../../main.ts", import.meta.url).pathname),
-    "run",
-    "--port",
-    "0",
-    "--no-intercept",
-    ...args.map(q),
+    ...[...RUN_ON_PORT_0, "--no-intercept", ...args].map(q),
   ].join(" ");
 }
 
@@ -834,14 +823,7 @@ Deno.test({
       await Deno.writeTextFile(rulesFile(dir), '{ "ok.test": "allow-domain" }');
       await using tty = await TmuxSession.start({
         cmd: [
-          Deno.execPath(),
-          "run",
-          "-A",
-          "--no-check",
-          new URL("../../main.ts", import.meta.url).pathname,
-          "run",
-          "--port",
-          "0",
+          ...RUN_ON_PORT_0,
           "--no-intercept",
           "--resolve",
           `ok.test:${p}:127.0.0.1`,
