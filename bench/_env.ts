@@ -45,15 +45,30 @@ export function busyCpuSeconds(): number {
   return busy / 100; // USER_HZ is 100 on Linux
 }
 
-/** CPU seconds (user+system) a process group has used, from /proc/PID/stat of its members. */
+/**
+ * CPU seconds (user+system) a process group has used, from /proc/PID/stat of its members,
+ * including children they have reaped (socat forks one per connection).
+ */
 export function groupCpuSeconds(pids: number[]): number {
   let ticks = 0;
   for (const pid of pids) {
     try {
-      const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      ticks += Number(f[11]) + Number(f[12]); // utime stime (fields 14, 15)
+      const f = statFields(pid);
+      // utime stime cutime cstime (fields 14-17)
+      ticks += Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
     } catch { /* exited */ }
   }
   return ticks / 100;
+}
+
+/** CPU seconds (user+system) used by the children this process has waited for (curl, hey...). */
+export function reapedChildrenCpuSeconds(): number {
+  const f = statFields("self");
+  return (Number(f[13]) + Number(f[14])) / 100;
+}
+
+/** Fields of /proc/PID/stat after the command name (field 3 is index 0). */
+function statFields(pid: number | "self"): string[] {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
 }

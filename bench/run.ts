@@ -16,7 +16,13 @@
  */
 
 import { parseArgs } from "node:util";
-import { busyCpuSeconds, describeMachine, groupCpuSeconds, machine } from "./_env.ts";
+import {
+  busyCpuSeconds,
+  describeMachine,
+  groupCpuSeconds,
+  machine,
+  reapedChildrenCpuSeconds,
+} from "./_env.ts";
 import { curl, hey, openTunnels, wrk } from "./_load.ts";
 import { authority, type Origin, startOrigin } from "./_origin.ts";
 import {
@@ -46,6 +52,7 @@ import {
   addProblem,
   addSample,
   cell,
+  CONTENDERS,
   fmt,
   renderDetails,
   renderTable,
@@ -251,6 +258,20 @@ function makeRows(s: Settings): Record<string, Row> {
       cells: {},
       target: "",
       annotate: pct,
+    },
+    {
+      id: "connect_cpu_relay",
+      metric: "CPU of the relay per GB downloaded, core-s (direct column: socat forwarder)",
+      digits: 2,
+      cells: {},
+      target: "",
+    },
+    {
+      id: "connect_cpu_ends",
+      metric: "CPU of curl + nginx per GB downloaded, core-s (same downloads)",
+      digits: 2,
+      cells: {},
+      target: "",
     },
     {
       id: "rss_requests",
@@ -483,51 +504,107 @@ async function sectionLatency(run: Run, proxies: Proxy[]): Promise<void> {
   });
 }
 
-/** Bulk download through CONNECT (no interception) vs direct TLS. */
+/**
+ * Bulk download through CONNECT (no interception) vs direct TLS, with the CPU each part used:
+ * on a small machine the two ends and the relay compete for the same cores, so the CPU budget
+ * says what throughput any relay could reach here.
+ */
 async function sectionConnect(run: Run, proxies: Proxy[]): Promise<void> {
   const o = run.origin!;
-  const row = run.rows.connect_mbps;
-  const download = async (p?: Proxy) => {
-    const r = await curl({
-      proxy: p?.url,
-      url: urlFor(o, p?.originHost ?? o.name, true, o.largePath),
-      cacert: o.caPath,
-      resolve: [`${o.name}:${o.tlsPort}:${o.addr}`],
-    });
+  const { connect_mbps: row, connect_relay, connect_cpu_relay, connect_cpu_ends } = run.rows;
+  const gb = o.largeBytes / 1e9;
+  /** Runs one download; records its speed and CPU per GB (ends: curl + nginx; relay: `relay`). */
+  const measured = async (
+    relayPgid: number | undefined,
+    get: () => Promise<{ status: number; bytes: number; speed: number }>,
+  ) => {
+    const nginx = groupPids(o.nginx.pid);
+    const relay = relayPgid === undefined ? [] : groupPids(relayPgid);
+    const ends0 = groupCpuSeconds(nginx) + reapedChildrenCpuSeconds();
+    const relay0 = groupCpuSeconds(relay);
+    const r = await get();
     if (r.status !== 200 || r.bytes !== o.largeBytes) {
       throw new Error(`status ${r.status}, ${r.bytes} of ${o.largeBytes} bytes`);
     }
-    return r.speed / 1e6;
+    return {
+      mbps: r.speed / 1e6,
+      ends: (groupCpuSeconds(nginx) + reapedChildrenCpuSeconds() - ends0) / gb,
+      relay: (groupCpuSeconds(relay) - relay0) / gb,
+    };
   };
+  const download = (p?: Proxy) =>
+    measured(p?.service.pid, () =>
+      curl({
+        proxy: p?.url,
+        url: urlFor(o, p?.originHost ?? o.name, true, o.largePath),
+        cacert: o.caPath,
+        resolve: [`${o.name}:${o.tlsPort}:${o.addr}`],
+      }));
   // The ceiling for any relay that copies bytes through user space: socat forwarding TCP to the
   // origin (no CONNECT, no checks), measured in the same rounds.
   const socat = await startSocatRelay(run);
-  const viaSocat = async () => {
-    const r = await curl({
-      url: `https://${authority(o.name, socat!.port, true)}${o.largePath}`,
-      cacert: o.caPath,
-      resolve: [`${o.name}:${socat!.port}:127.0.0.1`],
-    });
-    if (r.status !== 200 || r.bytes !== o.largeBytes) {
-      throw new Error(`socat: status ${r.status}, ${r.bytes} of ${o.largeBytes} bytes`);
-    }
-    return r.speed / 1e6;
-  };
+  const viaSocat = () =>
+    measured(socat!.service.pid, () =>
+      curl({
+        url: `https://${authority(o.name, socat!.port, true)}${o.largePath}`,
+        cacert: o.caPath,
+        resolve: [`${o.name}:${socat!.port}:127.0.0.1`],
+      })).catch((e) => {
+        throw new Error(`socat: ${e instanceof Error ? e.message : e}`);
+      });
   try {
     // One unrecorded download each first: the first transfer of a run is often much slower.
     for (const p of [undefined, ...proxies]) await download(p).catch(() => {});
     if (socat) await viaSocat().catch(() => {});
     // A transfer takes about a second and varies a lot with other load: more rounds than elsewhere.
     await rounds(run, proxies, "connect bulk", async (who, p) => {
-      const mbps = await download(p);
-      addSample(row, who, mbps);
+      const d = await download(p);
+      addSample(row, who, d.mbps);
+      addSample(connect_cpu_ends, who, d.ends);
+      if (p) addSample(connect_cpu_relay, who, d.relay);
       if (!socat) return;
-      if (p) addSample(run.rows.connect_relay, who, mbps);
-      else addSample(run.rows.connect_relay, "direct", await viaSocat());
+      if (p) addSample(connect_relay, who, d.mbps);
+      else {
+        const s = await viaSocat();
+        addSample(connect_relay, "direct", s.mbps);
+        addSample(connect_cpu_relay, "direct", s.relay);
+      }
     }, run.s.quick ? run.s.repeat : Math.max(5, run.s.repeat));
   } finally {
     await socat?.service.stop();
   }
+  const budget = relayBudget(
+    row.cells.direct?.value,
+    connect_cpu_ends.cells.direct?.value,
+    machine().cpus,
+  );
+  if (budget !== undefined) {
+    const used = (c: Contender) => {
+      const v = connect_cpu_relay.cells[c]?.value;
+      return v === undefined ? undefined : `${c === "direct" ? "socat" : c} ${v.toFixed(2)}`;
+    };
+    const uses = CONTENDERS.map(used).filter((x) => x !== undefined).join(", ");
+    run.notes.push(
+      `connect CPU budget: at 90% of direct the two ends (${
+        connect_cpu_ends.cells.direct!.value!.toFixed(2)
+      } core-s per GB) and a relay share ${machine().cpus} cores, so a relay may use at most ` +
+        `${budget.toFixed(2)} core-s per GB (a perfect overlap of all three); used: ${uses}`,
+    );
+  }
+}
+
+/**
+ * The most CPU (core-seconds per GB) a relay may use for a download through it to reach 90%
+ * of `directMbps` on `cpus` cores, when the two ends use `endsPerGb`; undefined when unknown.
+ */
+function relayBudget(
+  directMbps: number | undefined,
+  endsPerGb: number | undefined,
+  cpus: number,
+): number | undefined {
+  if (!directMbps || endsPerGb === undefined) return undefined;
+  const gbPerS = (0.9 * directMbps) / 1000;
+  return cpus / gbPerS - endsPerGb;
 }
 
 /** socat forwarding a loopback port to the origin's TLS port; undefined without socat. */
