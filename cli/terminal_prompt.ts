@@ -89,7 +89,9 @@ export function renderPrompt(req: PendingRequest): string {
     `Host: ${host}`,
     `Method: ${printable(req.method, 40)}`,
     `Path: ${
-      req.path === undefined ? "(unknown: HTTPS tunnel, not intercepted)" : printable(req.path, 400)
+      req.path === undefined
+        ? "(unknown: HTTPS tunnel, not intercepted)"
+        : printable(req.path, PATH_SHOWN, "; type v and Enter to see all of it")
     }`,
     `Client: ${printable(req.client, 80)}`,
   ];
@@ -113,16 +115,26 @@ export function renderPrompt(req: PendingRequest): string {
   return lines.join("\n") + "\n";
 }
 
+/** Characters of a path the prompt shows; `v` shows the rest. */
+export const PATH_SHOWN = 400;
+
+/** The whole path of a request whose prompt cut it, for `v`. */
+export function renderFullPath(req: PendingRequest): string {
+  return `Full path:\n${printable(req.path ?? "", Infinity)}\n`;
+}
+
 /**
  * Parses what the operator typed: a digit 1-6, empty for the default (1), or
- * an answer's name (`allow-domain`). Returns the answer or a message that
- * says what to type instead.
+ * an answer's name (`allow-domain`); `v` (or `view`) asks to see a path the
+ * prompt cut. Returns the answer, the view request, or a message that says
+ * what to type instead.
  */
 export function parseChoice(
   input: string,
   req: PendingRequest,
-): { answer: PromptAnswer } | { error: string } {
+): { answer: PromptAnswer } | { view: true } | { error: string } {
   const text = input.trim().toLowerCase();
+  if ((text === "v" || text === "view") && pathCut(req)) return { view: true };
   let answer: PromptAnswer | undefined;
   if (text === "") answer = "allow-once";
   else if (/^[1-6]$/.test(text)) answer = PROMPT_ANSWERS[Number(text) - 1];
@@ -142,12 +154,18 @@ export function parseChoice(
   return { answer };
 }
 
+/** True when the prompt shows only part of the request's path. */
+function pathCut(req: PendingRequest): boolean {
+  return req.path !== undefined && [...printable(req.path, Infinity)].length > PATH_SHOWN;
+}
+
 /**
  * Makes text safe to print: control characters (C0, C1, DEL), bidi overrides
  * and zero-width characters become `\u{..}` escapes, and text over `max`
- * characters is cut with a note of how much was left out.
+ * characters is cut with a note of how much was left out (and `hint`, when
+ * given, inside the same parentheses).
  */
-export function printable(text: string, max = 200): string {
+export function printable(text: string, max = 200, hint = ""): string {
   const cleaned = text.replace(
     // deno-lint-ignore no-control-regex
     /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g,
@@ -155,7 +173,7 @@ export function printable(text: string, max = 200): string {
   );
   const chars = [...cleaned];
   if (chars.length <= max) return cleaned;
-  return `${chars.slice(0, max).join("")}... (${chars.length - max} more characters)`;
+  return `${chars.slice(0, max).join("")}... (${chars.length - max} more characters${hint})`;
 }
 
 /** Options for one {@linkcode LineReader.readLine}. */
@@ -294,7 +312,7 @@ export function createTerminalPrompter(io: PromptIO, name = "terminal"): Termina
         }
         const parsed = parseChoice(line, req);
         if ("answer" in parsed) return parsed.answer;
-        io.write(`${parsed.error}\n`);
+        io.write("view" in parsed ? renderFullPath(req) : `${parsed.error}\n`);
       }
     },
   };

@@ -12,6 +12,7 @@ import {
   INPUT_IGNORED_LINE,
   InputClosedError,
   parseChoice,
+  PATH_SHOWN,
   printable,
   renderPrompt,
   StdinLineReader,
@@ -168,6 +169,40 @@ Deno.test("terminal prompter: asks again on invalid input, answers on a digit", 
   assert.equal(out.split("Your choice [1]: ").length - 1, 3, "asked three times");
   assert.match(out, /Invalid choice "9"/);
   assert.match(out, /Options 5 and 6 need a URL/);
+  await input.end();
+  await lines.close();
+});
+
+Deno.test("terminal prompter: v shows a path the prompt cut, then asks again", async () => {
+  const tail = "/tail-\u202e-end";
+  const long: PendingRequest = {
+    ...designRequest,
+    path: "/" + "a".repeat(PATH_SHOWN) + tail,
+    url: "https://api.github.com/" + "a".repeat(PATH_SHOWN) + tail,
+  };
+  const rendered = renderPrompt(long);
+  assert.match(rendered, /\.\.\. \(19 more characters; type v and Enter to see all of it\)\n/);
+  assert.ok(!rendered.includes("tail-"), "the tail is not shown at first");
+  // A path the prompt shows whole has nothing to view: v is not an answer.
+  assert.deepEqual(parseChoice("v", designRequest), {
+    error: 'Invalid choice "v": type a number from 1 to 6 and press Enter.',
+  });
+  assert.deepEqual(parseChoice(" View ", long), { view: true });
+
+  const input = typed();
+  const lines = new StdinLineReader({ input: input.readable, terminal: false });
+  let out = "";
+  const prompter = createTerminalPrompter({ lines, write: (s) => out += s });
+  const answer = prompter.ask(long, new AbortController().signal);
+  await input.type("v\n");
+  await input.type("2\n");
+  assert.equal(await answer, "deny-once");
+  assert.equal(out.split("Your choice [1]: ").length - 1, 2, "asked again after v");
+  // Whole, and still made printable (the bidi override is escaped).
+  assert.ok(
+    out.includes(`Full path:\n/${"a".repeat(PATH_SHOWN)}`),
+  );
+  assert.ok(out.includes("/tail-\\u{202e}-end\n"));
   await input.end();
   await lines.close();
 });
