@@ -18,6 +18,7 @@ import {
   ensureCa,
   regenerateCa,
 } from "../lib/tls/ca.ts";
+import { ensureDataDir } from "../lib/paths.ts";
 import { CliError, EXIT_FAILURE, UsageError } from "./_errors.ts";
 import type { CliContext } from "./mod.ts";
 
@@ -31,6 +32,8 @@ export function registerCaCommand(program: Command, ctx: CliContext): void {
 
   /** Loads the CA, creating it when missing; says so on stderr when it did. */
   const obtain = async (): Promise<CertificateAuthority> => {
+    // Every ca command may create the CA: the data dir is made (or checked) as `run` does.
+    await ensureDataDir(ctx.paths);
     const { ca: loaded, created } = await ensureCa(files());
     if (created) {
       ctx.stderr(
@@ -79,6 +82,7 @@ export function registerCaCommand(program: Command, ctx: CliContext): void {
     .description("make a new CA (clients must trust the new certificate again)")
     .option("-y, --yes", "do not ask for confirmation")
     .action(async (opts: { yes?: boolean }) => {
+      await ensureDataDir(ctx.paths);
       const f = files();
       const exists = await fileExists(f.caCert) || await fileExists(f.caKey);
       if (exists && !opts.yes) {

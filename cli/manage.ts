@@ -36,6 +36,7 @@ import {
 } from "./_render.ts";
 import { writeFileAtomic } from "../lib/rules/_fs.ts";
 import type { CliContext } from "./mod.ts";
+import { ensureDataDir } from "../lib/paths.ts";
 import { runStats } from "./stats.ts";
 import { type LineReader, printable, StdinLineReader } from "./terminal_prompt.ts";
 
@@ -463,6 +464,8 @@ export function registerManageCommand(program: Command, ctx: CliContext): void {
     )
     .action(async () => {
       const paths = ctx.paths;
+      // The menu edits the rules: the data dir is made (or checked) as `run` does.
+      await ensureDataDir(paths);
       ctx.exitCode = await manageCommand(
         { rulesFile: paths.rules, logFile: paths.log },
         { write: ctx.stdout, isTerminal: ctx.stdoutIsTerminal },

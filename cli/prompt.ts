@@ -8,6 +8,7 @@
 import type { Command } from "commander";
 import { connectControl, NoProxyError } from "../lib/decide/control.ts";
 import type { CliContext } from "./mod.ts";
+import { checkDataDir } from "../lib/paths.ts";
 import type { ResolvedMessage } from "../lib/decide/protocol.ts";
 import { listProxies } from "./status.ts";
 import { PromptClosedError } from "../lib/decide/types.ts";
@@ -36,6 +37,8 @@ export function registerPromptCommand(program: Command, ctx: CliContext): void {
         "runs with --non-interactive.",
     )
     .action(async () => {
+      // Answers go only to a socket in a safe data dir; a missing one means no proxy.
+      await checkDataDir(ctx.paths);
       ctx.exitCode = await promptCommand(ctx.paths.controlSocket, ctx, ctx.paths.proxiesDir);
     });
 }

@@ -21,6 +21,7 @@ import {
   type StoredAction,
   writeFileAtomic,
 } from "../lib/rules/mod.ts";
+import { checkDataDir, ensureDataDir } from "../lib/paths.ts";
 import { CliError, EXIT_FAILURE, UsageError } from "./_errors.ts";
 import type { CliContext } from "./mod.ts";
 
@@ -50,6 +51,11 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
     .description("list and edit the firewall rules (network-rules.json)")
     .addHelpText("after", PATTERN_HELP);
   const store = () => new RulesStore(ctx.paths.rules);
+  // The data dir is checked before anything in it is used: commands that read
+  // it refuse an unsafe one (and do not create a missing one), those that
+  // write also create it.
+  const reading = () => checkDataDir(ctx.paths);
+  const writing = () => ensureDataDir(ctx.paths);
 
   rules
     .command("list")
@@ -57,6 +63,7 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
     .description("show the rules, in file order")
     .option("--json", "print a JSON array of {pattern, action, kind, verdict}")
     .action(async (opts: { json?: boolean }) => {
+      await reading();
       const set = await store().load();
       if (opts.json) {
         ctx.stdout(`${JSON.stringify(set.rules, null, 2)}\n`);
@@ -84,6 +91,7 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
         if (e instanceof RuleError) throw new UsageError(e.message);
         throw e;
       }
+      await writing();
       const s = store();
       const { rule, previous } = await s.add(pattern, action as StoredAction);
       if (!previous) ctx.stdout(`Added rule "${rule.pattern}": ${rule.action}\n`);
@@ -107,6 +115,7 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
     .description("remove a rule (any spelling of the same pattern matches)")
     .argument("<pattern>", "the pattern to remove")
     .action(async (pattern: string) => {
+      await writing();
       if (!(await store().remove(pattern))) {
         throw new CliError(`no rule "${pattern}" in ${ctx.paths.rules}`);
       }
@@ -119,6 +128,7 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
     .argument("<file>", "destination file, or - for standard output")
     .action(async (file: string) => {
       // Export the file's own text (comments included), after validating it.
+      await reading();
       let text: string;
       try {
         text = await Deno.readTextFile(ctx.paths.rules);
@@ -155,6 +165,7 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
       const { rules: incoming, problems } = parseRules(text);
       if (problems.length > 0) throw new RulesFileError(displayName(file), problems, "import");
       const pairs = incoming.map((r) => [r.pattern, r.action] as const);
+      await writing();
       const s = store();
       if (opts.replace) {
         const before = (await s.load()).rules.length;
@@ -178,6 +189,7 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
     .description("remove every rule (asks first; comments stay)")
     .option("-y, --yes", "do not ask for confirmation")
     .action(async (opts: { yes?: boolean }) => {
+      await writing();
       const s = store();
       const count = (await s.load()).rules.length;
       if (count === 0) {
@@ -214,6 +226,7 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
       const path = file ?? ctx.paths.rules;
       let text: string;
       if (file === undefined) {
+        await reading();
         try {
           text = await Deno.readTextFile(path);
         } catch (e) {
@@ -250,8 +263,9 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
     .description("show which rule decides a URL or host, and why")
     .argument("<target>", "a URL (https://host/path?q) or host[:port]")
     .action(async (target: string) => {
-      const set = await store().load();
       const t = parseTarget(target);
+      await reading();
+      const set = await store().load();
       const d = set.decide(t);
       ctx.stdout(`${d.action}: ${d.reason}\n`);
       if (t.scheme === "https" && set.isPassthrough(t.host, t.port)) {

@@ -19,6 +19,7 @@ import {
 } from "../lib/stats/mod.ts";
 import { toStatsJson } from "../lib/stats/json.ts";
 import { type Rule, RulesStore } from "../lib/rules/mod.ts";
+import { checkDataDir } from "../lib/paths.ts";
 import {
   barChart,
   colorEnabled,
@@ -543,6 +544,8 @@ export function registerStatsCommand(program: Command, ctx: CliContext): void {
       recent?: number;
     }) => {
       const paths = ctx.paths;
+      // Refuses an unsafe data dir; a missing one means no log yet.
+      await checkDataDir(paths);
       ctx.exitCode = await statsCommand(
         { ...opts, logFile: paths.log, rulesFile: paths.rules },
         { write: ctx.stdout, isTerminal: ctx.stdoutIsTerminal },

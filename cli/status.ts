@@ -10,6 +10,7 @@
 import type { Command } from "commander";
 import { connectControl, NoProxyError, ProxyBusyError } from "../lib/decide/control.ts";
 import type { CliContext } from "./mod.ts";
+import { checkDataDir } from "../lib/paths.ts";
 
 /** Exit code when no proxy is running (as `systemctl status` does). */
 export const EXIT_NOT_RUNNING = 3;
@@ -47,6 +48,8 @@ export function registerStatusCommand(program: Command, ctx: CliContext): void {
       "\nExits 0 when a proxy is running, 3 when none is, 1 on other errors.",
     )
     .action(async (opts: { json?: boolean }) => {
+      // Refuses an unsafe data dir; a missing one means no proxy.
+      await checkDataDir(ctx.paths);
       const proxies = await listProxies(ctx.paths.proxiesDir);
       const status = { running: proxies.length > 0, dataDir: ctx.paths.dir, proxies };
       ctx.stdout(opts.json ? JSON.stringify(status) + "\n" : formatStatus(status));

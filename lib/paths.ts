@@ -3,7 +3,7 @@
  * @module
  */
 
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 
 /** The data directory and the files in it. All paths are absolute. */
 export interface DataPaths {
@@ -51,53 +51,119 @@ export function dataPaths(explicitDir?: string): DataPaths {
 
 /**
  * The data directory cannot be used safely: not a directory, someone else's,
- * or writable by other users. `userFacing`: the CLI shows the message as
- * `error: ...` (exit 1), without a stack.
+ * writable by other users, or in a folder that others could move it out of.
+ * `userFacing`: the CLI shows the message as `error: ...` (exit 1), without a
+ * stack.
  */
 export class DataDirError extends Error {
   override name = "DataDirError";
   readonly userFacing = true;
   /** The data directory. */
   readonly dir: string;
-  constructor(dir: string, message: string) {
+  /** The folder that is wrong: the data directory itself, or a folder above it. */
+  readonly path: string;
+  constructor(dir: string, message: string, path: string = dir) {
     super(message);
     this.dir = dir;
+    this.path = path;
   }
 }
 
 /**
  * Makes sure the data directory is this user's alone, and creates it (and
  * missing parents) with mode 0700, whatever the umask, when it is missing.
- * Group and world read access is taken away from an existing one.
+ * Group and world read access is taken away from an existing one. For the
+ * commands that write in it (`run`, `rules add`, `ca`, `manage`...).
  *
  * Whoever else can write in it could change the rules, or plant a symlink
- * where netmonitor (or a Docker script run as root) writes. So, on systems
- * with owners and modes (not Windows):
+ * where netmonitor (or a Docker script run as root) writes; whoever can write
+ * in a folder above it could move it away and put one of their own in its
+ * place. So, on systems with owners and modes (not Windows):
  *
  * @throws {DataDirError} when it is not a directory, belongs to another user
  *   (root included), or is group- or world-writable: fixing that is the
- *   owner's decision, after checking what others may have put there.
+ *   owner's decision, after checking what others may have put there. Also
+ *   when a folder above it is unsafe (see {@linkcode checkDataDir}); then
+ *   nothing is created.
  */
 export async function ensureDataDir(paths: DataPaths): Promise<void> {
   const dir = paths.dir;
+  const uid = currentUid();
   let created = false;
-  let info: Deno.FileInfo;
-  try {
-    info = await Deno.stat(dir);
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  let info = await statIfExists(dir);
+  if (info === undefined) {
+    // Nothing is made in a folder that others could swap.
+    if (uid !== null) await checkAncestors(dir, uid);
     await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
     created = true;
     // Checked like any other: someone may have made it first.
     info = await Deno.stat(dir);
   }
+  const mode = await checkDir(dir, info, uid);
+  if (mode === undefined) return;
+  // New: 0700 whatever the umask took away. Existing: no group or world access.
+  const wanted = created ? 0o700 : mode & ~0o077;
+  if (wanted !== mode) await Deno.chmod(dir, wanted);
+}
+
+/**
+ * The check of {@linkcode ensureDataDir} for commands that only read the data
+ * directory (`stats`, `rules list`, `status`, `prompt`...): it creates and
+ * changes nothing. Returns false when the directory does not exist (the
+ * command then finds no rules, no log, no proxy), true when it exists and is
+ * safe.
+ *
+ * Safe means, on systems with owners and modes (not Windows), in the spirit
+ * of OpenSSH's StrictModes: the directory is a directory, the user's own and
+ * not writable by group or others; and every folder above it is owned by root
+ * or the user and is not writable by group or others unless it has the
+ * sticky bit (as /tmp has). The folders checked are those above the
+ * directory's real path and, when the given path goes through a symlink,
+ * those the given path is looked up in (where the symlink lives).
+ *
+ * @throws {DataDirError} when it is not safe; the message names the folder
+ *   that is wrong and how to fix it.
+ */
+export async function checkDataDir(paths: DataPaths): Promise<boolean> {
+  const info = await statIfExists(paths.dir);
+  if (info === undefined) return false;
+  await checkDir(paths.dir, info, currentUid());
+  return true;
+}
+
+/** The current user's uid where files have owners and modes; null elsewhere. */
+function currentUid(): number | null {
+  return Deno.build.os === "windows" ? null : Deno.uid();
+}
+
+async function statIfExists(path: string): Promise<Deno.FileInfo | undefined> {
+  try {
+    return await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
+}
+
+function octal(mode: number): string {
+  return `0${mode.toString(8).padStart(3, "0")}`;
+}
+
+/**
+ * Checks the data directory (`info`: its stat, through symlinks) and the
+ * folders above it. Returns its mode, or undefined when the system has no
+ * owners and modes.
+ */
+async function checkDir(
+  dir: string,
+  info: Deno.FileInfo,
+  uid: number | null,
+): Promise<number | undefined> {
   if (!info.isDirectory) {
     throw new DataDirError(dir, `data dir "${dir}" is not a directory`);
   }
-  const uid = Deno.build.os === "windows" ? null : Deno.uid();
-  if (uid === null || info.uid === null || info.mode === null) return;
+  if (uid === null || info.uid === null || info.mode === null) return undefined;
   const mode = info.mode & 0o7777;
-  const shown = `0${mode.toString(8).padStart(3, "0")}`;
   if (info.uid !== uid) {
     throw new DataDirError(
       dir,
@@ -109,14 +175,74 @@ export async function ensureDataDir(paths: DataPaths): Promise<void> {
   if ((mode & 0o022) !== 0) {
     throw new DataDirError(
       dir,
-      `data dir "${dir}" (mode ${shown}) can be written by other users: they could have ` +
+      `data dir "${dir}" (mode ${octal(mode)}) can be written by other users: they could have ` +
         `changed its rules or planted files in it. Check what is in it, then make it ` +
         `private: chmod 700 "${dir}"`,
     );
   }
-  // New: 0700 whatever the umask took away. Existing: no group or world access.
-  const wanted = created ? 0o700 : mode & ~0o077;
-  if (wanted !== mode) await Deno.chmod(dir, wanted);
+  await checkAncestors(dir, uid);
+  return mode;
+}
+
+/** The folders above `path` (absolute), nearest first; the root last. */
+function ancestorsOf(path: string): string[] {
+  const out: string[] = [];
+  for (let p = dirname(path); !out.includes(p); p = dirname(p)) out.push(p);
+  return out;
+}
+
+/**
+ * Checks the folders above the data directory `dir`: those above its real
+ * path (lstat: none is a symlink there), and, when `dir` is not its own real
+ * path (or does not exist yet), those its given path is looked up in (stat,
+ * through symlinks; missing ones are skipped). One stat per folder.
+ */
+async function checkAncestors(dir: string, uid: number): Promise<void> {
+  let real: string | undefined;
+  try {
+    real = await Deno.realPath(dir);
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  const checked = new Set<string>();
+  if (real !== undefined) {
+    for (const folder of ancestorsOf(real)) {
+      checked.add(folder);
+      checkAncestor(dir, folder, await Deno.lstat(folder), uid);
+    }
+  }
+  if (real === dir) return;
+  for (const folder of ancestorsOf(dir)) {
+    if (checked.has(folder)) continue;
+    const info = await statIfExists(folder);
+    if (info?.isDirectory) checkAncestor(dir, folder, info, uid);
+  }
+}
+
+function checkAncestor(dir: string, folder: string, info: Deno.FileInfo, uid: number): void {
+  if (info.uid === null || info.mode === null) return;
+  const above = `folder "${folder}" above the data dir "${dir}"`;
+  const risk = `could move the data dir away and put one of their own in its place`;
+  if (info.uid !== 0 && info.uid !== uid) {
+    const notYours = uid === 0 ? "not to root (you)" : `neither to you (uid ${uid}) nor to root`;
+    throw new DataDirError(
+      dir,
+      `${above} belongs to uid ${info.uid}, ${notYours}: its owner ${risk}. Use a data dir ` +
+        `in folders that only you or root own (--data-dir DIR or NETMONITOR_DATA_DIR)`,
+      folder,
+    );
+  }
+  const mode = info.mode & 0o7777;
+  if ((mode & 0o022) !== 0 && (mode & 0o1000) === 0) {
+    throw new DataDirError(
+      dir,
+      `${above} (mode ${octal(mode)}) can be written by other users and has no sticky bit: ` +
+        `they ${risk}. Take their write access away: chmod go-w "${folder}" (for a shared ` +
+        `folder like /tmp: chmod +t "${folder}"), or use a data dir elsewhere ` +
+        `(--data-dir DIR or NETMONITOR_DATA_DIR)`,
+      folder,
+    );
+  }
 }
 
 function nonEmpty(s: string | undefined): string | undefined {

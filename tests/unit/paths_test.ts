@@ -1,12 +1,14 @@
 /**
  * lib/paths.ts: where the data lives, and ensureDataDir, which makes sure the
  * data directory is the user's alone (created 0700, never someone else's or
- * writable by others), with a clean CLI error when it is not.
+ * writable by others, never in a folder that others could move it out of),
+ * with a clean CLI error when it is not; checkDataDir, the same check for the
+ * commands that only read (it creates and changes nothing).
  */
 
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { DataDirError, dataPaths, ensureDataDir } from "../../lib/paths.ts";
+import { checkDataDir, DataDirError, dataPaths, ensureDataDir } from "../../lib/paths.ts";
 
 const POSIX = Deno.build.os !== "windows";
 const ROOT = POSIX && Deno.uid() === 0;
@@ -168,6 +170,186 @@ Deno.test({
       assert.doesNotMatch(res.stderr, /unexpected failure|at .*\.ts:\d+/);
       assert.equal(res.stdout, "");
       assert.deepEqual(await Array.fromAsync(Deno.readDir(tmp)), [], "files were created");
+    });
+  },
+});
+
+/** Both checks refuse `dir` with a DataDirError about `folder` matching `message`. */
+async function refusedBoth(dir: string, folder: string, message: RegExp) {
+  for (const check of [ensureDataDir, checkDataDir]) {
+    await assert.rejects(check(dataPaths(dir)), (e: unknown) => {
+      assert.ok(e instanceof DataDirError, String(e));
+      assert.equal(e.dir, dir);
+      assert.equal(e.path, folder);
+      assert.equal(e.userFacing, true);
+      assert.match(e.message, message);
+      return true;
+    }, check.name);
+  }
+}
+
+/** A RegExp that matches `text` literally. */
+function literal(text: string): RegExp {
+  return new RegExp(text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+}
+
+Deno.test({
+  name: "checkDataDir: a missing dir is false and is not created; a safe one is left as it is",
+  ignore: !POSIX,
+  async fn() {
+    await withTemp(async (tmp) => {
+      const dir = join(tmp, "a", "data");
+      assert.equal(await checkDataDir(dataPaths(dir)), false);
+      await assert.rejects(Deno.lstat(join(tmp, "a")), Deno.errors.NotFound);
+      await Deno.mkdir(dir, { recursive: true });
+      await Deno.chmod(dir, 0o750);
+      assert.equal(await checkDataDir(dataPaths(dir)), true);
+      assert.equal(await modeOf(dir), 0o750, "a read-only check changed the mode");
+    });
+  },
+});
+
+Deno.test({
+  name: "checkDataDir: refuses what ensureDataDir refuses, and changes nothing",
+  ignore: !POSIX,
+  async fn() {
+    await withTemp(async (tmp) => {
+      const dir = join(tmp, "data");
+      await Deno.mkdir(dir);
+      for (const mode of [0o770, 0o702, 0o1777]) {
+        await Deno.chmod(dir, mode);
+        await refusedBoth(dir, dir, literal(`data dir "${dir}" (mode 0${mode.toString(8)})`));
+        assert.equal(await modeOf(dir), mode);
+      }
+      await Deno.remove(dir);
+      await Deno.writeTextFile(dir, "");
+      await refusedBoth(dir, dir, /is not a directory/);
+    });
+  },
+});
+
+Deno.test({
+  name: "data dir ancestors: a folder above that others can write to, without the sticky bit, " +
+    "is refused by name with the chmod that fixes it",
+  ignore: !POSIX,
+  async fn() {
+    for (const mode of [0o777, 0o775, 0o757, 0o2777]) {
+      await withTemp(async (tmp) => {
+        const open = join(tmp, "open");
+        const dir = join(open, "mid", "data");
+        await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+        await Deno.chmod(open, mode);
+        await refusedBoth(
+          dir,
+          open,
+          literal(
+            `folder "${open}" above the data dir "${dir}" (mode 0${mode.toString(8)}) can be ` +
+              `written by other users and has no sticky bit`,
+          ),
+        );
+        await assert.rejects(ensureDataDir(dataPaths(dir)), literal(`chmod go-w "${open}"`));
+        assert.equal(await modeOf(open), mode, "the folder's mode was changed");
+        // Fixed as the message says: accepted.
+        await Deno.chmod(open, mode & ~0o022);
+        await ensureDataDir(dataPaths(dir));
+        assert.equal(await checkDataDir(dataPaths(dir)), true);
+      });
+    }
+  },
+});
+
+Deno.test({
+  name: "data dir ancestors: a sticky world-writable folder (like /tmp) is fine",
+  ignore: !POSIX,
+  async fn() {
+    await withTemp(async (tmp) => {
+      const shared = join(tmp, "shared");
+      await Deno.mkdir(shared);
+      await Deno.chmod(shared, 0o1777);
+      const dir = join(shared, "data");
+      await ensureDataDir(dataPaths(dir));
+      assert.equal(await modeOf(dir), 0o700);
+      assert.equal(await checkDataDir(dataPaths(dir)), true);
+    });
+  },
+});
+
+Deno.test({
+  name: "data dir ancestors: ensureDataDir creates nothing under an unsafe folder; " +
+    "checkDataDir says a missing dir there is missing",
+  ignore: !POSIX,
+  async fn() {
+    await withTemp(async (tmp) => {
+      const open = join(tmp, "open");
+      await Deno.mkdir(open);
+      await Deno.chmod(open, 0o777);
+      const dir = join(open, "a", "data");
+      await assert.rejects(ensureDataDir(dataPaths(dir)), (e: unknown) => {
+        assert.ok(e instanceof DataDirError);
+        assert.equal(e.path, open);
+        return true;
+      });
+      assert.deepEqual(await Array.fromAsync(Deno.readDir(open)), [], "something was created");
+      assert.equal(await checkDataDir(dataPaths(dir)), false);
+    });
+  },
+});
+
+Deno.test({
+  name: "data dir ancestors: a folder above that belongs to another user is refused (root too)",
+  ignore: !ROOT,
+  async fn() {
+    await withTemp(async (tmp) => {
+      const theirs = join(tmp, "theirs");
+      const dir = join(theirs, "data");
+      await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+      await Deno.chmod(theirs, 0o755);
+      await Deno.chown(theirs, 65534, 65534); // nobody; the data dir itself is root's
+      await refusedBoth(
+        dir,
+        theirs,
+        literal(
+          `folder "${theirs}" above the data dir "${dir}" belongs to uid 65534, ` +
+            `not to root (you): its owner could move the data dir away`,
+        ),
+      );
+      await Deno.chown(theirs, 0, 0);
+      assert.equal(await checkDataDir(dataPaths(dir)), true);
+    });
+  },
+});
+
+Deno.test({
+  name: "data dir symlinks: a link to a safe dir works; the folders above its target, " +
+    "and the folder the link is in, are checked",
+  ignore: !POSIX,
+  async fn() {
+    await withTemp(async (tmp) => {
+      const real = join(tmp, "real", "data");
+      await Deno.mkdir(real, { recursive: true, mode: 0o700 });
+      const link = join(tmp, "link");
+      await Deno.symlink(real, link);
+      await ensureDataDir(dataPaths(link));
+      assert.equal(await checkDataDir(dataPaths(link)), true);
+
+      // The target's folder is open: refused, by its real name.
+      await Deno.chmod(join(tmp, "real"), 0o777);
+      await refusedBoth(link, join(tmp, "real"), literal(`folder "${join(tmp, "real")}" above`));
+      await Deno.chmod(join(tmp, "real"), 0o755);
+
+      // The link lives in an open folder: whoever can write there can point it elsewhere.
+      const open = join(tmp, "open");
+      await Deno.mkdir(open);
+      await Deno.chmod(open, 0o777);
+      const inOpen = join(open, "link");
+      await Deno.symlink(real, inOpen);
+      await refusedBoth(inOpen, open, literal(`chmod go-w "${open}"`));
+
+      // A folder on the way that is a symlink: what it points to is checked.
+      const via = join(tmp, "via");
+      await Deno.symlink(open, via);
+      await Deno.mkdir(join(open, "d"), { mode: 0o700 });
+      await refusedBoth(join(via, "d"), open, literal(`folder "${open}" above`));
     });
   },
 });
