@@ -12,7 +12,7 @@
 export type DecisionSource =
   | "rule" //       a rule in network-rules.json matched
   | "prompt" //     the operator answered a prompt (any of the six answers)
-  | "timeout" //    nobody answered within --prompt-timeout: denied once
+  | "timeout" //    nobody answered within --prompt-timeout: --default decided once
   | "default" //    --non-interactive: --default answered
   | "policy" //     built-in policy: destination protection, SNI/Host mismatch, malformed input
   | "error"; //     the request failed before a decision (bad framing, client gone)

@@ -20,7 +20,7 @@ export interface Totals {
   denied: number;
   /** Decided by the operator at a prompt (source "prompt"). */
   prompted: number;
-  /** Nobody answered the prompt in time (source "timeout"; these are denied). */
+  /** Nobody answered the prompt in time (source "timeout"; `--default` decided, deny unless set). */
   timedOut: number;
   /** Failed requests: decision "error" (malformed) or status 5xx (upstream down, timeout). */
   errors: number;
