@@ -9,7 +9,6 @@ import { parseIPv6 } from "../lib/net/guard.ts";
 import { defaultPort, HostError, parseAuthority } from "../lib/net/host.ts";
 import {
   describeIoError,
-  formatProblem,
   makeRule,
   parseRules,
   type RequestTarget,
@@ -250,9 +249,9 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
         return;
       }
       for (const p of problems) {
-        ctx.stdout(
-          `${name}:${p.line}:${p.column}: ${formatProblem(p).replace(/ at \d+:\d+/, "")}\n`,
-        );
+        // The location leads the line; the message keeps the ones it names (a duplicate's first).
+        const expected = p.expected ? ` (expected ${p.expected})` : "";
+        ctx.stdout(`${name}:${p.line}:${p.column}: ${p.message}${expected}\n`);
       }
       ctx.stdout(`${plural(problems.length, "problem")} in ${name}\n`);
       ctx.exitCode = EXIT_FAILURE;

@@ -148,7 +148,7 @@ export function parseRulesText(text: string): ParsedRulesText {
           ...keyAt,
           message: first.key === key
             ? `duplicate pattern "${key}" (first at ${first.line}:${first.column})`
-            : `duplicate pattern "${key}": same as "${first.key}" at ${first.line}:${first.column}`,
+            : `duplicate pattern "${key}" (same as "${first.key}", first at ${first.line}:${first.column})`,
         });
         continue;
       }

@@ -300,6 +300,19 @@ Deno.test("rules check [file]", async () => {
       /^standard input:1:12: action "deny-url" for "a.test" needs a URL pattern/,
     );
 
+    // A duplicate is reported where it is, and names where the first one is.
+    r = await runCli(["rules", "check", "-"], {
+      dataDir,
+      stdin: '{"a.test": "allow",\n "A.TEST.": "deny",\n "a.test": "deny"}',
+    });
+    assert.equal(r.code, 1);
+    assert.equal(
+      r.stdout,
+      'standard input:2:2: duplicate pattern "A.TEST." (same as "a.test", first at 1:2)\n' +
+        'standard input:3:2: duplicate pattern "a.test" (first at 1:2)\n' +
+        "2 problems in standard input\n",
+    );
+
     assertCleanFailure(
       await runCli(["rules", "check", "missing.json"], { dataDir }),
       /^error: Cannot check rules "missing.json": file not found\n$/,

@@ -284,7 +284,7 @@ Deno.test("parseRules: every problem, with its key and line:column", () => {
       key: "github.com.",
       line: 9,
       column: 3,
-      message: 'duplicate pattern "github.com.": same as "GitHub.com." at 8:3',
+      message: 'duplicate pattern "github.com." (same as "GitHub.com.", first at 8:3)',
     },
     {
       key: "h.test",
