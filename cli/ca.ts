@@ -19,6 +19,7 @@ import {
   regenerateCa,
 } from "../lib/tls/ca.ts";
 import { ensureDataDir } from "../lib/paths.ts";
+import { describeIoError } from "../lib/rules/mod.ts";
 import { CliError, EXIT_FAILURE, UsageError } from "./_errors.ts";
 import type { CliContext } from "./mod.ts";
 
@@ -63,10 +64,13 @@ export function registerCaCommand(program: Command, ctx: CliContext): void {
       try {
         await Deno.writeTextFile(file, loaded.certPem, { mode: 0o644 });
       } catch (e) {
-        throw new CliError(
-          `Cannot write "${file}": ${e instanceof Error ? e.message : e}`,
-          { cause: e },
-        );
+        // Worded like `rules export`.
+        const why = e instanceof Deno.errors.NotFound
+          ? "its directory does not exist"
+          : e instanceof Error
+          ? describeIoError(e)
+          : String(e);
+        throw new CliError(`Cannot write "${file}": ${why}`, { cause: e });
       }
       ctx.stdout(`Wrote the netmonitor CA certificate to ${file}\n`);
     });

@@ -70,7 +70,7 @@ Deno.test("ca export: to a file and to standard output", async () => {
     assert.equal(dash.stdout, pem);
     const bad = await cli(["--data-dir", dir, "ca", "export", `${dir}/no/such/dir/ca.pem`]);
     assert.equal(bad.code, 1);
-    assert.match(bad.stderr, /^error: Cannot write ".*ca\.pem": /);
+    assert.match(bad.stderr, /^error: Cannot write ".*ca\.pem": its directory does not exist\n$/);
     const missing = await cli(["--data-dir", dir, "ca", "export"]);
     assert.equal(missing.code, 2);
   });
