@@ -483,7 +483,8 @@ export async function runProxy(
 
   const watcher = rules.watch({
     onReload: (set) => {
-      say(`Rules reloaded from ${paths.rules}: ${set.rules.length} rules`);
+      const n = set.rules.length;
+      say(`Rules reloaded from ${paths.rules}: ${n} rule${n === 1 ? "" : "s"}`);
       warnPassthrough(set);
     },
     onError: (e) => warn(`${e.message}\nThe last good rules stay in force.`),
