@@ -460,7 +460,7 @@ export function registerManageCommand(program: Command, ctx: CliContext): void {
     .command("manage")
     .description(
       "interactive menu (the original manage-firewall.sh): statistics, recent requests, " +
-        "add/remove/list rules, export (6) and import rules, clear all rules",
+        "add/remove/list rules, export and import rules, clear all rules",
     )
     .action(async () => {
       const paths = ctx.paths;

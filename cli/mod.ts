@@ -11,7 +11,7 @@
  * @module
  */
 
-import { Command, CommanderError } from "commander";
+import { Command, CommanderError, type Option } from "commander";
 import denoJson from "../deno.json" with { type: "json" };
 import { type DataPaths, dataPaths } from "../lib/paths.ts";
 import { RulesFileError } from "../lib/rules/mod.ts";
@@ -96,6 +96,23 @@ export function commandPath(cmd: Command): string {
   return names.join(" ");
 }
 
+/**
+ * An option's help line: its description, then its choices and default as a
+ * person types them (`choices: allow, deny`, `default: 60s`, not JSON), and
+ * no `default: []` for repeatable options.
+ */
+export function optionHelp(option: Option): string {
+  const extra: string[] = [];
+  if (option.argChoices) extra.push(`choices: ${option.argChoices.join(", ")}`);
+  const value = option.defaultValue;
+  const shown = option.defaultValueDescription ??
+    (Array.isArray(value) ? (value.length > 0 ? value.join(", ") : undefined) : value);
+  if ((option.required || option.optional) && shown !== undefined && shown !== "") {
+    extra.push(`default: ${shown}`);
+  }
+  return extra.length > 0 ? `${option.description} (${extra.join("; ")})` : option.description;
+}
+
 /** Builds the program with every command registered. */
 export function buildProgram(ctx: CliContext): Command {
   const program = new Command("netmonitor")
@@ -117,6 +134,7 @@ export function buildProgram(ctx: CliContext): Command {
   // Every command: throw instead of exiting, write through ctx, and hint at its own help.
   const configure = (cmd: Command) => {
     cmd.exitOverride();
+    cmd.configureHelp({ optionDescription: optionHelp });
     cmd.configureOutput({
       writeOut: (s) => ctx.stdout(s),
       writeErr: (s) => ctx.stderr(s),

@@ -123,7 +123,7 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
 
   rules
     .command("export")
-    .description('write the rules to a file ("-" for standard output), comments included')
+    .description("write the rules to a file (- for standard output), comments included")
     .argument("<file>", "destination file, or - for standard output")
     .action(async (file: string) => {
       // Export the file's own text (comments included), after validating it.

@@ -117,14 +117,15 @@ export function registerRunCommand(program: Command, ctx: CliContext): void {
       new Option(
         "--prompt-via <where>",
         "who answers: terminal (this terminal and `netmonitor prompt` clients) or socket " +
-          "(only `netmonitor prompt` clients, for a proxy in the background)",
+          "(only `netmonitor prompt` clients, for a proxy in the background); default: " +
+          "terminal when stdin is one, else --non-interactive",
       ).choices(["terminal", "socket"]),
     )
     .addOption(
       new Option(
         "--default <action>",
         "answer for requests nobody decides: non-interactive requests and timed-out prompts",
-      ).choices(["allow", "deny"]),
+      ).choices(["allow", "deny"]).default("deny"),
     )
     .option(
       "--log-max-size <size>",

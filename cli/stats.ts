@@ -523,7 +523,7 @@ export function registerStatsCommand(program: Command, ctx: CliContext): void {
     .option("-w, --watch", "refresh until Ctrl-C")
     .option(
       "--interval <seconds>",
-      "seconds between --watch refreshes (default 2)",
+      "seconds between --watch refreshes (default: 2)",
       (v: string) => {
         const n = Number(v);
         if (!Number.isFinite(n) || n < 0.2) {
@@ -532,8 +532,8 @@ export function registerStatsCommand(program: Command, ctx: CliContext): void {
         return n;
       },
     )
-    .option("--hosts <n>", "host rows to show, 0 for all (default 15)", wholeNumber("--hosts", 0))
-    .option("--recent <n>", "recent requests to show (default 10)", wholeNumber("--recent", 0))
+    .option("--hosts <n>", "host rows to show, 0 for all (default: 15)", wholeNumber("--hosts", 0))
+    .option("--recent <n>", "recent requests to show (default: 10)", wholeNumber("--recent", 0))
     .action(async (opts: {
       json?: boolean;
       since?: string;
