@@ -110,7 +110,7 @@ export function registerCaCommand(program: Command, ctx: CliContext): void {
       ctx.stdout(
         `Created a new netmonitor CA.\n${await describe(fresh, f)}` +
           "Clients that trusted the old CA must now trust the new certificate (see the README:\n" +
-          "  HTTPS certificate trust), and a running `netmonitor run` must be restarted.\n",
+          "  Trusting the CA), and a running `netmonitor run` must be restarted.\n",
       );
     });
 }
