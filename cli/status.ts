@@ -113,7 +113,7 @@ export function formatStatus(s: ProxyStatus): string {
     const prompts = p.prompts === undefined
       ? "unknown"
       : p.prompts
-      ? "yes (on its terminal, or `netmonitor prompt`)"
+      ? "yes (answer with `netmonitor prompt`, or on its terminal unless --prompt-via socket)"
       : "no (--non-interactive: it answers by itself)";
     return `netmonitor proxy running (pid ${p.pid})\n` +
       `  listening: ${p.listen !== undefined ? `http://${p.listen}` : "not yet (starting)"}\n` +
