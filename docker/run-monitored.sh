@@ -11,14 +11,13 @@ usage() {
   cat <<'EOF'
 Usage: docker/run-monitored.sh [OPTIONS] [IMAGE] [COMMAND...]
 
-Runs IMAGE (default: the image's command, usually a shell) on an internal Docker network
-whose only way out is the netmonitor proxy on the host:
+Runs IMAGE (COMMAND, or else the image's own command, usually a shell) on an internal Docker
+network whose only way out is the netmonitor proxy on the host:
   - makes sure a proxy listens on the network's gateway: reuses the data dir's own running
     netmonitor (anything else on that port is refused, a netmonitor of another data dir too),
-    or starts
-    `netmonitor run --listen GATEWAY --port PORT` in the background (output in
-    DATA_DIR/netmonitor-proxy-GATEWAY-PORT.out) and stops it again when the last container
-    that uses it exits;
+    or starts `netmonitor run --listen GATEWAY --port PORT --prompt-via socket` in the
+    background (output in DATA_DIR/netmonitor-proxy-GATEWAY-PORT.out) and stops it again
+    when the last container that uses it exits;
   - the network is created with `docker network create --internal` and with inter-container
     communication off (com.docker.network.bridge.enable_icc=false), so its containers reach
     neither the outside nor each other; on the host, only the proxy port of the gateway is
