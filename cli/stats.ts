@@ -543,6 +543,12 @@ export function registerStatsCommand(program: Command, ctx: CliContext): void {
       hosts?: number;
       recent?: number;
     }) => {
+      if (opts.interval !== undefined && !opts.watch) {
+        // Silently showing one summary would look like a refresh that never comes.
+        throw new UsageError("--interval only applies with --watch", {
+          hint: `Run "netmonitor stats --watch --interval ${opts.interval}" to refresh.`,
+        });
+      }
       const paths = ctx.paths;
       // Refuses an unsafe data dir; a missing one means no log yet.
       await checkDataDir(paths);

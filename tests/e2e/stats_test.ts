@@ -238,6 +238,14 @@ Deno.test("e2e stats: bad options are usage errors (exit 2 with a hint)", async 
       assert.match(r.stderr, /Run "netmonitor stats --help" for usage\./);
       assert.equal(r.stdout, "");
     }
+    // --interval without --watch would show one summary and never refresh.
+    const r = await netmonitor(["--data-dir", dir, "stats", "--interval", "5"]);
+    assert.equal(r.code, 2);
+    assert.equal(
+      r.stderr,
+      'error: --interval only applies with --watch\nRun "netmonitor stats --watch --interval 5" to refresh.\n',
+    );
+    assert.equal(r.stdout, "");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
