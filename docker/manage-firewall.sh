@@ -40,6 +40,11 @@ case ${1:-} in
     command=status
     shift
     ;;
+  --data-dir | --data-dir=*) ;;
+  -*)
+    # `netmonitor manage` takes no options: a typo such as --stat must not be blamed on it.
+    nm_usage_error "unknown option '$1' (expected --stats, --prompt, --status or --help first)"
+    ;;
 esac
 
 nm_resolve_cmd

@@ -47,12 +47,10 @@ Deno.test("docker scripts: each has --help, and a bad option is a usage error (e
     const help = await runScript(script, ["--help"], env);
     assert.equal(help.code, 0, `${script} --help: ${help.stderr}`);
     for (const w of words) assert.match(help.stdout, new RegExp(w), `${script} --help lacks ${w}`);
-    if (script !== "manage-firewall.sh") {
-      const bad = await runScript(script, ["--no-such-flag"], env);
-      assert.equal(bad.code, 2, `${script} --no-such-flag should exit 2`);
-      assert.match(bad.stderr, /unknown option '--no-such-flag'/);
-      assert.match(bad.stderr, /--help/);
-    }
+    const bad = await runScript(script, ["--no-such-flag"], env);
+    assert.equal(bad.code, 2, `${script} --no-such-flag should exit 2`);
+    assert.match(bad.stderr, /unknown option '--no-such-flag'/);
+    assert.match(bad.stderr, /--help/);
   }
   const badPort = await runScript("run-monitored.sh", ["--port", "99999"], env);
   assert.equal(badPort.code, 2);
