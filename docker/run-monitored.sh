@@ -287,7 +287,8 @@ cleanup() {
   fi
   if [ -n "$pid" ]; then
     if [ "$pid_keep" = 1 ]; then
-      nm_info "the proxy keeps running (pid $pid, --keep-proxy); stop it with: kill $pid"
+      # Its process group: with the npx fallback, $pid is npm, which does not pass SIGTERM on.
+      nm_info "the proxy keeps running (pid $pid, --keep-proxy); stop it with: kill -- -$pid"
       proxy_up=1
     elif [ "$others" -gt 0 ]; then
       nm_info "the proxy keeps running (pid $pid): network $network is still in use (containers: $containers, other runs: $runs)"
