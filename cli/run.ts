@@ -440,7 +440,14 @@ export async function runProxy(
       } catch (e) {
         // Another proxy owning this data dir, or prompts that only the socket
         // could answer: fatal. Otherwise the terminal still answers.
-        if (e instanceof ControlSocketBusyError || config.mode === "socket") throw e;
+        if (e instanceof ControlSocketBusyError) {
+          throw new CliError(
+            `${(e as Error).message}: only one proxy per data dir asks (\`netmonitor status\` ` +
+              `shows it). Run this one with --non-interactive, or with its own --data-dir`,
+            { cause: e },
+          );
+        }
+        if (config.mode === "socket") throw e;
         warn(`${(e as Error).message}; \`netmonitor prompt\` cannot attach`);
       }
     }

@@ -307,6 +307,22 @@ Deno.test("e2e status: every proxy of the data dir, where it listens and whether
         new RegExp(`listening: http://127\\.0\\.0\\.1:${asking.port}\n  prompts: +yes`),
       );
       assert.match(text.stdout, new RegExp(`data dir: ${dir}\n$`));
+      // A second proxy that would ask is refused, and told what to do instead.
+      const another = await runCli([
+        "run",
+        "--port",
+        "0",
+        "--prompt-via",
+        "socket",
+        "--no-intercept",
+      ], {
+        dataDir: dir,
+      });
+      assert.equal(another.code, 1);
+      assert.match(
+        another.stderr,
+        /^error: Another netmonitor proxy is running \(control socket .* is live\): only one proxy per data dir asks \(`netmonitor status` shows it\)\. Run this one with --non-interactive, or with its own --data-dir\n$/m,
+      );
       const json = JSON.parse((await runCli(["status", "--json"], { dataDir: dir })).stdout);
       const expected = [
         { pid: quiet.child.pid, listen: `127.0.0.1:${quiet.port}`, prompts: false },
