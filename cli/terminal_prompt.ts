@@ -34,7 +34,8 @@ import {
   PromptClosedError,
 } from "../lib/decide/types.ts";
 import type { BrokerEvent } from "../lib/decide/broker.ts";
-import { formatAuthority, isFixedAddressHost } from "../lib/net/host.ts";
+import { formatAuthority, isFixedAddressHost, isIpLiteral } from "../lib/net/host.ts";
+import { classifyAddress } from "../lib/net/guard.ts";
 
 const BAR = "=".repeat(80);
 
@@ -96,6 +97,8 @@ export function renderPrompt(req: PendingRequest): string {
     `Client: ${printable(req.client, 80)}`,
   ];
   if (req.reason !== "no rule") lines.push(`Reason: ${printable(req.reason, 200)}`);
+  const shielded = protectedNote(req);
+  if (shielded) lines.push(shielded);
   if (req.waiting > 1) {
     lines.push(`Waiting: ${req.waiting} identical requests (this answer applies to all of them)`);
   }
@@ -113,6 +116,27 @@ export function renderPrompt(req: PendingRequest): string {
     "",
   );
   return lines.join("\n") + "\n";
+}
+
+/**
+ * For an IP literal that destination protection refuses (loopback, link-local,
+ * metadata...), says that allow once will still get a 403: only a rule naming
+ * the address lifts the protection. Names are not resolved here, and this
+ * host's own and the proxy's addresses are not known: a missing note
+ * promises nothing.
+ */
+export function protectedNote(req: PendingRequest): string | undefined {
+  if (!isIpLiteral(req.host)) return undefined;
+  const cls = classifyAddress(req.host);
+  if (cls === undefined) return undefined;
+  const what = cls === "metadata"
+    ? "a cloud metadata"
+    : cls === "unspecified"
+    ? "an unspecified"
+    : `a ${cls}`;
+  const choices = req.url === undefined ? "3" : "3 or 5";
+  return `Protected: ${what} address; allow once still gets a 403, only a rule naming it ` +
+    `(${choices}) lets it through`;
 }
 
 /** Characters of a path the prompt shows; `v` shows the rest. */

@@ -173,6 +173,35 @@ Deno.test("terminal prompter: asks again on invalid input, answers on a digit", 
   await lines.close();
 });
 
+Deno.test("a protected IP literal's prompt says allow once cannot reach it", () => {
+  const at = (host: string, url = true): PendingRequest => ({
+    ...designRequest,
+    host,
+    port: 80,
+    scheme: "http",
+    ...(url ? { url: `http://${host}/x`, path: "/x" } : { url: undefined, path: undefined }),
+  });
+  const note = (host: string, url = true) =>
+    renderPrompt(at(host, url)).split("\n").find((l) => l.startsWith("Protected:"));
+  assert.equal(
+    note("127.0.0.5"),
+    "Protected: a loopback address; allow once still gets a 403, only a rule naming it (3 or 5) " +
+      "lets it through",
+  );
+  assert.match(note("169.254.169.254")!, /^Protected: a link-local address;/);
+  assert.match(note("[::1]", false)!, /^Protected: a loopback address; .* \(3\) lets it through$/);
+  assert.match(note("0.0.0.0")!, /^Protected: an unspecified address;/);
+  assert.match(note("[::ffff:127.0.0.1]")!, /^Protected: a loopback address;/);
+  // The note comes inside the banner, before the choices.
+  const lines = renderPrompt(at("127.0.0.5")).split("\n");
+  assert.ok(lines.indexOf(note("127.0.0.5")!) < lines.indexOf("Choose action:"));
+  // Private addresses and names: no note (names are not resolved by the prompt).
+  assert.equal(note("10.1.2.3"), undefined);
+  assert.equal(note("192.168.1.1"), undefined);
+  assert.equal(note("localhost"), undefined);
+  assert.equal(note("api.github.com"), undefined);
+});
+
 Deno.test("terminal prompter: v shows a path the prompt cut, then asks again", async () => {
   const tail = "/tail-\u202e-end";
   const long: PendingRequest = {
