@@ -134,6 +134,18 @@ export async function promptLoop(
     ending ??= why;
     client.close();
   };
+  // Answers piped in as a script: once they are used up and nothing is left
+  // to hear about (an open prompt, the rule an "always" answer saves), done.
+  let exhausted = false;
+  /** Actions of this prompter's "always" answers whose rule message has not come yet. */
+  const rulesDue: string[] = [];
+  const doneIfExhausted = () => {
+    if (exhausted && asking.size === 0 && rulesDue.length === 0) stop("input");
+  };
+  io.lines.whenExhausted?.().then(() => {
+    exhausted = true;
+    doneIfExhausted();
+  });
   const onAbort = () => stop("user");
   signal?.addEventListener("abort", onAbort, { once: true });
   if (signal?.aborted) stop("user");
@@ -161,12 +173,15 @@ export async function promptLoop(
         if (!entry) continue;
         if (m.by === me) {
           io.write(`Answer accepted: ${m.answer}.\n`);
+          if (m.answer !== undefined && !m.answer.endsWith("-once")) rulesDue.push(m.answer);
         } else if (entry.sent !== undefined) {
           io.write(`Too late: ${describe(m)}.\n`);
         } else {
           entry.ac.abort(new PromptClosedError(outcomeOf(m)));
         }
       } else if (m.type === "rule") {
+        const due = rulesDue.indexOf(m.action);
+        if (due >= 0) rulesDue.splice(due, 1);
         const pattern = printable(JSON.stringify(m.pattern), 300);
         io.write(
           m.saved
@@ -182,6 +197,7 @@ export async function promptLoop(
       } else if (m.type === "error") {
         io.error(`The proxy refused that: ${printable(m.message, 300)}\n`);
       }
+      doneIfExhausted();
     }
   } catch (err) {
     io.error(`Control socket error: ${err instanceof Error ? err.message : err}\n`);

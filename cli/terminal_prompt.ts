@@ -225,6 +225,12 @@ export interface LineReader {
    * end), or null at end of input. Rejects with `signal.reason` when aborted.
    */
   readLine(signal?: AbortSignal, opts?: ReadLineOptions): Promise<string | null>;
+  /**
+   * Resolves once input has ended and every line it brought was read (pipe
+   * mode: answers given as a script); starts reading. Never settles for a
+   * terminal, where input ends only with Ctrl-D at a prompt.
+   */
+  whenExhausted?(): Promise<void>;
   /** What has been typed of the line being read (terminal mode), to redraw it. */
   readonly partial?: string;
   /**
@@ -604,6 +610,7 @@ export class StdinLineReader implements LineReader {
   #typed = false;
   /** Throw keys away up to and including the next Enter. */
   #discarding = false;
+  #exhausted?: PromiseWithResolvers<void>;
   readonly #restore = () => this.#setRaw(false);
   readonly #onContinue = () => {
     // Stopped and continued (Ctrl-Z, then fg or bg): the shell has put the
@@ -673,9 +680,25 @@ export class StdinLineReader implements LineReader {
     });
   }
 
+  whenExhausted(): Promise<void> {
+    if (this.#term) return new Promise(() => {});
+    this.#exhausted ??= Promise.withResolvers<void>();
+    this.#start();
+    this.#checkExhausted();
+    return this.#exhausted.promise;
+  }
+
+  #checkExhausted(): void {
+    if (this.#eof && this.#unread.length === 0) this.#exhausted?.resolve();
+  }
+
   readLine(signal?: AbortSignal, opts: ReadLineOptions = {}): Promise<string | null> {
     if (signal?.aborted) return Promise.reject(signal.reason);
-    if (this.#unread.length > 0) return Promise.resolve(this.#unread.shift()!);
+    if (this.#unread.length > 0) {
+      const line = this.#unread.shift()!;
+      this.#checkExhausted();
+      return Promise.resolve(line);
+    }
     if (this.#eof) return Promise.resolve(null);
     this.#start();
     // A new question starts with an empty line: keys typed for an earlier one are dropped.
@@ -893,5 +916,6 @@ export class StdinLineReader implements LineReader {
       if (w.onAbort) w.signal?.removeEventListener("abort", w.onAbort);
       w.resolve(null);
     }
+    this.#checkExhausted();
   }
 }

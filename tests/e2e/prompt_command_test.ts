@@ -219,3 +219,68 @@ Deno.test({
     }
   },
 });
+
+/** `netmonitor prompt` with `input` piped to its stdin (a script of answers). */
+function pipedPrompt(dir: string, input: string) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", MAIN, "prompt", "--data-dir", dir],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = child.stdin.getWriter();
+  const written = w.write(new TextEncoder().encode(input)).then(() => w.close());
+  // Bounded: a prompter that never notices its input ended fails the test instead of hanging it.
+  const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+  let stdout = "";
+  const reading = (async () => {
+    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) stdout += chunk;
+  })();
+  const stderr = new Response(child.stderr).text();
+  return {
+    async waitFor(text: string): Promise<void> {
+      for (let i = 0; i < 400 && !stdout.includes(text); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.ok(stdout.includes(text), `no "${text}" in:\n${stdout}`);
+    },
+    async finish() {
+      await written;
+      const { code } = await child.status;
+      clearTimeout(timer);
+      await reading;
+      return { code, stdout, stderr: await stderr };
+    },
+  };
+}
+
+Deno.test("piped answers: empty input detaches at once; used-up answers detach after their rule", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nm-prompt-" });
+  const proxy = new Proxy(dir);
+  try {
+    await proxy.next();
+    const idle = await pipedPrompt(dir, "").finish();
+    assert.equal(idle.code, 0, idle.stderr);
+    assert.match(idle.stdout, /Attached to the netmonitor proxy .*\nInput closed; detached/);
+
+    // One answer in the script: it answers the first prompt, and the prompter
+    // leaves once the rule it saved is reported, not at the next prompt.
+    const running = pipedPrompt(dir, "4\n");
+    await running.waitFor("Waiting for requests");
+    await proxy.request("once.example.test", "/a");
+    assert.deepEqual((await proxy.next()).decision, {
+      action: "deny",
+      source: "prompt",
+      reason: 'prompt: deny-domain (saved rule "once.example.test")',
+    });
+    const done = await running.finish();
+    assert.equal(done.code, 0, done.stderr);
+    assert.match(
+      done.stdout,
+      /Answer accepted: deny-domain\.\nSaved rule "once\.example\.test": deny-domain\.\nInput closed; detached from the netmonitor proxy\.\n$/,
+    );
+  } finally {
+    await proxy.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
