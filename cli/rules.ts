@@ -6,7 +6,8 @@
 import type { Command } from "commander";
 import { maxOf } from "./_render.ts";
 import { parseIPv6 } from "../lib/net/guard.ts";
-import { defaultPort, HostError, parseAuthority } from "../lib/net/host.ts";
+import { HostError, parseAuthority } from "../lib/net/host.ts";
+import { parseAbsoluteForm, TargetError } from "../lib/net/url.ts";
 import {
   describeIoError,
   makeRule,
@@ -292,14 +293,28 @@ async function readInput(file: string, verb: string): Promise<string> {
   }
 }
 
-function parseTarget(target: string): RequestTarget {
-  try {
-    const url = /^(https?):\/\/([^/?#]*)(.*)$/i.exec(target);
-    if (url) {
-      const scheme = url[1].toLowerCase() as "http" | "https";
-      const { host, port } = parseAuthority(url[2], defaultPort(scheme));
-      return { scheme, host, port, path: url[3] === "" ? "/" : url[3] };
+/**
+ * The request the proxy would decide for `target`: a URL is read as a client
+ * sends it (without its `#fragment`) and as the proxy reads it
+ * (`parseAbsoluteForm`: the path normalised as it is forwarded and decided,
+ * so `/x//../admin` is `/x/admin`), or a `host[:port]` (port 443 when none).
+ *
+ * @throws {UsageError} for anything else, or a URL the proxy refuses.
+ */
+export function parseTarget(target: string): RequestTarget {
+  if (/^https?:\/\//i.test(target)) {
+    const hash = target.indexOf("#");
+    try {
+      const { scheme, host, port, path } = parseAbsoluteForm(
+        hash < 0 ? target : target.slice(0, hash),
+      );
+      return { scheme, host, port, path };
+    } catch (e) {
+      if (!(e instanceof TargetError)) throw e;
+      throw new UsageError(`"${target}" is not a URL the proxy accepts: ${e.message}`);
     }
+  }
+  try {
     if (/[/?#]/.test(target)) throw new HostError("");
     const { host, port } = parseAuthority(target, 443);
     return { scheme: port === 80 ? "http" : "https", host, port };

@@ -113,3 +113,36 @@ Deno.test("portLikeIPv6: a bare IPv6 address ending in a port-like group gets a 
     assert.equal(portLikeIPv6(quiet), undefined, quiet);
   }
 });
+
+Deno.test("rules test decides the request the proxy decides: the path as forwarded, no #fragment", async () => {
+  await withDir(async (dir) => {
+    await Deno.writeTextFile(
+      join(dir, "network-rules.json"),
+      JSON.stringify({
+        "https://h.test/admin": "deny",
+        "https://h.test/a/b/": "deny",
+        "https://h.test/ok": "allow",
+        "*": "deny",
+        "h.test": "allow",
+      }),
+    );
+    const test = async (target: string) => {
+      const r = await run(["--data-dir", dir, "rules", "test", target]);
+      return r.code === 0 ? r.stdout.split("\n")[0] : `${r.code} ${r.stderr.split("\n")[0]}`;
+    };
+    // The proxy resolves dot segments (RFC 3986 5.2.4) without merging slashes
+    // first: /x//../admin is forwarded, and decided, as /x/admin.
+    assert.equal(await test("https://h.test/x//../admin"), 'allow: rule "h.test": allow');
+    // ... and /a/b//.. as /a/b/, which the deny rule names.
+    assert.equal(await test("https://h.test/a/b//.."), 'deny: rule "https://h.test/a/b/": deny');
+    // Clients never send the fragment: the request is /ok, which the allow rule names.
+    assert.equal(await test("https://h.test/ok#top"), 'allow: rule "https://h.test/ok": allow');
+    assert.equal(await test("https://h.test/admin#top"), 'deny: rule "https://h.test/admin": deny');
+    // What the proxy refuses (400) is not a request it could decide.
+    assert.equal(
+      await test("https://h.test/a\\admin"),
+      '2 error: "https://h.test/a\\admin" is not a URL the proxy accepts: backslash in request target',
+    );
+    assert.equal(await test("https://h.test/%61dmin?"), 'deny: rule "https://h.test/admin": deny');
+  });
+});
