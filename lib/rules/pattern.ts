@@ -127,8 +127,13 @@ function parseUrlPattern(m: RegExpExecArray, fail: (why: string) => never): Pars
   if (hp[2] === undefined) port = defaultPort(scheme)!;
   else if (hp[2] === "") return fail(`the port after ":" is missing`);
   else port = parsePort(hp[2], fail);
-  const { path, query } = canonicalPathQuery(rest);
-  return { kind: "url", scheme, host: h, port, path, query, forwarded: forwardedPathQuery(rest) };
+  // The URL a client requests for the pattern, read the way the proxy reads
+  // requests: `https://h/x//../admin` is `/x/admin` (RFC 3986 5.2.4, as
+  // clients and the proxy resolve it), not the `/admin` of merging slashes
+  // before resolving dot segments, which is for reading a path a server got.
+  const forwarded = forwardedPathQuery(rest);
+  const { path, query } = canonicalPathQuery(forwarded ?? rest);
+  return { kind: "url", scheme, host: h, port, path, query, forwarded };
 }
 
 function host(raw: string, fail: (why: string) => never): string {

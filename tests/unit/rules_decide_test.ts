@@ -419,3 +419,19 @@ Deno.test("a deny URL rule spelled with %2F also denies the slashed path (server
   }
   for (const p of ["/p", "/p/r", "/q"]) assert.equal(at(p), "allow", p);
 });
+
+Deno.test("a URL rule means the URL a client requests for it: dot segments before slashes", () => {
+  // RFC 3986 5.2.4 (and every client, and the proxy) read /x//../admin as
+  // /x/admin: the empty segment is a segment. The rule denies that URL, the
+  // one requested and forwarded, not /admin.
+  const set = new RuleSet([
+    makeRule("https://h.test/x//../admin", "deny"),
+    makeRule("h.test", "allow"),
+  ]);
+  assert.equal(new URL("https://h.test/x//../admin").pathname, "/x/admin");
+  check(set, [
+    ["https://h.test/x/admin", "deny", "https://h.test/x//../admin"],
+    ["https://h.test/x//admin", "deny", "https://h.test/x//../admin"],
+    ["https://h.test/admin", "allow", "h.test"],
+  ]);
+});

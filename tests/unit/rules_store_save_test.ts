@@ -341,3 +341,26 @@ Deno.test("a store that never had rules edits an empty or missing file at once (
     });
   }
 });
+
+Deno.test("URL rules: adding or removing /x//../admin leaves a rule for /admin alone", async () => {
+  await withTempDir(async (dir) => {
+    // /x//../admin is /x/admin (RFC 3986 5.2.4; the proxy forwards that),
+    // another URL than /admin: the allow must not replace the deny.
+    const store = await loaded(dir, { "https://h.test/admin": "deny-url", "h.test": "allow" });
+    const r = await store.add("https://h.test/x//../admin", "allow-url");
+    assert.equal(r.previous, undefined);
+    assert.deepEqual(await onFile(store), [
+      ["https://h.test/admin", "deny-url"],
+      ["h.test", "allow"],
+      ["https://h.test/x//../admin", "allow-url"],
+    ]);
+    assert.equal(at(store.current, "https://h.test/admin").action, "deny");
+    assert.equal(at(store.current, "https://h.test/x/admin").action, "allow");
+    assert.equal(await store.remove("https://h.test/x//../admin"), true);
+    assert.equal(await store.remove("https://h.test/x//../admin"), false);
+    assert.deepEqual(await onFile(store), [["https://h.test/admin", "deny-url"], [
+      "h.test",
+      "allow",
+    ]]);
+  });
+});
