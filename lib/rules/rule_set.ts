@@ -97,7 +97,17 @@ export function makeParsedRule(
     kind: parsed.kind,
     verdict: stored === "passthrough" || stored.startsWith("allow") ? "allow" : "deny",
   };
-  if (parsed.kind === "url" && rule.verdict === "allow" && parsed.forwarded !== undefined) {
+  if (parsed.kind === "url" && rule.verdict === "allow") {
+    // The proxy refuses such requests (400), so the rule would never match;
+    // and with the identity of the slashed URL it would replace a deny rule
+    // for that URL ("https://h/a\\b" allow replacing "https://h/a/b" deny).
+    if (parsed.forwarded === undefined) {
+      throw new RuleError(
+        `invalid pattern "${pattern}": an allow URL rule cannot contain a backslash: ` +
+          `the proxy refuses such requests, so it would never match (write "/")`,
+        "pattern",
+      );
+    }
     return { rule, parsed: { ...parsed, ...splitForwarded(parsed.forwarded) } };
   }
   return { rule, parsed };

@@ -8,7 +8,7 @@ import { basename, dirname } from "node:path";
 import { appendProperty, removeProperty, replaceProperty, replaceValue } from "./_edit.ts";
 import { withFileLock } from "../file_lock.ts";
 import { writeFileAtomic } from "./_fs.ts";
-import { describeIoError, RulesFileError } from "./errors.ts";
+import { describeIoError, RuleError, RulesFileError } from "./errors.ts";
 import { type ParsedRulesText, parseRulesText, type RuleEntry } from "./parse.ts";
 import { parsePattern, patternIdentity } from "./pattern.ts";
 import { makeParsedRule, RuleSet } from "./rule_set.ts";
@@ -670,13 +670,13 @@ function findEntry(doc: ParsedRulesText, pattern: string): RuleEntry | undefined
   const exact = doc.entries.find((e) => e.rule.pattern === pattern);
   if (exact) return exact;
   let canonical: string;
-  let asAllow: string;
   try {
     canonical = canonicalIdentity(pattern);
-    asAllow = patternIdentity(makeParsedRule(pattern, "allow").parsed);
   } catch {
     return undefined; // not a valid pattern: only an identical key can match
   }
+  // Undefined for a URL no allow rule can name (a backslash): it names denies only.
+  const asAllow = identityAs(pattern, "allow");
   const own = (e: RuleEntry) => e.rule.kind === "url" && e.rule.verdict === "allow";
   return doc.entries.find((e) => e.identity === (own(e) ? asAllow : canonical)) ??
     (canonical.includes("://")
@@ -684,6 +684,19 @@ function findEntry(doc: ParsedRulesText, pattern: string): RuleEntry | undefined
         own(e) && canonicalIdentity(e.rule.pattern) === canonical
       )
       : undefined);
+}
+
+/**
+ * The identity `pattern` has as a rule with `action`, or undefined when it
+ * cannot be one (an allow URL rule with a backslash).
+ */
+function identityAs(pattern: string, action: StoredAction): string | undefined {
+  try {
+    return patternIdentity(makeParsedRule(pattern, action).parsed);
+  } catch (e) {
+    if (e instanceof RuleError) return undefined;
+    throw e;
+  }
 }
 
 /** What {@linkcode setRule} does to a text. */
@@ -740,6 +753,16 @@ function setRule(
     expect.splice(gone, 1);
     const cur = removeProperty(text, doc.root!, other.node);
     const entry = reparse(cur).entries[at];
+    if (identityAs(entry.rule.pattern, action) !== identity) {
+      // A deny spelled as no allow can be (`https://h/a\\b`): the allow's spelling.
+      expect[at] = [pattern, action];
+      return {
+        text: replaceProperty(cur, entry.node, pattern, action),
+        expect,
+        rule: wanted,
+        previous: other.rule,
+      };
+    }
     const rule = makeParsedRule(entry.rule.pattern, action).rule;
     expect[at] = [entry.rule.pattern, action];
     const updated = entry.rule.action === action ? cur : replaceValue(cur, entry.node, action);
@@ -752,8 +775,9 @@ function setRule(
   }
   const index = doc.entries.indexOf(entry);
   // The entry keeps its spelling when that spelling, with the new action, is
-  // still this rule (not so for a deny `https://h/a//b` becoming an allow of `/a/b`).
-  const respelled = patternIdentity(makeParsedRule(entry.rule.pattern, action).parsed) !== identity;
+  // still this rule (not so for a deny `https://h/a//b` becoming an allow of
+  // `/a/b`, nor for a deny `https://h/a\\b`, a spelling no allow rule can have).
+  const respelled = identityAs(entry.rule.pattern, action) !== identity;
   if (respelled) {
     expect[index] = [pattern, action];
     return {

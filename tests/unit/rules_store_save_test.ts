@@ -364,3 +364,36 @@ Deno.test("URL rules: adding or removing /x//../admin leaves a rule for /admin a
     ]]);
   });
 });
+
+Deno.test("URL rules: no allow rule names a URL with a backslash (the proxy refuses it)", async () => {
+  await withTempDir(async (dir) => {
+    // It would never match, and it used to replace the deny for /a/b.
+    const store = await loaded(dir, { "https://h.test/a/b": "deny-url", "h.test": "allow" });
+    await assert.rejects(
+      store.add("https://h.test/a\\b", "allow-url"),
+      /an allow URL rule cannot contain a backslash/,
+    );
+    await assert.rejects(store.add("https://h.test/a?x=\\", "allow"), /cannot contain a backslash/);
+    assert.deepEqual(await onFile(store), [["https://h.test/a/b", "deny-url"], [
+      "h.test",
+      "allow",
+    ]]);
+    assert.equal(at(store.current, "https://h.test/a/b").action, "deny");
+    const parsed = parseRules('{"https://h.test/a\\\\b": "allow"}');
+    assert.match(parsed.problems[0]?.message ?? "", /cannot contain a backslash/);
+
+    // A deny may be spelled with one (it matches every spelling): an allow
+    // for that URL replaces it under its own spelling, and rm finds it.
+    await Deno.writeTextFile(store.path, '{"https://h.test/a\\\\b": "deny", "h.test": "deny"}');
+    const r = await store.add("https://h.test/a/b", "allow-url");
+    assert.equal(r.previous?.pattern, "https://h.test/a\\b");
+    assert.deepEqual(await onFile(store), [["https://h.test/a/b", "allow-url"], [
+      "h.test",
+      "deny",
+    ]]);
+    assert.equal(at(store.current, "https://h.test/a/b").action, "allow");
+    await Deno.writeTextFile(store.path, '{"https://h.test/a/b": "deny", "h.test": "deny"}');
+    assert.equal(await store.remove("https://h.test/a\\b"), true);
+    assert.deepEqual(await onFile(store), [["h.test", "deny"]]);
+  });
+});
