@@ -266,9 +266,11 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
       const t = parseTarget(target);
       await reading();
       const set = await store().load();
-      const d = set.decide(t);
+      // A relayed tunnel is decided on its host: the proxy never sees the URL.
+      const relayed = t.scheme === "https" && set.isPassthrough(t.host, t.port);
+      const d = set.decide(relayed ? { scheme: t.scheme, host: t.host, port: t.port } : t);
       ctx.stdout(`${d.action}: ${d.reason}\n`);
-      if (t.scheme === "https" && set.isPassthrough(t.host, t.port)) {
+      if (relayed) {
         ctx.stdout(`(HTTPS tunnels to ${t.host}:${t.port} are relayed without decryption)\n`);
       } else if (t.path === undefined && set.hasUrlRulesFor(t.host, t.port)) {
         ctx.stdout(`(URL rules exist for ${t.host}:${t.port}; give a full URL to check them)\n`);

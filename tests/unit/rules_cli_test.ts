@@ -146,3 +146,21 @@ Deno.test("rules test decides the request the proxy decides: the path as forward
     assert.equal(await test("https://h.test/%61dmin?"), 'deny: rule "https://h.test/admin": deny');
   });
 });
+
+Deno.test("rules test names the rule that decides a relayed tunnel, not a URL rule it never sees", async () => {
+  await withDir(async (dir) => {
+    await Deno.writeTextFile(
+      join(dir, "network-rules.json"),
+      JSON.stringify({ "p.test": "passthrough", "https://p.test/api": "allow", "*": "deny" }),
+    );
+    const r = await run(["--data-dir", dir, "rules", "test", "https://p.test/api"]);
+    assert.equal(
+      r.stdout,
+      'allow: rule "p.test": passthrough\n' +
+        "(HTTPS tunnels to p.test:443 are relayed without decryption)\n",
+    );
+    // Plain HTTP is decided per request, passthrough or not.
+    const h = await run(["--data-dir", dir, "rules", "test", "http://p.test/api"]);
+    assert.equal(h.stdout, 'allow: rule "p.test": passthrough\n');
+  });
+});
