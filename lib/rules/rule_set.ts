@@ -353,10 +353,21 @@ export class RuleSet {
     }
 
     // 1. Exact URL.
-    if (target.path !== undefined && this.#urlHostPorts.has(`${host}:${port}`)) {
+    if (target.path !== undefined && this.#urlHostPorts.size > 0) {
       let rule: Rule | undefined;
       try {
-        rule = this.#matchUrl(target.scheme, host, port, target.path);
+        if (this.#urlHostPorts.has(`${host}:${port}`)) {
+          rule = this.#matchUrl(target.scheme, host, port, target.path);
+        }
+        // An IPv6 address that carries an IPv4 one reaches that host (see
+        // below): a deny URL rule for the IPv4 host denies the URL there too.
+        if (rule?.verdict !== "deny" && host.startsWith("[")) {
+          const v4 = embeddedIPv4Host(host);
+          if (v4 !== undefined && this.#urlHostPorts.has(`${v4}:${port}`)) {
+            const v4Rule = this.#matchUrl(target.scheme, v4, port, target.path);
+            if (v4Rule?.verdict === "deny") rule = v4Rule;
+          }
+        }
       } catch {
         return { action: "deny", reason: `invalid path "${target.path.slice(0, 100)}"` };
       }
@@ -409,7 +420,7 @@ export class RuleSet {
     const h = normaliseOrUndefined(host);
     if (h === undefined || !Number.isInteger(port) || port < 1 || port > 65535) return false;
     return this.#hostRule(h, port)?.action === "passthrough" &&
-      !this.#httpsDenyHostPorts.has(hostPortKey(h, port));
+      this.#httpsDenyFor(h, port) === undefined;
   }
 
   /**
@@ -428,7 +439,20 @@ export class RuleSet {
   denyUrlRuleFor(host: string, port: number): Rule | undefined {
     if (this.#httpsDenyHostPorts.size === 0) return undefined;
     const h = normaliseOrUndefined(host);
-    return h === undefined ? undefined : this.#httpsDenyHostPorts.get(hostPortKey(h, port));
+    return h === undefined ? undefined : this.#httpsDenyFor(h, port);
+  }
+
+  /**
+   * The deny URL rule for a normalised `host:port` that keeps its tunnels
+   * decrypted: one naming it, or, for an IPv6 address carrying an IPv4 one,
+   * naming that IPv4 host (its deny URL rules apply there too, see `decide`).
+   */
+  #httpsDenyFor(host: string, port: number): Rule | undefined {
+    if (this.#httpsDenyHostPorts.size === 0) return undefined;
+    const rule = this.#httpsDenyHostPorts.get(hostPortKey(host, port));
+    if (rule || !host.startsWith("[")) return rule;
+    const v4 = embeddedIPv4Host(host);
+    return v4 === undefined ? undefined : this.#httpsDenyHostPorts.get(hostPortKey(v4, port));
   }
 
   /**
@@ -451,7 +475,7 @@ export class RuleSet {
       if (rule.verdict === "deny") {
         message = `rule "${hostRule.pattern}": passthrough does not apply to ${where}: the deny ` +
           `URL rule "${rule.pattern}" needs its HTTPS decrypted, so ${where} is intercepted`;
-      } else if (this.#httpsDenyHostPorts.has(where)) {
+      } else if (this.#httpsDenyFor(host, port) !== undefined) {
         continue; // intercepted for a deny: this allow can match
       } else {
         message = `URL rule "${rule.pattern}" never matches HTTPS: rule "${hostRule.pattern}": ` +

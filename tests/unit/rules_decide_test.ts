@@ -128,6 +128,30 @@ Deno.test("an IPv6 address carrying a denied IPv4 one is denied; allows are not 
   check(strict, [["http://[64:ff9b::10.0.0.2]/", "ask", undefined]]);
 });
 
+Deno.test("an IPv6 address carrying an IPv4 one is denied by that host's deny URL rules too", () => {
+  const rules = ruleSet({
+    "*": "allow",
+    "http://10.0.0.1/admin": "deny",
+    "https://10.0.0.1/admin": "allow",
+    "https://10.0.0.2/ok": "allow",
+    "[64:ff9b::a00:1]": "passthrough",
+  });
+  check(rules, [
+    ["http://10.0.0.1/admin", "deny", "http://10.0.0.1/admin"],
+    ["http://[64:ff9b::10.0.0.1]/admin", "deny", "http://10.0.0.1/admin"], // NAT64
+    ["http://[::10.0.0.1]/admin", "deny", "http://10.0.0.1/admin"], // IPv4-compatible
+    ["http://[2002:a00:1::]/admin", "deny", "http://10.0.0.1/admin"], // 6to4
+    ["http://[2002:a00:1::]/x/../admin?q", "deny", "http://10.0.0.1/admin"],
+    ["http://[2002:a00:1::]/other", "allow", "*"],
+    // Allows are not widened.
+    ["https://[2002:a00:2::]/ok", "allow", "*"],
+  ]);
+  // Its tunnels stay decrypted so that the deny is enforced (the https twin of the http deny).
+  assert.equal(rules.isPassthrough("[64:ff9b::a00:1]", 443), false);
+  assert.equal(rules.denyUrlRuleFor("[64:ff9b::a00:1]", 443)?.pattern, "http://10.0.0.1/admin");
+  assert.equal(rules.denyUrlRuleFor("[64:ff9b::a00:1]", 8443), undefined);
+});
+
 Deno.test("wildcards never match by plain suffix, nor the apex", () => {
   const rules = ruleSet({ "*.github.com": "allow" });
   check(rules, [
