@@ -254,6 +254,8 @@ export class RuleSet {
   #hasPassthrough = false;
   /** https URL rules (and widened http denies) with the host and port they apply to. */
   #httpsUrlRules: Array<{ rule: Rule; host: string; port: number }> = [];
+  /** Allow URL rules with the request each one allows (for `warnings`). */
+  #allowUrlRules: Array<{ rule: Rule; target: RequestTarget & { path: string } }> = [];
 
   /**
    * Indexes rules. Each rule is validated again, so a hand-built rule cannot
@@ -294,6 +296,7 @@ export class RuleSet {
           } else if (forwarded !== undefined) {
             const key = allowKey(scheme, host, port, forwarded);
             this.#urlAllow.set(key, rule);
+            this.#allowUrlRules.push({ rule, target: { scheme, host, port, path: forwarded } });
             this.#urlByIdentity.set(identity, { allow: key });
           }
           this.#urlHostPorts.add(`${host}:${port}`);
@@ -465,6 +468,19 @@ export class RuleSet {
    */
   warnings(): RuleWarning[] {
     const out: RuleWarning[] = [];
+    // An allow URL rule that a deny URL rule for the same URL in another
+    // spelling (`/a%2Fb` next to a deny of `/a/b`) always beats.
+    for (const { rule, target } of this.#allowUrlRules) {
+      const d = this.decide(target);
+      if (d.action !== "deny" || d.rule?.kind !== "url") continue;
+      out.push({
+        rule,
+        related: d.rule,
+        message:
+          `URL rule "${rule.pattern}" never matches: the deny URL rule "${d.rule.pattern}" ` +
+          `denies that URL too (a deny URL rule matches every spelling)`,
+      });
+    }
     if (!this.#hasPassthrough) return out;
     const seen = new Set<string>();
     for (const { rule, host, port } of this.#httpsUrlRules) {

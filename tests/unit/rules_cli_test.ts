@@ -164,3 +164,28 @@ Deno.test("rules test names the rule that decides a relayed tunnel, not a URL ru
     assert.equal(h.stdout, 'allow: rule "p.test": passthrough\n');
   });
 });
+
+Deno.test("rules check and rules add warn about an allow URL rule a deny URL rule always beats", async () => {
+  await withDir(async (dir) => {
+    const file = join(dir, "network-rules.json");
+    await Deno.writeTextFile(
+      file,
+      '{\n  "https://h.test/a/b": "deny",\n  "https://h.test/a%2Fb": "allow",\n' +
+        '  "https://h.test/a/b?x=1": "allow",\n  "http://h.test/a/b": "allow"\n}\n',
+    );
+    const check = await run(["--data-dir", dir, "rules", "check"]);
+    assert.equal(check.code, 0);
+    assert.equal(
+      check.stdout,
+      `${file}:3:3: warning: URL rule "https://h.test/a%2Fb" never matches: the deny URL rule ` +
+        `"https://h.test/a/b" denies that URL too (a deny URL rule matches every spelling)\n` +
+        `${file}: OK, 4 rules\n`,
+    );
+    // It is allowed nowhere: the proxy forwards /a%2Fb, which the deny reads as /a/b.
+    const t = await run(["--data-dir", dir, "rules", "test", "https://h.test/a%2Fb"]);
+    assert.equal(t.stdout, 'deny: rule "https://h.test/a/b": deny\n');
+    const add = await run(["--data-dir", dir, "rules", "add", "https://h.test/a%5Cb", "allow"]);
+    assert.equal(add.code, 0);
+    assert.match(add.stderr, /^warning: URL rule "https:\/\/h\.test\/a%5Cb" never matches: /);
+  });
+});
