@@ -318,7 +318,9 @@ export function parseTarget(target: string): RequestTarget {
   }
   try {
     if (/[/?#]/.test(target)) throw new HostError("");
-    const { host, port } = parseAuthority(target, 443);
+    // A bare IPv6 address (two or more colons) has no port, as in a pattern.
+    const bare = !target.startsWith("[") && (target.match(/:/g)?.length ?? 0) >= 2;
+    const { host, port } = parseAuthority(bare ? `[${target}]` : target, 443);
     return { scheme: port === 80 ? "http" : "https", host, port };
   } catch (e) {
     if (!(e instanceof HostError)) throw e;

@@ -189,3 +189,13 @@ Deno.test("rules check and rules add warn about an allow URL rule a deny URL rul
     assert.match(add.stderr, /^warning: URL rule "https:\/\/h\.test\/a%5Cb" never matches: /);
   });
 });
+
+Deno.test("rules test takes a bare IPv6 address, as patterns do", async () => {
+  await withDir(async (dir) => {
+    await Deno.writeTextFile(join(dir, "network-rules.json"), '{"2001:db8::1": "deny"}');
+    for (const t of ["2001:db8::1", "[2001:db8::1]", "[2001:DB8::1]:443"]) {
+      const r = await run(["--data-dir", dir, "rules", "test", t]);
+      assert.deepEqual([r.code, r.stdout], [0, 'deny: rule "2001:db8::1": deny\n'], t);
+    }
+  });
+});
