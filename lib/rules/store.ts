@@ -755,13 +755,7 @@ function setRule(
     const entry = reparse(cur).entries[at];
     if (identityAs(entry.rule.pattern, action) !== identity) {
       // A deny spelled as no allow can be (`https://h/a\\b`): the allow's spelling.
-      expect[at] = [pattern, action];
-      return {
-        text: replaceProperty(cur, entry.node, pattern, action),
-        expect,
-        rule: wanted,
-        previous: other.rule,
-      };
+      return respelled(cur, entry, at, expect, wanted, action, other.rule);
     }
     const rule = makeParsedRule(entry.rule.pattern, action).rule;
     expect[at] = [entry.rule.pattern, action];
@@ -777,20 +771,32 @@ function setRule(
   // The entry keeps its spelling when that spelling, with the new action, is
   // still this rule (not so for a deny `https://h/a//b` becoming an allow of
   // `/a/b`, nor for a deny `https://h/a\\b`, a spelling no allow rule can have).
-  const respelled = identityAs(entry.rule.pattern, action) !== identity;
-  if (respelled) {
-    expect[index] = [pattern, action];
-    return {
-      text: replaceProperty(text, entry.node, pattern, action),
-      expect,
-      rule: wanted,
-      previous: entry.rule,
-    };
+  if (identityAs(entry.rule.pattern, action) !== identity) {
+    return respelled(text, entry, index, expect, wanted, action, entry.rule);
   }
   const rule = makeParsedRule(entry.rule.pattern, action).rule;
   if (entry.rule.action === action) return { expect, rule, previous: entry.rule };
   expect[index] = [entry.rule.pattern, action];
   return { text: replaceValue(text, entry.node, action), expect, rule, previous: entry.rule };
+}
+
+/** `setRule`'s edit that writes the rule at `index` as `wanted` is spelled, with `action`. */
+function respelled(
+  text: string,
+  entry: RuleEntry,
+  index: number,
+  expect: [string, StoredAction][],
+  wanted: Rule,
+  action: StoredAction,
+  previous: Rule,
+): SetRule {
+  expect[index] = [wanted.pattern, action];
+  return {
+    text: replaceProperty(text, entry.node, wanted.pattern, action),
+    expect,
+    rule: wanted,
+    previous,
+  };
 }
 
 /**
