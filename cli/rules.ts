@@ -116,10 +116,11 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
     .argument("<pattern>", "the pattern to remove")
     .action(async (pattern: string) => {
       await writing();
-      if (!(await store().remove(pattern))) {
-        throw new CliError(`no rule "${pattern}" in ${ctx.paths.rules}`);
-      }
-      ctx.stdout(`Removed rule "${pattern}"\n`);
+      const removed = await store().remove(pattern);
+      if (!removed) throw new CliError(`no rule "${pattern}" in ${ctx.paths.rules}`);
+      // The rule as the file had it: another spelling may have named it.
+      const named = removed.pattern === pattern ? "" : ` (named by "${pattern}")`;
+      ctx.stdout(`Removed rule "${removed.pattern}": ${removed.action}${named}\n`);
     });
 
   rules

@@ -254,16 +254,17 @@ export class RulesStore {
 
   /**
    * Removes the rule with the same meaning as `pattern` (or exactly that key).
-   * @returns false when there was no such rule (the file is not touched).
+   * @returns the rule removed, as the file had it; undefined when there was
+   *   no such rule (the file is not touched).
    * @throws {RulesFileError} when the file on disk is invalid (it is left alone).
    */
-  remove(pattern: string): Promise<boolean> {
+  remove(pattern: string): Promise<Rule | undefined> {
     return this.#edit((text, doc) => {
       const entry = findEntry(doc, pattern);
-      if (!entry) return { result: false };
+      if (!entry) return { result: undefined };
       const expect = currentRules(doc);
       expect.splice(doc.entries.indexOf(entry), 1);
-      return { text: removeProperty(text, doc.root!, entry.node), expect, result: true };
+      return { text: removeProperty(text, doc.root!, entry.node), expect, result: entry.rule };
     });
   }
 

@@ -162,7 +162,10 @@ Deno.test("rules add, list, list --json, rm, test", async () => {
         ["rules", "add", "github.com", "deny-domain"],
         'Rule "github.com": deny-domain already exists; nothing changed\n',
       ],
-      [["rules", "rm", "GITHUB.com"], 'Removed rule "GITHUB.com"\n'],
+      [
+        ["rules", "rm", "GITHUB.com"],
+        'Removed rule "github.com": deny-domain (named by "GITHUB.com")\n',
+      ],
       [["rules", "add", "github.com", "allow"], 'Added rule "github.com": allow\n'],
     ];
     for (const [args, out] of steps) {

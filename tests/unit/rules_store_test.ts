@@ -159,9 +159,14 @@ Deno.test("comments, key order and layout survive add and remove", async () => {
 }
 `,
     );
-    assert.equal(await store.remove("*.github.com"), true);
-    assert.equal(await store.remove("example.com"), true);
-    assert.equal(await store.remove("nothing.test"), false);
+    assert.deepEqual(await store.remove("*.github.com"), {
+      pattern: "*.github.com",
+      action: "allow-domain",
+      kind: "wildcard",
+      verdict: "allow",
+    });
+    assert.equal((await store.remove("example.com"))?.action, "deny");
+    assert.equal(await store.remove("nothing.test"), undefined);
     assert.equal(
       await Deno.readTextFile(store.path),
       `{
