@@ -35,6 +35,8 @@ nm_data_dir() {
 # its rules, or plant a symlink where a run (as root, too) writes its files.
 nm_private_dir() {
   local dir=$1 line mode owner
+  # Before anything is made in it: a folder others could swap is no place for a data dir.
+  nm_check_ancestors "$dir"
   if [ ! -e "$dir" ] && [ ! -L "$dir" ]; then
     (umask 077 && mkdir -p -- "$dir") || nm_die "cannot create the data dir $dir"
   fi
@@ -52,6 +54,39 @@ nm_private_dir() {
   if [[ ${mode:4:3}${mode:7:3} == *[rwxst]* ]]; then
     chmod go-rwx -- "$dir" || nm_die "cannot make the data dir $dir private (chmod 700 $dir)"
   fi
+}
+
+# nm_check_ancestors DIR: refuses (exit 1) a data dir that other users could move away and replace
+# with one of their own, as OpenSSH's StrictModes does (and `netmonitor`'s own check): every folder
+# above it, on its real path and on the path as given (where a symlink to it lives), must belong
+# to root or to you, and must not be writable by group or others unless it has the sticky bit (as
+# /tmp has). Folders that do not exist yet are skipped: they are made under checked ones.
+nm_check_ancestors() {
+  local dir=$1 me path folder line mode owner
+  me=$(id -u)
+  local paths=()
+  # realpath -m: GNU coreutils; elsewhere the path as given is checked.
+  path=$(realpath -m -- "$dir" 2>/dev/null) && paths+=("$path")
+  path=$(realpath -ms -- "$dir" 2>/dev/null) || path=$dir
+  paths+=("$path")
+  for path in "${paths[@]}"; do
+    folder=$path
+    while :; do
+      folder=$(dirname -- "$folder")
+      [ -d "$folder" ] && line=$(LC_ALL=C ls -ldLn -- "$folder" 2>/dev/null) && {
+        mode=${line%% *}
+        read -r _ _ owner _ <<<"$line"
+        if [ "$owner" != 0 ] && [ "$owner" != "$me" ]; then
+          nm_die "the folder $folder above the data dir $dir belongs to uid $owner, neither to you (uid $me) nor to root: its owner could move the data dir away and put one of their own in its place. Use a data dir in folders that only you or root own (NETMONITOR_DATA_DIR)"
+        fi
+        case ${mode:5:1}${mode:8:1}:${mode:9:1} in
+          *w*:[tT]) ;;
+          *w*) nm_die "the folder $folder above the data dir $dir ($mode) can be written by other users and has no sticky bit: they could move the data dir away and put one of their own in its place. Take their write access away: chmod go-w $folder (for a shared folder like /tmp: chmod +t $folder), or use a data dir elsewhere (NETMONITOR_DATA_DIR)" ;;
+        esac
+      }
+      [ "$folder" = / ] || [ "$folder" = . ] && break
+    done
+  done
 }
 
 # nm_write_file FILE TEXT: replaces FILE with a new file (mode 0600 under the scripts' umask)

@@ -112,6 +112,37 @@ Deno.test("docker scripts: manage-firewall.sh refuses a data dir that others can
   }
 });
 
+Deno.test("docker scripts: a data dir in a folder others can write to (no sticky bit) is refused", async () => {
+  const tmp = await Deno.makeTempDir({ prefix: "nm-above-" });
+  try {
+    const open = `${tmp}/open`;
+    const dir = `${open}/data`;
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+    await Deno.chmod(open, 0o777);
+    const env = scriptEnv(dir);
+    const res = await runScript("manage-firewall.sh", ["--status"], env);
+    assert.equal(res.code, 1, res.stdout + res.stderr);
+    assert.match(
+      res.stderr,
+      new RegExp(
+        `the folder ${open} above the data dir ${dir} \\(drwxrwxrwx\\) can be written by other ` +
+          `users and has no sticky bit: .*chmod go-w ${open}`,
+      ),
+    );
+    // Through a symlink the folder is still found, on the real path.
+    await Deno.symlink(dir, `${tmp}/link`);
+    const linked = await runScript("manage-firewall.sh", ["--status"], scriptEnv(`${tmp}/link`));
+    assert.equal(linked.code, 1, linked.stdout + linked.stderr);
+    assert.match(linked.stderr, new RegExp(`the folder ${open} above the data dir`));
+    // Sticky, as /tmp is: fine.
+    await Deno.chmod(open, 0o1777);
+    const ok = await runScript("manage-firewall.sh", ["--status"], env);
+    assert.equal(ok.code, 3, ok.stdout + ok.stderr);
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+});
+
 const unavailable = await dockerUnavailable();
 
 Deno.test({
