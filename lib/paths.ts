@@ -195,7 +195,8 @@ function ancestorsOf(path: string): string[] {
  * Checks the folders above the data directory `dir`: those above its real
  * path (lstat: none is a symlink there), and, when `dir` is not its own real
  * path (or does not exist yet), those its given path is looked up in (stat,
- * through symlinks; missing ones are skipped). One stat per folder.
+ * through symlinks; missing ones are skipped). One stat per folder. Then
+ * every symlink on the way, and the folder it is in ({@linkcode checkLinks}).
  */
 async function checkAncestors(dir: string, uid: number): Promise<void> {
   let real: string | undefined;
@@ -211,11 +212,67 @@ async function checkAncestors(dir: string, uid: number): Promise<void> {
       checkAncestor(dir, folder, await Deno.lstat(folder), uid);
     }
   }
-  if (real === dir) return;
-  for (const folder of ancestorsOf(dir)) {
-    if (checked.has(folder)) continue;
-    const info = await statIfExists(folder);
-    if (info?.isDirectory) checkAncestor(dir, folder, info, uid);
+  if (real !== dir) {
+    for (const folder of ancestorsOf(dir)) {
+      if (checked.has(folder)) continue;
+      const info = await statIfExists(folder);
+      if (info?.isDirectory) checkAncestor(dir, folder, info, uid);
+    }
+  }
+  await checkLinks(dir, uid);
+}
+
+/** Most symlinks followed on the way to the data dir (Linux's limit). */
+const MAX_LINKS = 40;
+
+/**
+ * Follows the path `dir` as the system does, one name at a time: every
+ * symlink met on the way (the data dir itself included, and links that a
+ * link's target goes through) must belong to the user or root, and the
+ * folder it is in must be safe ({@linkcode checkAncestor}). Whoever owns a
+ * link can point it at a folder of their own after the check, even in a
+ * sticky folder like /tmp. Stops at the first missing name.
+ */
+async function checkLinks(dir: string, uid: number): Promise<void> {
+  const names = (p: string) => p.split("/").filter((n) => n !== "" && n !== ".");
+  const todo = names(dir);
+  let at = "/"; // a real path: no symlink in it
+  let links = 0;
+  while (todo.length > 0) {
+    const name = todo.shift()!;
+    if (name === "..") {
+      at = dirname(at);
+      continue;
+    }
+    const path = join(at, name);
+    let info: Deno.FileInfo;
+    try {
+      info = await Deno.lstat(path);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) return;
+      throw e;
+    }
+    if (!info.isSymlink) {
+      at = path;
+      continue;
+    }
+    if (++links > MAX_LINKS) {
+      throw new DataDirError(dir, `too many symlinks on the way to the data dir "${dir}"`, path);
+    }
+    if (info.uid !== null && info.uid !== 0 && info.uid !== uid) {
+      const notYours = uid === 0 ? "not to root (you)" : `neither to you (uid ${uid}) nor to root`;
+      throw new DataDirError(
+        dir,
+        `symlink "${path}" on the way to the data dir "${dir}" belongs to uid ${info.uid}, ` +
+          `${notYours}: its owner could point it at a folder of their own. Use a data dir ` +
+          `whose path goes through no one else's symlinks (--data-dir DIR or NETMONITOR_DATA_DIR)`,
+        path,
+      );
+    }
+    checkAncestor(dir, at, await Deno.lstat(at), uid);
+    const target = await Deno.readLink(path);
+    if (target.startsWith("/")) at = "/";
+    todo.unshift(...names(target));
   }
 }
 

@@ -353,3 +353,51 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "data dir symlinks: a link that belongs to another user is refused, even in a sticky " +
+    "folder; so is a link in an open folder that another link leads through",
+  ignore: !ROOT,
+  async fn() {
+    await withTemp(async (tmp) => {
+      const real = join(tmp, "real", "data");
+      await Deno.mkdir(real, { recursive: true, mode: 0o700 });
+      const shared = join(tmp, "shared");
+      await Deno.mkdir(shared);
+      await Deno.chmod(shared, 0o1777);
+      // Planted by someone else in a folder like /tmp: they can repoint it at any time.
+      const theirs = join(shared, "data");
+      await Deno.symlink(real, theirs);
+      const chown = await new Deno.Command("chown", { args: ["-h", "65534:65534", theirs] })
+        .output();
+      assert.equal(chown.code, 0);
+      await refusedBoth(
+        theirs,
+        theirs,
+        literal(`symlink "${theirs}" on the way to the data dir "${theirs}" belongs to uid 65534`),
+      );
+      const below = join(theirs, "sub");
+      await assert.rejects(ensureDataDir(dataPaths(below)), literal(`symlink "${theirs}"`));
+      await assert.rejects(Deno.lstat(join(real, "sub")), Deno.errors.NotFound);
+
+      // Ours, and in a sticky folder: fine.
+      const mine = join(shared, "mine");
+      await Deno.symlink(real, mine);
+      await ensureDataDir(dataPaths(mine));
+      assert.equal(await checkDataDir(dataPaths(mine)), true);
+
+      // Ours, to a link (relative) in an open folder that is neither above
+      // the given path nor above the real one: whoever can write there can
+      // replace that link.
+      const open = join(tmp, "open");
+      await Deno.mkdir(open);
+      await Deno.chmod(open, 0o777);
+      await Deno.symlink("../real/data", join(open, "hop"));
+      const entry = join(tmp, "entry");
+      await Deno.symlink(join(open, "hop"), entry);
+      await refusedBoth(entry, open, literal(`folder "${open}" above the data dir "${entry}"`));
+      await Deno.chmod(open, 0o755);
+      assert.equal(await checkDataDir(dataPaths(entry)), true);
+    });
+  },
+});
