@@ -231,7 +231,9 @@ const MAX_LINKS = 40;
  * link's target goes through) must belong to the user or root, and the
  * folder it is in must be safe ({@linkcode checkAncestor}). Whoever owns a
  * link can point it at a folder of their own after the check, even in a
- * sticky folder like /tmp. Stops at the first missing name.
+ * sticky folder like /tmp. Every folder looked up in is checked the same
+ * way, so nothing is created through a link into an unsafe folder. Stops at
+ * the first missing name.
  */
 async function checkLinks(dir: string, uid: number): Promise<void> {
   const names = (p: string) => p.split("/").filter((n) => n !== "" && n !== ".");
@@ -253,6 +255,8 @@ async function checkLinks(dir: string, uid: number): Promise<void> {
       throw e;
     }
     if (!info.isSymlink) {
+      // A folder the lookup goes through (above the data dir, or a link's target's).
+      if (todo.length > 0 && info.isDirectory) checkAncestor(dir, path, info, uid);
       at = path;
       continue;
     }

@@ -401,3 +401,25 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "data dir symlinks: ensureDataDir creates nothing through a link into an unsafe folder",
+  ignore: !POSIX,
+  async fn() {
+    await withTemp(async (tmp) => {
+      const open = join(tmp, "open");
+      await Deno.mkdir(join(open, "sub"), { recursive: true });
+      await Deno.chmod(open, 0o777);
+      const home = join(tmp, "home");
+      await Deno.mkdir(home, { mode: 0o700 });
+      await Deno.symlink(join(open, "sub"), join(home, "link"));
+      const dir = join(home, "link", "data");
+      await assert.rejects(ensureDataDir(dataPaths(dir)), (e: unknown) => {
+        assert.ok(e instanceof DataDirError, String(e));
+        assert.equal(e.path, open);
+        return true;
+      });
+      await assert.rejects(Deno.lstat(join(open, "sub", "data")), Deno.errors.NotFound);
+    });
+  },
+});
