@@ -153,6 +153,8 @@ export async function promptLoop(
   try {
     for await (const m of client.messages()) {
       if (m.type === "pending") {
+        // Nothing left to answer it with: not shown (the rule still due is awaited).
+        if (exhausted) continue;
         const req = m.request;
         const ac = new AbortController();
         const entry: { ac: AbortController; sent?: string } = { ac };
@@ -163,7 +165,13 @@ export async function promptLoop(
             return client.answer(req.id, answer);
           },
           (err) => {
-            if (err instanceof InputClosedError) stop("input");
+            if (err instanceof InputClosedError) {
+              // Input ended: leave once the rule of an earlier "always" answer
+              // is reported (the next prompt comes before it is saved).
+              asking.delete(req.id);
+              exhausted = true;
+              doneIfExhausted();
+            }
             // An abort already printed its line.
           },
         ).catch(() => {/* the proxy went away while sending; the loop ends */});

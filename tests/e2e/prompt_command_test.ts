@@ -284,3 +284,25 @@ Deno.test("piped answers: empty input detaches at once; used-up answers detach a
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("piped answers: the last answer's rule is reported even when another prompt comes first", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nm-prompt-" });
+  // The second request waits for nobody: a short timeout decides it.
+  const proxy = new Proxy(dir, 3_000);
+  try {
+    await proxy.next();
+    // Two hosts wait: the second prompt is shown as soon as the first is
+    // answered, before the first answer's rule has been saved.
+    await proxy.request("first.example.test", "/a");
+    await proxy.request("second.example.test", "/b");
+    const running = pipedPrompt(dir, "4\n");
+    const done = await running.finish();
+    assert.equal(done.code, 0, done.stderr);
+    assert.match(done.stdout, /Answer accepted: deny-domain\.\n/);
+    assert.match(done.stdout, /Saved rule "first\.example\.test": deny-domain\.\n/);
+    assert.match(done.stdout, /Input closed; detached from the netmonitor proxy\.\n$/);
+  } finally {
+    await proxy.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
