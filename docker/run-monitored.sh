@@ -123,6 +123,16 @@ nm_require_docker
 nm_resolve_cmd
 data_dir=$(nm_data_dir)
 nm_private_dir "$data_dir"
+# netmonitor's own check of the data dir (symlinks on the way included) before this script
+# writes anything in it: `status` refuses an unsafe one with exit 1 and says why.
+status_code=0
+status_out=$(nm_netmonitor status --json 2>&1 >/dev/null) || status_code=$?
+if [ "$status_code" = 1 ]; then
+  case $status_out in
+    *"error: "*) nm_die "${status_out#*error: }" ;;
+    *) nm_die "netmonitor status failed: ${status_out:-no output}" ;;
+  esac
+fi
 # The data dir as labels name it (label netmonitor.data-dir): absolute, symlinks resolved.
 data_dir_abs=$(CDPATH='' cd -P -- "$data_dir" && pwd -P) || nm_die "cannot read the data dir $data_dir"
 # One file per running script, named by its pid and holding its network's id and its start

@@ -493,6 +493,27 @@ Deno.test({
         );
         assert.doesNotMatch(theirs.stdout, /container-ran/);
         await Deno.chown(dataDir, 0, 0);
+
+        // Reached through someone else's symlink (they could repoint it after the check):
+        // netmonitor's own check refuses it before the script writes anything.
+        const link = `${m.dir}/their-link`;
+        await Deno.symlink(dataDir, link);
+        const lchown = await new Deno.Command("chown", { args: ["-h", "65534:65534", link] })
+          .output();
+        assert.equal(lchown.code, 0);
+        const listed = (await Array.fromAsync(Deno.readDir(dataDir), (e) => e.name)).sort();
+        const viaLink = await runIn({ ...env, NETMONITOR_DATA_DIR: link }, name, "echo ran");
+        assert.equal(viaLink.code, 1, viaLink.stdout + viaLink.stderr);
+        assert.match(
+          viaLink.stderr,
+          new RegExp(`netmonitor: error: symlink "${link}" on the way to the data dir .*65534`),
+        );
+        assert.doesNotMatch(viaLink.stdout, /ran/);
+        assert.deepEqual(
+          (await Array.fromAsync(Deno.readDir(dataDir), (e) => e.name)).sort(),
+          listed,
+          "the script wrote in the data dir before the check",
+        );
       }
 
       // Group and world read access is taken away from a data dir of one's own.
