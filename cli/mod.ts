@@ -191,8 +191,13 @@ function report(err: unknown, ctx: CliContext): number {
   if (isUserFacing(err)) {
     ctx.stderr(`error: ${err.message}\n`);
     if (err instanceof RulesFileError && err.problems.length > 0 && err.file === ctx.paths.rules) {
+      // Only a command that edits the rules could have changed the file.
+      const edits = /^netmonitor (rules (add|rm|remove|import|clear)|manage)$/.test(
+        ctx.commandName,
+      );
       ctx.stderr(
-        `The file was not changed. Fix it by hand; "netmonitor rules check" lists every problem.\n`,
+        `${edits ? "The file was not changed. " : ""}Fix it by hand; "netmonitor rules check" ` +
+          `lists every problem.\n`,
       );
     }
     const code = (err as { exitCode?: unknown }).exitCode;
