@@ -27,6 +27,7 @@ import {
 } from "../lib/proxy/mod.ts";
 import { type RuleSet, RulesStore } from "../lib/rules/mod.ts";
 import { PassthroughList, prepareInterception } from "../lib/tls/intercept.ts";
+import { UpstreamCaError } from "../lib/tls/upstream.ts";
 import { colorEnabled, formatRecordLine, terminalWidth } from "./_render.ts";
 import { CliError, UsageError } from "./_errors.ts";
 import type { CliContext } from "./mod.ts";
@@ -299,6 +300,30 @@ export function parseSize(text: string, name: string): number {
   return n;
 }
 
+/** Fails as `startProxy` would if `config`'s address cannot be listened on. */
+function probeListen(config: RunConfig): void {
+  try {
+    Deno.listen({ hostname: config.listen, port: config.port }).close();
+  } catch (e) {
+    throw listenError(e, config);
+  }
+}
+
+/** The CLI's error for a listener that could not be opened. */
+function listenError(e: unknown, config: RunConfig): unknown {
+  const where = hostPort(config.listen, config.port);
+  if (e instanceof Deno.errors.AddrInUse) {
+    return new CliError(
+      `Cannot listen on ${where}: the address is in use ` +
+        `(another netmonitor, or another program); choose another --port`,
+    );
+  }
+  if (e instanceof Deno.errors.AddrNotAvailable || e instanceof Deno.errors.PermissionDenied) {
+    return new CliError(`Cannot listen on ${where}: ${(e as Error).message}`);
+  }
+  return e;
+}
+
 /** Where `runProxy` reads and writes. */
 export interface RunIo {
   paths: DataPaths;
@@ -393,10 +418,18 @@ export async function runProxy(
   try {
     let intercept: TunnelInterceptor | undefined;
     if (config.intercept) {
+      // An address that cannot be listened on must not leave a new CA behind.
+      probeListen(config);
       const prepared = await prepareInterception({
         files: paths,
         upstreamCaFiles: config.upstreamCa,
         isPassthrough: (host, port) => passthrough.mayRelayDecided(host, port),
+      }).catch((e) => {
+        if (!(e instanceof UpstreamCaError)) throw e;
+        throw new UsageError(e.message, {
+          hint:
+            "--upstream-ca takes a PEM file of CA certificates, e.g. /etc/ssl/certs/ca-certificates.crt",
+        });
       });
       const inner = prepared.interceptor;
       intercept = {
@@ -470,18 +503,7 @@ export async function runProxy(
         intercept,
       });
     } catch (e) {
-      if (e instanceof Deno.errors.AddrInUse) {
-        throw new CliError(
-          `Cannot listen on ${hostPort(config.listen, config.port)}: the address is in use ` +
-            `(another netmonitor, or another program); choose another --port`,
-        );
-      }
-      if (e instanceof Deno.errors.AddrNotAvailable || e instanceof Deno.errors.PermissionDenied) {
-        throw new CliError(
-          `Cannot listen on ${hostPort(config.listen, config.port)}: ${(e as Error).message}`,
-        );
-      }
-      throw e;
+      throw listenError(e, config);
     }
   } catch (e) {
     await runCleanup();

@@ -455,6 +455,10 @@ Deno.test("e2e run: bad flags are usage errors (exit 2); a busy port is a clear 
         [["--log-max-size", "12"], /--log-max-size must be a size/],
         [["--default", "maybe"], /argument 'maybe' is invalid/],
         [["--non-interactive", "--prompt-via", "socket"], /exclude each other/],
+        [
+          ["--port", "0", "--upstream-ca", join(dir, "missing.pem")],
+          /Cannot read --upstream-ca ".*missing\.pem": .*\n.*PEM file of CA certificates/,
+        ],
       ] as [string[], RegExp][]
     ) {
       const r = await runCli(["run", ...args], { dataDir: dir });
@@ -464,9 +468,13 @@ Deno.test("e2e run: bad flags are usage errors (exit 2); a busy port is a clear 
     const busy = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     try {
       const port = (busy.addr as Deno.NetAddr).port;
-      const r = await runCli(["run", "--no-intercept", "--port", String(port)], { dataDir: dir });
-      assert.equal(r.code, 1);
-      assert.match(r.stderr, /Cannot listen on 127\.0\.0\.1:\d+: the address is in use/);
+      for (const args of [["--no-intercept"], []]) {
+        const r = await runCli(["run", ...args, "--port", String(port)], { dataDir: dir });
+        assert.equal(r.code, 1);
+        assert.match(r.stderr, /Cannot listen on 127\.0\.0\.1:\d+: the address is in use/);
+      }
+      // Nothing to listen on, so no CA was made for it.
+      await assert.rejects(() => Deno.stat(join(dir, "netmonitor-ca.pem")), Deno.errors.NotFound);
     } finally {
       busy.close();
     }
