@@ -48,6 +48,9 @@ function normaliseUncached(input: string): string {
   let raw = input.trim();
   if (raw === "") throw new HostError("empty host");
   if (raw.includes(":") && !raw.startsWith("[")) raw = `[${raw}]`;
+  // The URL parser would read `[::1]:8443` as the host [::1] and a port, and
+  // the port would be silently dropped: a host is only the literal.
+  if (raw.startsWith("[") && !raw.endsWith("]")) throw new HostError(`invalid host "${input}"`);
   if (/[\s/?#@\\%]/.test(raw)) throw new HostError(`invalid character in host "${input}"`);
   let host: string;
   try {

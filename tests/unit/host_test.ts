@@ -68,6 +68,11 @@ Deno.test("normaliseHost: rejects unusable hosts", () => {
       "a-.com",
       "[fe80::1%25eth0]",
       "[::1",
+      // A port after an IPv6 literal is not part of a host (--passthrough,
+      // --resolve's address and --listen would drop it silently).
+      "[::1]:8443",
+      "[::1]:",
+      "[::1].",
       "a".repeat(64) + ".com",
       ("a".repeat(60) + ".").repeat(5) + "com",
     ]
