@@ -335,8 +335,11 @@ async function intercept(
       try {
         dialled = await ctx.dialer.dial(host, port, exempt);
       } catch (e) {
-        // The 200 is out: all that is left is to close.
-        ex.error = errorOutcome(e).message;
+        // The 200 is out: all that is left is to close. A refusal (destination
+        // protection) is recorded as one, as it is before a 200.
+        const o = errorOutcome(e);
+        if (o.kind === "policy") denyByPolicy(ex, o.message);
+        else ex.error = o.message;
         return;
       }
     }

@@ -522,3 +522,35 @@ Deno.test("attack connect: a tunnel that turns passthrough after its CONNECT che
     await origin.close();
   }
 });
+
+Deno.test("attack connect: a tunnel that turns passthrough after its CONNECT is logged as refused when its destination is protected", async () => {
+  // Decided as a decrypted tunnel (nothing dialled), then relayed after all:
+  // its dial to a name DNS points at loopback is refused, and the record
+  // must say so, not "allow".
+  const dns = await startDnsServer({ "rebind.test": ["127.0.0.1"] });
+  const origin = startRecordingOrigin();
+  const p = origin.port;
+  const proxy = await startTestProxy({
+    rules: { "*": "allow" },
+    nameServer: dns.nameServer,
+    intercept: { intercepts: () => true, intercept: () => Promise.resolve(null) },
+  });
+  try {
+    const c = await RawClient.connect(proxy.port);
+    try {
+      await c.send(`CONNECT rebind.test:${p} HTTP/1.1\r\nHost: rebind.test:${p}\r\n\r\n`);
+      assert.equal((await c.response({ head: true })).status, 200);
+      await c.send(tlsRecords(clientHello({ sni: ["rebind.test"] })));
+      const [rec] = await proxy.waitRecords(1);
+      assert.deepEqual([rec.method, rec.decision, rec.source], ["CONNECT", "deny", "policy"]);
+      assert.match(rec.reason, /destination protection: rebind\.test \(127\.0\.0\.1\)/);
+    } finally {
+      c.close();
+    }
+    assert.equal(origin.accepted, 0, "loopback was not dialled");
+  } finally {
+    await proxy.close();
+    await origin.close();
+    await dns.close();
+  }
+});
