@@ -11,6 +11,7 @@
 
 import { HttpParseError } from "./errors.ts";
 import { HeaderList } from "./headers.ts";
+import { redactTargets } from "../log/redact.ts";
 
 /** A parsed request head. */
 export interface RequestHead {
@@ -233,9 +234,14 @@ function describeBadRequestLine(line: string): string {
   return `malformed request line: ${quote(line)}`;
 }
 
-/** Quotes a string for an error message, shortened and with non-printables escaped. */
+/**
+ * Quotes a string for an error message, shortened and with non-printables
+ * escaped. Errors reach the access log: secrets are redacted first, so that
+ * the cut cannot leave the start of one (`http://user:pass` without its `@`).
+ */
 export function quote(s: string, max = 80): string {
-  const cut = s.length > max ? s.slice(0, max) + "..." : s;
+  const safe = redactTargets(s);
+  const cut = safe.length > max ? safe.slice(0, max) + "..." : safe;
   return JSON.stringify(cut);
 }
 

@@ -327,7 +327,10 @@ export function redactUrl(url: string): string {
   let head = "";
   const schemeEnd = SCHEME.test(url) ? url.indexOf("://") : -1;
   if (schemeEnd > 0) {
-    const authStart = schemeEnd + 3;
+    let authStart = schemeEnd + 3;
+    // `http:///user:pw@h/` is `http://user:pw@h/` to URL parsers (browsers,
+    // WHATWG): extra slashes before the authority are skipped.
+    while (isSlash(url.charCodeAt(authStart))) authStart++;
     const authEnd = authorityEnd(url, authStart);
     let authority = url.slice(authStart, authEnd);
     const at = authority.lastIndexOf("@");
@@ -390,7 +393,31 @@ export function redactText(text: string): string {
   // An authority quoted without a scheme (a bad Host header or CONNECT target
   // echoed in an error) can still carry `user:password@`.
   if (out.includes("@")) out = out.replace(USERINFO_IN_TEXT, `$1$2${REDACTED}@`);
+  // A quoted request target without a scheme (`"/x?token=.."`, a CONNECT
+  // target or Host value with a query, a whole request line) has its
+  // parameters redacted too.
+  if (out.includes('"')) {
+    out = out.replace(QUOTED, (q, body: string) => {
+      const r = redactTargets(body);
+      return r === body ? q : `"${r}"`;
+    });
+  }
   return out;
+}
+
+const QUOTED = /"((?:[^"\\]|\\.)*)"/g;
+const WORD = /\S+/g;
+const TARGET_CHAR = /[@?#;/]/;
+
+/**
+ * Redacts every whitespace-separated word of `text` that could be a URL or
+ * request target (it has `@`, `?`, `#`, `;` or `/`) as {@linkcode redactUrl}
+ * does: a request line, a CONNECT target, a Host value. Error messages quote
+ * these; redacting before they are cut short keeps a cut from hiding the end
+ * of a secret (`http://user:pass` without its `@`).
+ */
+export function redactTargets(text: string): string {
+  return text.replace(WORD, (w) => TARGET_CHAR.test(w) ? redactUrl(w) : w);
 }
 
 // Also after `scheme:/` or slashes: `"//user:pass@h/x"`, `"http:/user:pass@h"`.

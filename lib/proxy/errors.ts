@@ -11,6 +11,7 @@ import { TargetError } from "../net/url.ts";
 import { DestinationRefusedError } from "../net/guard.ts";
 import { DnsError } from "../net/resolve.ts";
 import { DeadlineError } from "./reader.ts";
+import { redactTargets } from "../log/redact.ts";
 
 /** A request refused by built-in policy (Host/SNI mismatch, not TLS, ...). */
 export class PolicyError extends Error {
@@ -24,8 +25,10 @@ export class PolicyError extends Error {
 export class NotProxyRequestError extends Error {
   override name = "NotProxyRequestError";
   constructor(readonly target: string) {
+    // Redacted before it is cut: the message reaches the log.
+    const shown = redactTargets(target);
     super(
-      `"${target.length > 60 ? target.slice(0, 60) + "..." : target}" is not a proxy request: ` +
+      `"${shown.length > 60 ? shown.slice(0, 60) + "..." : shown}" is not a proxy request: ` +
         "netmonitor is an HTTP proxy; send absolute URLs (GET http://host/path) or CONNECT " +
         "host:443, for example by setting HTTP_PROXY/HTTPS_PROXY to this address",
     );

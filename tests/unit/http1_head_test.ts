@@ -8,6 +8,7 @@ import {
   parseRequestHead,
   parseResponseHead,
 } from "../../lib/http1/mod.ts";
+import { quote } from "../../lib/http1/head.ts";
 
 const enc = (s: string) => latin1Encode(s);
 
@@ -191,4 +192,19 @@ Deno.test("request head: a target over MAX_TARGET_LENGTH gets 414; one at it is 
     414,
     /^request target of 8193 bytes, longer than the 8192 allowed$/,
   );
+});
+
+Deno.test("quote: a cut never leaves the start of a credential or secret in an error message", () => {
+  const user = "u".repeat(60);
+  for (
+    const s of [
+      `GET http://${user}:hunter2hunter2@h.test/ HTTP/1.1\x80`,
+      `http://${user}:hunter2hunter2@h.test/`,
+      `GET /x?a=${"a".repeat(50)}&token=hunter2hunter2hunter2 HTTP/1.1`,
+    ]
+  ) {
+    const q = quote(s);
+    assert.equal(q.includes("hunter2"), false, q);
+  }
+  assert.equal(quote("GET http://h.test/ HTTP/1.1"), '"GET http://h.test/ HTTP/1.1"');
 });

@@ -228,3 +228,44 @@ Deno.test("redactUrl: malformed escapes neither hide secret names nor throw", ()
   const many = "%FF&".repeat(16_000);
   assert.equal(redactUrl(`http://e.test/?${many}`), `http://e.test/?${many}`);
 });
+
+Deno.test("redactUrl: credentials after three or more slashes (http:///user:pw@h, as browsers read it)", () => {
+  const cases: [string, string][] = [
+    ["http:///user:hunter2@allowed.test/x", "http:///REDACTED@allowed.test/x"],
+    ["https:////user:hunter2@allowed.test", "https:////REDACTED@allowed.test"],
+    ["http://\\user:hunter2@allowed.test/x", "http://\\REDACTED@allowed.test/x"],
+    // No credentials: unchanged.
+    ["http:///allowed.test/@x", "http:///allowed.test/@x"],
+  ];
+  for (const [input, expected] of cases) {
+    assert.equal(redactUrl(input), expected, input);
+    assert.equal(redactUrl(expected), expected, `twice: ${input}`);
+  }
+});
+
+Deno.test("redactText: secrets in quoted targets without a scheme (origin-form, CONNECT, request lines)", () => {
+  for (
+    const text of [
+      '"/x?token=SECRET1" is not a proxy request: netmonitor is an HTTP proxy',
+      'malformed request line: "GET /x?token=SECRET1 HTTP/1.1"',
+      'invalid CONNECT target "h.test:443?token=SECRET1": invalid authority "h.test:443?token=SECRET1"',
+      'invalid Host header "h.test?api_key=SECRET1": invalid authority "h.test?api_key=SECRET1"',
+      'invalid request target "/a;jsessionid=SECRET1"',
+    ]
+  ) {
+    const out = redactText(text);
+    assert.equal(out.includes("SECRET1"), false, `${text} -> ${out}`);
+    assert.ok(out.includes("REDACTED"), out);
+  }
+  // Ordinary reasons stay as they were.
+  for (
+    const text of [
+      'rule "*.github.com": allow-domain',
+      'rule "example.com:8443": allow',
+      "no rule, non-interactive default: deny",
+      'Host header "a.test" does not match the URL host b.test',
+    ]
+  ) {
+    assert.equal(redactText(text), text);
+  }
+});
