@@ -368,6 +368,24 @@ export function redactUrl(url: string): string {
   return out;
 }
 
+/**
+ * A request target whose end never arrived (the client closed, or the head
+ * outgrew its limit, in the middle of it). An authority that runs to the cut
+ * may be userinfo whose `@` was cut off (`http://user:pass`), so it is
+ * redacted whole; otherwise as {@linkcode redactUrl}.
+ */
+export function redactCutTarget(target: string): string {
+  let start: number;
+  if (SCHEME.test(target)) {
+    start = target.indexOf("://") + 3;
+    while (isSlash(target.charCodeAt(start))) start++;
+  } else {
+    start = AUTHORITY_PREFIX.exec(target)![0].length;
+  }
+  if (authorityEnd(target, start) === target.length) return `${target.slice(0, start)}${REDACTED}`;
+  return redactUrl(target);
+}
+
 /** Where the authority starting at `from` ends: at the first `/`, `?` or `#`. */
 function authorityEnd(url: string, from: number): number {
   for (let i = from; i < url.length; i++) {

@@ -17,7 +17,7 @@ import { Exchange, type ServerContext } from "./context.ts";
 import { closeQuietly, writeAll } from "./duplex.ts";
 import { BufferedReader, Deadline } from "./reader.ts";
 import { proxyResponse } from "./respond.ts";
-import { printable } from "./session.ts";
+import { printable, requestLineStart } from "./session.ts";
 
 /** The record's `error` for a connection refused by a limit. */
 export const TOO_MANY_CONNECTIONS = "too many connections";
@@ -129,16 +129,15 @@ export async function refuseConnection(
 
 /** Fills the record's method, URL and host from a request line, when there is one. */
 function describe(ex: Exchange, bytes: Uint8Array): void {
-  const lf = bytes.indexOf(10);
-  const line = String.fromCharCode(
-    ...bytes.subarray(0, Math.min(lf < 0 ? bytes.length : lf, 2100)),
-  );
-  const m = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]{1,20}) (\S+)/.exec(line);
+  const m = requestLineStart(bytes);
   if (!m) return;
-  ex.method = m[1];
-  ex.url = printable(m[2]);
+  ex.method = m.method;
+  ex.url = printable(m.target, m.cut);
+  if (m.cut) return;
   try {
-    ex.host = m[1] === "CONNECT" ? parseAuthority(m[2]).host : parseAbsoluteForm(m[2]).host;
+    ex.host = m.method === "CONNECT"
+      ? parseAuthority(m.target).host
+      : parseAbsoluteForm(m.target).host;
   } catch {
     // not a target we can name a host for
   }

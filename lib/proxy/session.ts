@@ -18,6 +18,7 @@ import {
   HeadScanner,
   hopByHop,
   HttpParseError,
+  latin1Decode,
   latin1Encode,
   parseRequestHead,
   parseResponseHead,
@@ -31,6 +32,7 @@ import {
   upgradeRequested,
 } from "../http1/mod.ts";
 import { defaultPort, formatAuthority, HostError } from "../net/host.ts";
+import { redactCutTarget, redactUrl } from "../log/redact.ts";
 import {
   authorityOf,
   formatUrl,
@@ -242,12 +244,10 @@ export class HttpSession implements Live {
   #malformedExchange(): Exchange {
     const ex = new Exchange(this.client);
     const view = this.reader.view();
-    const lf = view.indexOf(10);
-    const line = String.fromCharCode(...view.subarray(0, Math.min(lf < 0 ? view.length : lf, 200)));
-    const m = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]{1,20}) (\S+)/.exec(line);
+    const m = requestLineStart(view);
     if (m) {
-      ex.method = m[1];
-      ex.url = printable(m[2]);
+      ex.method = m.method;
+      ex.url = printable(m.target, m.cut);
     }
     return ex;
   }
@@ -1044,8 +1044,28 @@ function clientErrorReason(status: number): string {
   }
 }
 
-/** A request target made safe for a record (printable ASCII, bounded). */
-export function printable(s: string): string {
-  const cut = s.length > 2000 ? s.slice(0, 2000) : s;
-  return cut.replace(/[^\x21-\x7e]/g, (c) => "%" + c.charCodeAt(0).toString(16).padStart(2, "0"));
+/**
+ * The method and target at the start of a request head that may be cut short
+ * or malformed; `cut` when the target runs to the end of what arrived.
+ */
+export function requestLineStart(
+  bytes: Uint8Array,
+): { method: string; target: string; cut: boolean } | undefined {
+  const lf = bytes.indexOf(10);
+  const line = latin1Decode(bytes, 0, lf < 0 ? bytes.length : lf);
+  const m = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]{1,20}) (\S+)/.exec(line);
+  if (!m) return undefined;
+  return { method: m[1], target: m[2], cut: lf < 0 && m[0].length === line.length };
+}
+
+/**
+ * A request target made safe for a record (printable ASCII, bounded). Before
+ * it is shortened its secrets are redacted, so that the cut cannot keep the
+ * start of one (`http://user:pass` without its `@`); `cut` says the target's
+ * own end never arrived (see {@linkcode redactCutTarget}).
+ */
+export function printable(s: string, cut = false): string {
+  const safe = cut ? redactCutTarget(s) : s.length > 2000 ? redactUrl(s) : s;
+  const short = safe.length > 2000 ? safe.slice(0, 2000) : safe;
+  return short.replace(/[^\x21-\x7e]/g, (c) => "%" + c.charCodeAt(0).toString(16).padStart(2, "0"));
 }

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { startOrigin, startRawOrigin } from "../_helpers/origin.ts";
 import { RawClient, startTestProxy } from "../_helpers/proxy.ts";
+import { serialiseRecord } from "../../lib/log/mod.ts";
 
 /** Sends `request` on a fresh connection; returns the response and whether the proxy closed. */
 async function exchange(port: number, request: string | Uint8Array) {
@@ -334,5 +335,33 @@ Deno.test("malformed: a client closing mid-head or mid-body is recorded, nothing
   } finally {
     await proxy.close();
     await origin.close();
+  }
+});
+
+Deno.test("malformed: a request target cut short for the record keeps no part of a credential", async () => {
+  const proxy = await startTestProxy({ rules: { "ok.test": "allow-domain" } });
+  const h = "Host: ok.test\r\n";
+  // The password starts where the record's copy of the target used to be cut
+  // (200 characters of a head that cannot be parsed, 2,000 of a bad target).
+  const at = (n: number) => `http://${"u".repeat(n)}:SECRETPW${"p".repeat(40)}@ok.test/`;
+  const cases = [
+    `GET ${at(185)} HTTP/1.1\n${h}\n`, // bare LF: the head is not parsed
+    `GET ${at(185)}${"a".repeat(8200)} HTTP/1.1\r\n${h}\r\n`, // 414
+    `GET ${at(1985)} HTTP/1.1\r\n${h}\r\n`, // credentials refused (TargetError)
+    `GET /x?a=1&k=${"0123456789abcdef".repeat(20)} HTTP/1.1\n${h}\n`, // long hex value, cut
+    // 431 inside the authority: the `@` never arrives.
+    `GET http://u:SECRETPW${"p".repeat(70 * 1024)}@ok.test/ HTTP/1.1\r\n${h}\r\n`,
+  ];
+  try {
+    for (const req of cases) await exchange(proxy.port, req);
+    const recs = await proxy.waitRecords(cases.length);
+    for (const rec of recs) {
+      const line = serialiseRecord(rec);
+      assert.equal(line.includes(":SEC"), false, line.slice(0, 300));
+      assert.equal(line.includes("0123456789abcdef0"), false, line.slice(0, 300));
+      assert.ok(line.includes("REDACTED"), line.slice(0, 300));
+    }
+  } finally {
+    await proxy.close();
   }
 });

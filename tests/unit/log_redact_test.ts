@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { looksLikeSecret, redactText, redactUrl } from "../../lib/log/mod.ts";
-import { hasNestedScheme } from "../../lib/log/redact.ts";
+import { hasNestedScheme, redactCutTarget } from "../../lib/log/redact.ts";
 
 const JWT =
   "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
@@ -268,4 +268,19 @@ Deno.test("redactText: secrets in quoted targets without a scheme (origin-form, 
   ) {
     assert.equal(redactText(text), text);
   }
+});
+
+Deno.test("redactCutTarget: an authority that runs to the cut may be userinfo whose @ was cut off", () => {
+  const cases: [string, string][] = [
+    ["http://user:hunter2", "http://REDACTED"],
+    ["http://a@b:hunter2", "http://REDACTED"],
+    ["http:///user:hunter2", "http:///REDACTED"],
+    ["user:hunter2", "REDACTED"],
+    ["//user:hunter2", "//REDACTED"],
+    // The authority ended before the cut: as redactUrl.
+    ["http://h.test/a?token=hunter2", "http://h.test/a?token=REDACTED"],
+    ["http://u:hunter2@h.test/a", "http://REDACTED@h.test/a"],
+    ["/x?a=1", "/x?a=1"],
+  ];
+  for (const [input, expected] of cases) assert.equal(redactCutTarget(input), expected, input);
 });
