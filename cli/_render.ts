@@ -120,6 +120,30 @@ export function safeText(text: string): string {
     : text;
 }
 
+/**
+ * {@linkcode safeText} for text of several lines (messages that quote a rules
+ * file, an argument or a request): line breaks stay, every other control
+ * character is escaped.
+ */
+export function safeLines(text: string): string {
+  return text.includes("\n") ? text.split("\n").map(safeText).join("\n") : safeText(text);
+}
+
+// What JSON.stringify leaves raw of UNSAFE (it escapes C0 itself; its own line breaks are layout).
+const UNSAFE_IN_JSON = /[\u007f-\u009f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]/g;
+
+/**
+ * JSON text (from `JSON.stringify`, which leaves C1 controls, bidi overrides
+ * and zero-width characters as they are) with those characters written as
+ * `\uXXXX` escapes: the same JSON, safe to print.
+ */
+export function jsonEscapeUnsafe(json: string): string {
+  UNSAFE_IN_JSON.lastIndex = 0;
+  return UNSAFE_IN_JSON.test(json)
+    ? json.replace(UNSAFE_IN_JSON, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`)
+    : json;
+}
+
 /** Removes colour codes. */
 export function stripAnsi(s: string): string {
   return s.includes("\x1b") ? s.replace(ANSI, "") : s;

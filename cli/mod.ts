@@ -17,6 +17,7 @@ import { type DataPaths, dataPaths } from "../lib/paths.ts";
 import { RulesFileError } from "../lib/rules/mod.ts";
 import { type Confirmer, terminalConfirmer } from "./_confirm.ts";
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, isUserFacing, UsageError } from "./_errors.ts";
+import { safeLines } from "./_render.ts";
 import { registerRulesCommand } from "./rules.ts";
 import { registerStatsCommand } from "./stats.ts";
 import { registerManageCommand } from "./manage.ts";
@@ -183,13 +184,14 @@ function report(err: unknown, ctx: CliContext): number {
     // and the version exit 0; parse errors and help shown for them are usage errors.
     return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
   }
+  // Messages quote rules files, arguments and requests: never their control characters.
   if (err instanceof UsageError) {
-    ctx.stderr(`error: ${err.message}\n`);
-    ctx.stderr(`${err.hint ?? `Run "${ctx.commandName} --help" for usage.`}\n`);
+    ctx.stderr(`error: ${safeLines(err.message)}\n`);
+    ctx.stderr(`${safeLines(err.hint ?? `Run "${ctx.commandName} --help" for usage.`)}\n`);
     return EXIT_USAGE;
   }
   if (isUserFacing(err)) {
-    ctx.stderr(`error: ${err.message}\n`);
+    ctx.stderr(`error: ${safeLines(err.message)}\n`);
     if (err instanceof RulesFileError && err.problems.length > 0 && err.file === ctx.paths.rules) {
       // Only a command that edits the rules could have changed the file.
       const edits = /^netmonitor (rules (add|rm|remove|import|clear)|manage)$/.test(

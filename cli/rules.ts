@@ -4,7 +4,7 @@
  */
 
 import type { Command } from "commander";
-import { maxOf } from "./_render.ts";
+import { jsonEscapeUnsafe, maxOf, safeLines } from "./_render.ts";
 import { parseIPv6 } from "../lib/net/guard.ts";
 import { HostError, parseAuthority } from "../lib/net/host.ts";
 import { parseAbsoluteForm, TargetError } from "../lib/net/url.ts";
@@ -56,6 +56,11 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
   // write also create it.
   const reading = () => checkDataDir(ctx.paths);
   const writing = () => ensureDataDir(ctx.paths);
+  // Patterns come from rules files and arguments: never print their control
+  // characters raw (a hostile file could rewrite the terminal). Exported
+  // rules are data, and are written as they are.
+  const out = (text: string) => ctx.stdout(safeLines(text));
+  const err = (text: string) => ctx.stderr(safeLines(text));
 
   rules
     .command("list")
@@ -66,16 +71,17 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
       await reading();
       const set = await store().load();
       if (opts.json) {
-        ctx.stdout(`${JSON.stringify(set.rules, null, 2)}\n`);
+        // Valid JSON still: control characters as JSON escapes.
+        ctx.stdout(`${jsonEscapeUnsafe(JSON.stringify(set.rules, null, 2))}\n`);
         return;
       }
       if (set.rules.length === 0) {
-        ctx.stdout(`No rules in ${ctx.paths.rules}\n`);
+        out(`No rules in ${ctx.paths.rules}\n`);
         return;
       }
       const width = Math.min(60, maxOf(set.rules.map((r) => r.pattern.length)));
-      ctx.stdout(`${plural(set.rules.length, "rule")} in ${ctx.paths.rules}:\n`);
-      for (const r of set.rules) ctx.stdout(`  ${r.pattern.padEnd(width)}  ${r.action}\n`);
+      out(`${plural(set.rules.length, "rule")} in ${ctx.paths.rules}:\n`);
+      for (const r of set.rules) out(`  ${r.pattern.padEnd(width)}  ${r.action}\n`);
     });
 
   rules
@@ -94,19 +100,19 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
       await writing();
       const s = store();
       const { rule, previous } = await s.add(pattern, action as StoredAction);
-      if (!previous) ctx.stdout(`Added rule "${rule.pattern}": ${rule.action}\n`);
+      if (!previous) out(`Added rule "${rule.pattern}": ${rule.action}\n`);
       else if (previous.action === rule.action) {
-        ctx.stdout(`Rule "${rule.pattern}": ${rule.action} already exists; nothing changed\n`);
+        out(`Rule "${rule.pattern}": ${rule.action} already exists; nothing changed\n`);
       } else {
-        ctx.stdout(`Changed rule "${rule.pattern}": ${previous.action} -> ${rule.action}\n`);
+        out(`Changed rule "${rule.pattern}": ${previous.action} -> ${rule.action}\n`);
       }
       for (const w of s.current.warnings()) {
         if (w.rule.pattern === rule.pattern || w.related?.pattern === rule.pattern) {
-          ctx.stderr(`warning: ${w.message}\n`);
+          err(`warning: ${w.message}\n`);
         }
       }
       const ambiguous = portLikeIPv6(pattern);
-      if (ambiguous) ctx.stderr(`warning: ${ambiguous}\n`);
+      if (ambiguous) err(`warning: ${ambiguous}\n`);
     });
 
   rules
@@ -120,7 +126,7 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
       if (!removed) throw new CliError(`no rule "${pattern}" in ${ctx.paths.rules}`);
       // The rule as the file had it: another spelling may have named it.
       const named = removed.pattern === pattern ? "" : ` (named by "${pattern}")`;
-      ctx.stdout(`Removed rule "${removed.pattern}": ${removed.action}${named}\n`);
+      out(`Removed rule "${removed.pattern}": ${removed.action}${named}\n`);
     });
 
   rules
@@ -142,7 +148,7 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
       const { rules: exported, problems } = parseRules(text);
       if (problems.length > 0) throw new RulesFileError(ctx.paths.rules, problems);
       if (file === "-") {
-        ctx.stdout(text);
+        ctx.stdout(text); // data, as it is
         return;
       }
       try {
@@ -153,7 +159,7 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
           : describeIoError(e as Error);
         throw new CliError(`Cannot write "${file}": ${why}`);
       }
-      ctx.stdout(`Exported ${plural(exported.length, "rule")} to ${file}\n`);
+      out(`Exported ${plural(exported.length, "rule")} to ${file}\n`);
     });
 
   rules
@@ -171,14 +177,14 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
       if (opts.replace) {
         const before = (await s.load()).rules.length;
         await s.replaceAll(pairs);
-        ctx.stdout(
+        out(
           `Replaced ${plural(before, "rule")} with ${plural(incoming.length, "rule")} from ${
             displayName(file)
           }\n`,
         );
       } else {
         const r = await s.merge(pairs);
-        ctx.stdout(
+        out(
           `Imported ${plural(incoming.length, "rule")} from ${displayName(file)}: ` +
             `${r.added} added, ${r.updated} changed, ${r.unchanged} unchanged\n`,
         );
@@ -194,7 +200,7 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
       const s = store();
       const count = (await s.load()).rules.length;
       if (count === 0) {
-        ctx.stdout(`No rules to clear in ${ctx.paths.rules}\n`);
+        out(`No rules to clear in ${ctx.paths.rules}\n`);
         return;
       }
       if (!opts.yes) {
@@ -210,13 +216,13 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
           `Remove all ${plural(count, "rule")} from ${ctx.paths.rules}?`,
         );
         if (!ok) {
-          ctx.stderr("Aborted; no rules were removed.\n");
+          err("Aborted; no rules were removed.\n");
           ctx.exitCode = EXIT_FAILURE;
           return;
         }
       }
       await s.replaceAll([]);
-      ctx.stdout(`Removed ${plural(count, "rule")}\n`);
+      out(`Removed ${plural(count, "rule")}\n`);
     });
 
   rules
@@ -234,7 +240,7 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
           if (!(e instanceof Deno.errors.NotFound)) {
             throw new RulesFileError(path, [], "check", e);
           }
-          ctx.stdout(`${path}: no such file yet (no rules)\n`);
+          out(`${path}: no such file yet (no rules)\n`);
           return;
         }
       } else {
@@ -244,18 +250,18 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
       const { rules, problems } = parseRules(text);
       // Warnings explain rules that do not do what they seem to; they never fail the check.
       for (const w of problems.length === 0 ? ruleWarnings(text) : []) {
-        ctx.stdout(`${name}:${w.line}:${w.column}: warning: ${w.message}\n`);
+        out(`${name}:${w.line}:${w.column}: warning: ${w.message}\n`);
       }
       if (problems.length === 0) {
-        ctx.stdout(`${name}: OK, ${plural(rules.length, "rule")}\n`);
+        out(`${name}: OK, ${plural(rules.length, "rule")}\n`);
         return;
       }
       for (const p of problems) {
         // The location leads the line; the message keeps the ones it names (a duplicate's first).
         const expected = p.expected ? ` (expected ${p.expected})` : "";
-        ctx.stdout(`${name}:${p.line}:${p.column}: ${p.message}${expected}\n`);
+        out(`${name}:${p.line}:${p.column}: ${p.message}${expected}\n`);
       }
-      ctx.stdout(`${plural(problems.length, "problem")} in ${name}\n`);
+      out(`${plural(problems.length, "problem")} in ${name}\n`);
       ctx.exitCode = EXIT_FAILURE;
     });
 
@@ -270,11 +276,11 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
       // A relayed tunnel is decided on its host: the proxy never sees the URL.
       const relayed = t.scheme === "https" && set.isPassthrough(t.host, t.port);
       const d = set.decide(relayed ? { scheme: t.scheme, host: t.host, port: t.port } : t);
-      ctx.stdout(`${d.action}: ${d.reason}\n`);
+      out(`${d.action}: ${d.reason}\n`);
       if (relayed) {
-        ctx.stdout(`(HTTPS tunnels to ${t.host}:${t.port} are relayed without decryption)\n`);
+        out(`(HTTPS tunnels to ${t.host}:${t.port} are relayed without decryption)\n`);
       } else if (t.path === undefined && set.hasUrlRulesFor(t.host, t.port)) {
-        ctx.stdout(`(URL rules exist for ${t.host}:${t.port}; give a full URL to check them)\n`);
+        out(`(URL rules exist for ${t.host}:${t.port}; give a full URL to check them)\n`);
       }
     });
 }

@@ -28,7 +28,7 @@ import {
 import { type RuleSet, RulesStore } from "../lib/rules/mod.ts";
 import { PassthroughList, prepareInterception } from "../lib/tls/intercept.ts";
 import { UpstreamCaError } from "../lib/tls/upstream.ts";
-import { colorEnabled, formatRecordLine, terminalWidth } from "./_render.ts";
+import { colorEnabled, formatRecordLine, safeLines, terminalWidth } from "./_render.ts";
 import { CliError, UsageError } from "./_errors.ts";
 import type { CliContext } from "./mod.ts";
 import {
@@ -356,7 +356,8 @@ export async function runProxy(
   // through this one queue, in order.
   const out = new Batcher<string>((lines) => printLine(lines.join("\n")), 20);
   const say = (text: string) => out.push(text);
-  const warn = (text: string) => io.stderr(`warning: ${text}\n`);
+  // Warnings quote the rules file and the log's errors: no raw control characters.
+  const warn = (text: string) => io.stderr(`warning: ${safeLines(text)}\n`);
 
   const log = new AccessLog(paths.log, {
     maxBytes: config.logMaxBytes,

@@ -199,3 +199,53 @@ Deno.test("rules test takes a bare IPv6 address, as patterns do", async () => {
     }
   });
 });
+
+Deno.test("terminal escapes in a rules file or an argument never reach the terminal raw", async () => {
+  await withDir(async (dir) => {
+    // Valid rules whose URL paths hold ESC, a C1 CSI and a bidi override.
+    const file = join(dir, "network-rules.json");
+    await Deno.writeTextFile(
+      file,
+      '{"https://h.test/a\\u001b[2J": "deny", "https://h.test/b\\u009b31m": "deny", ' +
+        '"https://h.test/c\\u202eevil": "allow"}',
+    );
+    // An invalid file to import: problems quote its keys and actions.
+    const hostile = join(dir, "hostile.json");
+    await Deno.writeTextFile(
+      hostile,
+      '{"\\u001b]0;pwned\\u0007": 5, "a\\u001b[2J.test": "allow", "b.test": "\\u001b[31mallow"}',
+    );
+    const runs = [
+      await run(["--data-dir", dir, "rules", "list"]),
+      await run(["--data-dir", dir, "rules", "rm", "https://h.test/a\x1b[2J"]),
+      await run(["--data-dir", dir, "rules", "check"]),
+      await run(["--data-dir", dir, "rules", "check", hostile]),
+      await run(["--data-dir", dir, "rules", "import", hostile]),
+      await run(["--data-dir", dir, "rules", "add", "\x1b[31mX", "allow"]),
+      await run(["--data-dir", dir, "rules", "rm", "\x1b[31mX"]),
+    ];
+    for (const r of runs) {
+      const out = r.stdout + r.stderr;
+      assert.doesNotMatch(out, /[\x1b\x07\u009b\u202e]/, JSON.stringify(out));
+    }
+    // They are shown escaped instead.
+    assert.match(runs[0].stdout, /\\u\{1b\}\[2J/);
+    assert.match(runs[4].stderr, /\\u\{1b\}\]0;pwned\\u\{7\}/);
+  });
+});
+
+Deno.test("rules list --json escapes C1 controls and bidi overrides and stays the same JSON", async () => {
+  await withDir(async (dir) => {
+    await Deno.writeTextFile(
+      join(dir, "network-rules.json"),
+      '{"https://h.test/b\\u009b31m": "deny", "https://h.test/c\\u202eevil": "allow"}',
+    );
+    const r = await run(["--data-dir", dir, "rules", "list", "--json"]);
+    assert.equal(r.code, 0);
+    assert.doesNotMatch(r.stdout, /[\u009b\u202e]/);
+    assert.deepEqual(
+      JSON.parse(r.stdout).map((x: { pattern: string }) => x.pattern),
+      ["https://h.test/b\u009b31m", "https://h.test/c\u202eevil"],
+    );
+  });
+});
