@@ -226,6 +226,7 @@ Deno.test("terminal escapes in a rules file or an argument never reach the termi
     ];
     for (const r of runs) {
       const out = r.stdout + r.stderr;
+      // deno-lint-ignore no-control-regex
       assert.doesNotMatch(out, /[\x1b\x07\u009b\u202e]/, JSON.stringify(out));
     }
     // They are shown escaped instead.
