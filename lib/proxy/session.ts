@@ -204,7 +204,8 @@ export class HttpSession implements Live {
           }
         }
         if (reader.eof) {
-          if (reader.buffered === 0 || ctx.closing) return undefined;
+          if (reader.buffered === 0) return undefined;
+          if (ctx.closing) return this.#cutByShutdown();
           throw new HttpParseError("connection closed in the middle of a request head");
         }
         this.#idle = phase === "idle";
@@ -215,7 +216,9 @@ export class HttpSession implements Live {
     } catch (e) {
       this.#idle = false;
       if (e instanceof DeadlineError && phase === "idle") return undefined;
-      if (ctx.closing && !(e instanceof HttpParseError)) return undefined;
+      if (ctx.closing && !(e instanceof HttpParseError)) {
+        return phase === "head" && reader.buffered > 0 ? this.#cutByShutdown() : undefined;
+      }
       if (!(e instanceof HttpParseError) && !(e instanceof DeadlineError)) {
         // The client reset or closed mid-head: nothing to answer.
         if (reader.buffered === 0) return undefined;
@@ -238,6 +241,18 @@ export class HttpSession implements Live {
     return phase === "idle"
       ? new Deadline(l.idleTimeoutMs, "idle")
       : new Deadline(l.headerTimeoutMs, `request head not received within ${l.headerTimeoutMs} ms`);
+  }
+
+  /**
+   * Records a request whose head had begun to arrive when the proxy stopped
+   * (it is one request, answered or not, like a head cut by its client).
+   */
+  #cutByShutdown(): undefined {
+    const ex = this.#malformedExchange();
+    ex.reason = "shutting down";
+    ex.error = "the proxy stopped before the request head was complete";
+    ex.finish(this.ctx);
+    return undefined;
   }
 
   /** An exchange for a head that could not be parsed, with what can be read of its request line. */

@@ -365,3 +365,34 @@ Deno.test("malformed: a request target cut short for the record keeps no part of
     await proxy.close();
   }
 });
+
+Deno.test("malformed: a request head cut short by shutdown still gets its one record", async () => {
+  const proxy = await startTestProxy({
+    rules: { "ok.test": "allow-domain" },
+    shutdownGraceMs: 200,
+  });
+  const slow = await RawClient.connect(proxy.port);
+  const closer = await RawClient.connect(proxy.port);
+  const idle = await RawClient.connect(proxy.port);
+  try {
+    await slow.send("GET http://ok.test/slow?token=SECRET1 HTTP/1.1\r\nHost: ok");
+    await closer.send("GET http://ok.test/closer HTTP/1.1\r\nHo");
+    await new Promise((r) => setTimeout(r, 100));
+    const closing = proxy.close();
+    closer.close(); // ends its half head while the proxy stops
+    await closing;
+    const recs = proxy.records;
+    assert.deepEqual(recs.map((r) => r.url).sort(), [
+      "http://ok.test/closer",
+      "http://ok.test/slow?token=SECRET1",
+    ]);
+    for (const r of recs) {
+      assert.deepEqual([r.decision, r.reason], ["error", "shutting down"], JSON.stringify(r));
+      assert.match(r.error!, /before the request head was complete/);
+    }
+  } finally {
+    slow.close();
+    idle.close();
+    await proxy.close();
+  }
+});
