@@ -482,14 +482,22 @@ export async function readLastRecords(
       opts.onBadLine?.({ file, line: 0, reason: `line longer than ${maxLine} bytes`, excerpt: "" });
       return;
     }
-    const line = decoder.decode(bytes);
+    takeLine(decoder.decode(bytes), file);
+  };
+
+  const takeLine = (line: string, file: string): void => {
     if (line.length === 0 || line === "\r") return;
     let rec: AccessRecord;
     try {
       rec = parseRecordLine(line);
     } catch (e) {
+      // A crash may glue a cut line to the next whole one: keep the whole
+      // one, as the forward reader does.
+      const glued = line.lastIndexOf(TIME_PREFIX);
+      const cut = glued > 0 ? line.slice(0, glued) : line;
       badLines++;
-      opts.onBadLine?.({ file, line: 0, reason: (e as Error).message, excerpt: excerpt(line) });
+      opts.onBadLine?.({ file, line: 0, reason: (e as Error).message, excerpt: excerpt(cut) });
+      if (glued > 0) takeLine(line.slice(glued), file);
       return;
     }
     if (Date.parse(rec.time) < sinceMs) {

@@ -120,6 +120,10 @@ Deno.test("reader: a cut line glued to the next whole one loses only the cut one
     const { recs, bad } = await collect(path);
     assert.deepEqual(recs.map((r) => r.bytesDown), [2]);
     assert.equal(bad.length, 1);
+    // Read backwards (stats --last) too.
+    const last = await readLastRecords(path, 10);
+    assert.deepEqual(last.records.map((r) => r.bytesDown), [2]);
+    assert.equal(last.badLines, 1);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
