@@ -12,6 +12,7 @@ import {
   describeIoError,
   makeRule,
   parseRules,
+  readTextLimited,
   type RequestTarget,
   RuleError,
   RulesFileError,
@@ -295,8 +296,7 @@ function displayName(file: string): string {
 
 async function readInput(file: string, verb: string): Promise<string> {
   try {
-    if (file === "-") return await new Response(Deno.stdin.readable).text();
-    return await Deno.readTextFile(file);
+    return await readTextLimited(file === "-" ? Deno.stdin.readable : file);
   } catch (e) {
     throw new RulesFileError(displayName(file), [], verb, e);
   }

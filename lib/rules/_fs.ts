@@ -61,3 +61,46 @@ async function syncDir(dir: string): Promise<void> {
     }
   } catch { /* not supported here: the rename is still atomic */ }
 }
+
+/** The largest rules file read, bytes: far above any real one, and it bounds a hostile or endless input (`/dev/zero`). */
+export const MAX_RULES_FILE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Reads a rules text from a file path or a stream, as `Deno.readTextFile`
+ * would (UTF-8, invalid bytes replaced, a BOM kept), but at most `maxBytes`.
+ *
+ * @throws {RangeError} `larger than 64 MiB ...` beyond `maxBytes`; the
+ *   file-system errors of `Deno.open` (NotFound, ...) for a path.
+ */
+export async function readTextLimited(
+  source: string | ReadableStream<Uint8Array>,
+  maxBytes = MAX_RULES_FILE_BYTES,
+): Promise<string> {
+  const file = typeof source === "string" ? await Deno.open(source, { read: true }) : undefined;
+  const reader = (file ? file.readable : source as ReadableStream<Uint8Array>).getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  try {
+    while (true) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.length;
+      if (size > maxBytes) {
+        throw new RangeError(
+          `larger than ${maxBytes / (1024 * 1024)} MiB, the most a rules file may be`,
+        );
+      }
+      chunks.push(value);
+    }
+  } finally {
+    // Cancelling also closes the file (its readable owns it).
+    await reader.cancel().catch(() => {});
+  }
+  const bytes = new Uint8Array(size);
+  let off = 0;
+  for (const c of chunks) {
+    bytes.set(c, off);
+    off += c.length;
+  }
+  return new TextDecoder("utf-8", { ignoreBOM: true }).decode(bytes);
+}

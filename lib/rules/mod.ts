@@ -29,7 +29,7 @@ export {
 export { ACTION_LIST, makeRule, RuleSet } from "./rule_set.ts";
 export type { RuleWarning } from "./rule_set.ts";
 export { DenyRuleKeptError, RulesStore } from "./store.ts";
-export { writeFileAtomic } from "./_fs.ts";
+export { MAX_RULES_FILE_BYTES, readTextLimited, writeFileAtomic } from "./_fs.ts";
 export type {
   AddOptions,
   AddResult,

@@ -7,7 +7,7 @@
 import { basename, dirname } from "node:path";
 import { appendProperty, removeProperty, replaceProperty, replaceValue } from "./_edit.ts";
 import { withFileLock } from "../file_lock.ts";
-import { writeFileAtomic } from "./_fs.ts";
+import { readTextLimited, writeFileAtomic } from "./_fs.ts";
 import { describeIoError, RuleError, RulesFileError } from "./errors.ts";
 import { type ParsedRulesText, parseRulesText, type RuleEntry } from "./parse.ts";
 import { parsePattern, patternIdentity } from "./pattern.ts";
@@ -560,7 +560,7 @@ export class RulesStore {
   /** The file's text, or null when it does not exist. */
   async #read(): Promise<string | null> {
     try {
-      return await Deno.readTextFile(this.path);
+      return await readTextLimited(this.path);
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) return null;
       throw new RulesFileError(this.path, [], "read", e);

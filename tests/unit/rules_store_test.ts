@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
+  readTextLimited,
   RuleError,
   type RuleSet,
   RulesFileError,
@@ -96,6 +97,27 @@ Deno.test("load: an unreadable path is a RulesFileError without a stack in the m
       assert.equal(e.message, `Cannot read rules "${dir}": is a directory`);
       return true;
     });
+  });
+});
+
+Deno.test("load: an endless or oversized file is refused, not read into memory", async () => {
+  const store = new RulesStore("/dev/zero");
+  await assert.rejects(store.load(), (e: unknown) => {
+    assert.ok(e instanceof RulesFileError);
+    assert.equal(
+      e.message,
+      'Cannot read rules "/dev/zero": larger than 64 MiB, the most a rules file may be',
+    );
+    return true;
+  });
+  await withTempDir(async (dir) => {
+    const path = join(dir, "r.json");
+    // Read as Deno.readTextFile reads: a BOM kept, invalid bytes replaced.
+    await Deno.writeFile(path, new Uint8Array([0xef, 0xbb, 0xbf, 0x7b, 0xff, 0x7d]));
+    assert.equal(await readTextLimited(path, 6), "\ufeff{\ufffd}");
+    await assert.rejects(readTextLimited(path, 5), RangeError);
+    const stream = new Blob(["{}", "\n"]).stream();
+    assert.equal(await readTextLimited(stream), "{}\n");
   });
 });
 
