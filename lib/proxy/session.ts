@@ -326,7 +326,9 @@ export class HttpSession implements Live {
     ex.url = url;
     checkHostHeader(head, target.scheme, target.host, target.port, true, tt ? "tunnel" : "URL");
     const framing = requestFraming(head);
-    const upgrade = websocketUpgrade(head);
+    // A WebSocket handshake has no body: an Upgrade with one is forwarded as
+    // a plain request (closed after its answer, see upstreamRequestHead).
+    const upgrade = carriesBody(framing) ? undefined : websocketUpgrade(head);
 
     const decision = await this.decide(head, target, url);
     ex.decided(decision);
@@ -987,6 +989,11 @@ function upstreamRequestHead(
   if (framing.kind === "length") s += `Content-Length: ${framing.length}\r\n`;
   else if (framing.kind === "chunked") s += "Transfer-Encoding: chunked\r\n";
   if (upgrade !== undefined) s += `Connection: Upgrade\r\nUpgrade: ${upgrade}\r\n`;
+  // A connection that carried a body is never reused, and the server must
+  // not read anything after it either: one that ignores the body (a GET's,
+  // a 405 or 417 answered without reading it) would read the body as a
+  // request of its own, one nobody decided ("CL.0" smuggling).
+  else if (carriesBody(framing)) s += "Connection: close\r\n";
   return latin1Encode(s + "\r\n");
 }
 

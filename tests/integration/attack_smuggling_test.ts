@@ -14,7 +14,7 @@ import {
   startAttackEnv,
   startRecordingOrigin,
 } from "../_helpers/attack.ts";
-import { startDnsServer } from "../_helpers/origin.ts";
+import { startDnsServer, startRawOrigin } from "../_helpers/origin.ts";
 import { RawClient, startTestProxy } from "../_helpers/proxy.ts";
 
 /** `{A}` allowed.test:P, `{D}` denied.test:P; the smuggled request always asks for /smuggled. */
@@ -516,6 +516,96 @@ Deno.test("attack smuggling: Content-Length plus Transfer-Encoding from the orig
       !a.rest.includes("smuggled"),
       `the origin's extra response leaked to the client: ${a.rest}`,
     );
+  } finally {
+    await proxy.close();
+    await origin.close();
+    await dns.close();
+  }
+});
+
+/**
+ * An origin that never reads request bodies (a "CL.0" server: Python's
+ * http.server for a GET, a static handler answering 405, a 417 to
+ * `Expect: 100-continue`): it reads the next request from where the head
+ * ended, honouring only `Connection: close`. Records each request line.
+ */
+function startBodyIgnoringOrigin() {
+  const lines: string[] = [];
+  const origin = startRawOrigin(async (conn) => {
+    const buf = new Uint8Array(65536);
+    let data = "";
+    const deadline = setTimeout(() => conn.close(), 10_000);
+    try {
+      while (true) {
+        let end: number;
+        while ((end = data.indexOf("\r\n\r\n")) < 0) {
+          const n = await conn.read(buf).catch(() => null);
+          if (n === null) return;
+          data += String.fromCharCode(...buf.subarray(0, n));
+        }
+        const head = data.slice(0, end);
+        data = data.slice(end + 4);
+        lines.push(head.split("\r\n")[0]);
+        await conn.write(latin1("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")).catch(() => 0);
+        if (/^connection:[^\r]*\bclose\b/im.test(head)) return;
+      }
+    } finally {
+      clearTimeout(deadline);
+    }
+  });
+  return { ...origin, lines };
+}
+
+Deno.test("attack smuggling: an origin that ignores request bodies never reads one as a request", async (t) => {
+  const dns = await startDnsServer({});
+  const origin = startBodyIgnoringOrigin();
+  const p = origin.port;
+  const A = `raw.test:${p}`;
+  const proxy = await startTestProxy({
+    // Only /public is allowed: everything else on the host is denied.
+    rules: { [`http://${A}/public`]: "allow-url" },
+    nameServer: dns.nameServer,
+    resolve: [["raw.test", p, "127.0.0.1"]],
+    responseTimeoutMs: 3000,
+  });
+  const smuggled = `DELETE /admin HTTP/1.1\r\nHost: other.test\r\n\r\n`;
+  const chunk = smuggled.length.toString(16);
+  const cases: [string, string][] = [
+    [
+      "GET with a Content-Length body",
+      `GET http://${A}/public HTTP/1.1\r\nHost: ${A}\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`,
+    ],
+    [
+      "POST with a Content-Length body",
+      `POST http://${A}/public HTTP/1.1\r\nHost: ${A}\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`,
+    ],
+    [
+      "chunked body",
+      `POST http://${A}/public HTTP/1.1\r\nHost: ${A}\r\nTransfer-Encoding: chunked\r\n\r\n${chunk}\r\n${smuggled}\r\n0\r\n\r\n`,
+    ],
+    [
+      "WebSocket upgrade with a body",
+      `GET http://${A}/public HTTP/1.1\r\nHost: ${A}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`,
+    ],
+  ];
+  try {
+    for (const [name, req] of cases) {
+      await t.step(name, async () => {
+        const before = proxy.records.length;
+        const seen = origin.lines.length;
+        const a = await attempt(proxy.port, req, { closeMs: 1500 });
+        assert.equal(a.responses[0].status, 200, name);
+        const [rec] = await newRecords(proxy, before, 1);
+        assert.equal(rec.decision, "allow");
+        // Give a smuggled request time to arrive.
+        await new Promise((r) => setTimeout(r, 300));
+        assert.deepEqual(
+          origin.lines.slice(seen).map((l) => l.split(" ").slice(0, 2).join(" ")),
+          [`${req.split(" ")[0]} /public`],
+          `${name}: the origin read a request nobody decided`,
+        );
+      });
+    }
   } finally {
     await proxy.close();
     await origin.close();
