@@ -623,6 +623,14 @@ export class HttpSession implements Live {
         closeQuietly(up.conn);
         throw new UpstreamError(`${key} switched protocols without being asked to`);
       }
+      // Only a real WebSocket handshake opens the relay: a 101 from a server
+      // that did not switch (one that reflects a status, say) would give the
+      // client a raw pipe to its HTTP parser, for requests nobody decided.
+      const bad = await badWebSocketHandshake(head, res);
+      if (bad !== undefined) {
+        closeQuietly(up.conn);
+        throw new UpstreamError(`${key} answered 101 without a valid WebSocket handshake: ${bad}`);
+      }
       await this.#relayUpgrade(head, res, up, ex);
       return false;
     }
@@ -1033,6 +1041,36 @@ function clientResponseHead(
 function websocketUpgrade(head: RequestHead): string | undefined {
   const up = upgradeRequested(head);
   return up !== undefined && up.trim().toLowerCase() === "websocket" ? up.trim() : undefined;
+}
+
+/** RFC 6455 4.2.2: the value the server hashes with the client's key. */
+const WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/**
+ * Why a 101 answer to a WebSocket upgrade is not the server's side of a
+ * WebSocket handshake (RFC 6455 4.1: `Upgrade: websocket` and the
+ * `Sec-WebSocket-Accept` its key asks for), or undefined when it is.
+ */
+async function badWebSocketHandshake(
+  head: RequestHead,
+  res: ResponseHead,
+): Promise<string | undefined> {
+  const up = res.headers.getAll("upgrade");
+  if (up.length !== 1 || up[0].trim().toLowerCase() !== "websocket") {
+    return `Upgrade ${quote(up.join(", "))}`;
+  }
+  const keys = head.headers.getAll("sec-websocket-key");
+  if (keys.length !== 1) return "the request had no single Sec-WebSocket-Key";
+  const digest = await crypto.subtle.digest(
+    "SHA-1",
+    new TextEncoder().encode(keys[0].trim() + WEBSOCKET_GUID),
+  );
+  const expected = btoa(String.fromCharCode(...new Uint8Array(digest)));
+  const accept = res.headers.getAll("sec-websocket-accept");
+  if (accept.length !== 1 || accept[0].trim() !== expected) {
+    return `Sec-WebSocket-Accept ${quote(accept.join(", "))}, expected ${expected}`;
+  }
+  return undefined;
 }
 
 function carriesBody(framing: BodyFraming): boolean {

@@ -5,7 +5,9 @@
  */
 
 import assert from "node:assert/strict";
-import { attempt, newRecords, seenPaths, startAttackEnv } from "../_helpers/attack.ts";
+import { attempt, latin1, newRecords, seenPaths, startAttackEnv } from "../_helpers/attack.ts";
+import { startDnsServer, startRawOrigin } from "../_helpers/origin.ts";
+import { RawClient, startTestProxy } from "../_helpers/proxy.ts";
 
 Deno.test("attack headers: proxy credentials and hop-by-hop fields are not forwarded", async (t) => {
   const env = await startAttackEnv();
@@ -139,5 +141,88 @@ Deno.test("attack headers: an Upgrade to a denied host is never relayed", async 
     });
   } finally {
     await env.close();
+  }
+});
+
+Deno.test("attack headers: a 101 that is not a WebSocket handshake opens no relay", async (t) => {
+  // An origin that answers 101 without switching (a status it reflects, a
+  // broken handler) would leave the client a raw pipe to its HTTP parser:
+  // every request sent through it reaches the origin undecided.
+  const answers: Record<string, string> = {
+    "/bare": "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+    "/no-accept":
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+    "/wrong-accept":
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n",
+    "/other-protocol":
+      "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+  };
+  const seen: string[] = [];
+  const origin = startRawOrigin(async (conn) => {
+    let data = "";
+    const buf = new Uint8Array(65536);
+    const deadline = setTimeout(() => conn.close(), 10_000);
+    try {
+      while (true) {
+        let end: number;
+        while ((end = data.indexOf("\r\n\r\n")) < 0) {
+          const n = await conn.read(buf).catch(() => null);
+          if (n === null) return;
+          data += String.fromCharCode(...buf.subarray(0, n));
+        }
+        const line = data.slice(0, data.indexOf("\r\n"));
+        data = data.slice(end + 4);
+        seen.push(line);
+        const path = line.split(" ")[1];
+        const answer = answers[path] ?? "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        await conn.write(latin1(answer)).catch(() => 0);
+      }
+    } finally {
+      clearTimeout(deadline);
+    }
+  });
+  const p = origin.port;
+  const dns = await startDnsServer({});
+  const proxy = await startTestProxy({
+    rules: {
+      [`http://ws.test:${p}/bare`]: "allow-url",
+      [`http://ws.test:${p}/no-accept`]: "allow-url",
+      [`http://ws.test:${p}/wrong-accept`]: "allow-url",
+      [`http://ws.test:${p}/other-protocol`]: "allow-url",
+    },
+    nameServer: dns.nameServer,
+    resolve: [["ws.test", p, "127.0.0.1"]],
+  });
+  const ws =
+    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+    "Sec-WebSocket-Version: 13\r\n";
+  const undecided = "GET /admin HTTP/1.1\r\nHost: other.test\r\n\r\n";
+  try {
+    for (const path of Object.keys(answers)) {
+      await t.step(path, async () => {
+        const before = proxy.records.length;
+        const c = await RawClient.connect(proxy.port);
+        try {
+          await c.send(
+            `GET http://ws.test:${p}${path} HTTP/1.1\r\nHost: ws.test:${p}\r\n${ws}\r\n`,
+          );
+          const r = await c.response({ head: true });
+          // What a client would send through a relay it believes open.
+          await c.send(undecided).catch(() => {});
+          await c.readToEnd(1500);
+          assert.equal(r.status, 502, `${path}: ${r.statusLine}`);
+        } finally {
+          c.close();
+        }
+        const [rec] = await newRecords(proxy, before, 1);
+        assert.equal(rec.status, 502);
+        assert.match(rec.error ?? "", /WebSocket/);
+        assert.ok(!seen.some((l) => l.startsWith("GET /admin")), `${path}: ${seen.join(" | ")}`);
+      });
+    }
+  } finally {
+    await proxy.close();
+    await origin.close();
+    await dns.close();
   }
 });
