@@ -33,14 +33,18 @@ export interface ResolverOptions {
   map?: Map<string, string>;
   /** Ask this DNS server (A and AAAA) instead of the system resolver. */
   nameServer?: { ipAddr: string; port?: number };
+  /** The hosts file consulted before the system resolver. Default `/etc/hosts`. */
+  hostsFile?: string;
 }
 
 /** Resolves normalised hosts to the addresses the proxy will dial. */
 export class Resolver {
   readonly #map = new Map<string, string>();
   readonly #nameServer?: { ipAddr: string; port: number };
+  readonly #hostsFile: string;
 
   constructor(options: ResolverOptions = {}) {
+    this.#hostsFile = options.hostsFile ?? "/etc/hosts";
     for (const [key, value] of options.map ?? []) {
       const { host, port } = splitKey(key);
       this.#map.set(`${host}:${port}`, addressForDial(value));
@@ -69,7 +73,9 @@ export class Resolver {
     if (isLocalhostName(host)) {
       return [{ address: "127.0.0.1", trusted: false }, { address: "::1", trusted: false }];
     }
-    const addresses = this.#nameServer ? await this.#viaNameServer(host) : await viaSystem(host);
+    const addresses = this.#nameServer
+      ? await this.#viaNameServer(host)
+      : await hostsFileAddresses(this.#hostsFile, host) ?? await viaSystem(host);
     if (addresses.length === 0) throw new DnsError(host, "no addresses");
     const usable = addresses.flatMap((a) => {
       const address = dialableAnswer(a);
@@ -84,8 +90,8 @@ export class Resolver {
   async #viaNameServer(host: string): Promise<string[]> {
     const opts = { nameServer: this.#nameServer! };
     const [a, aaaa] = await Promise.allSettled([
-      Deno.resolveDns(host, "A", opts),
-      Deno.resolveDns(host, "AAAA", opts),
+      Deno.resolveDns(`${host}.`, "A", opts),
+      Deno.resolveDns(`${host}.`, "AAAA", opts),
     ]);
     const out = [
       ...(a.status === "fulfilled" ? a.value : []),
@@ -98,17 +104,53 @@ export class Resolver {
   }
 }
 
+/**
+ * The system resolver, asked for the name as written: the trailing dot makes
+ * it absolute, so the search domains of /etc/resolv.conf never turn `secret`
+ * (decided as `secret`) into `secret.corp.example` (which a rule may deny).
+ * The dot also hides /etc/hosts from glibc, which `hostsFileAddresses` reads
+ * first instead (as Squid does, with its `dns_defnames off` default).
+ */
 async function viaSystem(host: string): Promise<string[]> {
   try {
-    const list = await lookup(host, { all: true, verbatim: true });
+    const list = await lookup(`${host}.`, { all: true, verbatim: true });
     return list.map((e) => e.address);
   } catch (e) {
     const code = (e as { code?: string }).code;
-    throw new DnsError(
-      host,
-      code === "ENOTFOUND" ? "no such host" : code ? code : errorText(e),
-    );
+    const detail = code === "ENOTFOUND"
+      ? "no such host" +
+        (host.includes(".") ? "" : " (netmonitor looks names up as written, without the " +
+          "search domains of /etc/resolv.conf: use the full name)")
+      : code
+      ? code
+      : errorText(e);
+    throw new DnsError(host, detail);
   }
+}
+
+/**
+ * The addresses a hosts file gives `host` (exact name, any case), or
+ * undefined when it names none or cannot be read.
+ */
+export async function hostsFileAddresses(
+  path: string,
+  host: string,
+): Promise<string[] | undefined> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch {
+    return undefined;
+  }
+  const out: string[] = [];
+  for (const line of text.split("\n")) {
+    const fields = line.replace(/#.*/, "").trim().split(/\s+/);
+    if (fields.length < 2) continue;
+    if (fields.slice(1).some((name) => name.toLowerCase().replace(/\.$/, "") === host)) {
+      out.push(fields[0]);
+    }
+  }
+  return out.length > 0 ? out : undefined;
 }
 
 function errorText(e: unknown): string {
