@@ -120,8 +120,12 @@ const HOP_BY_HOP = new Set([
   "content-length",
 ]);
 
-/** For requests the proxy also writes Host itself (from the URL). */
-const HOP_BY_HOP_REQUEST = new Set([...HOP_BY_HOP, "host"]);
+/**
+ * For requests the proxy also writes Host itself (from the URL), and drops
+ * the fields that make some servers (IIS's URL Rewrite, Symfony, Zend) serve
+ * another path than the request line's: a URL rule decided that path.
+ */
+const HOP_BY_HOP_REQUEST = new Set([...HOP_BY_HOP, "host", "x-original-url", "x-rewrite-url"]);
 
 /**
  * Fields a `Connection` header may not remove: the proxy sets them itself,

@@ -52,6 +52,13 @@ Deno.test("attack headers: proxy credentials and hop-by-hop fields are not forwa
         assert.ok(!(n in h), `${n} forwarded: ${JSON.stringify(h)}`);
       }
     });
+    await t.step(
+      "path overrides some servers route on (X-Original-URL, X-Rewrite-URL)",
+      async () => {
+        const h = await echo("X-Original-URL: /admin\r\nx-rewrite-url: /admin\r\n");
+        assert.ok(!("x-original-url" in h) && !("x-rewrite-url" in h), JSON.stringify(h));
+      },
+    );
     await t.step("Connection cannot strip the proxy's own framing or Host", async () => {
       const a = await attempt(
         env.proxy.port,
