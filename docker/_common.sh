@@ -129,6 +129,22 @@ nm_require_docker() {
   fi
 }
 
+# nm_ensure_image IMAGE POLICY: makes sure IMAGE is here before anything is set up, pulling it
+# (with docker's progress on stderr) when POLICY (missing, always, never) says so. Exits 1 when
+# it cannot be had: a missing image must not first cost a network, a proxy and firewall rules.
+nm_ensure_image() {
+  local image=$1 policy=$2
+  if [ "$policy" != always ] && docker image inspect "$image" >/dev/null 2>&1; then
+    return 0
+  fi
+  if [ "$policy" = never ]; then
+    nm_die "image $image is not here, and --pull never (NETMONITOR_PULL) forbids pulling it: pull, build or load it first (docker pull $image), or choose another with --image"
+  fi
+  nm_info "pulling image $image"
+  docker pull "$image" >&2 ||
+    nm_die "cannot pull image $image (docker's reason above): check the name, or pull, build or load it first, or choose another with --image"
+}
+
 # True when a TCP connection to $1:$2 succeeds within a second.
 nm_port_open() {
   # shellcheck disable=SC2016  # expanded by the inner bash

@@ -120,6 +120,10 @@ nm_check_pull "$pull"
 [ -n "$name" ] || name="netmonitor-$(date +%s)-$$"
 
 nm_require_docker
+# The image before the network, the firewall and the proxy. Pulled here, once and visibly (the
+# CA probe below would pull it silently, and `docker run` again with --pull always).
+nm_ensure_image "$image" "$pull"
+pull=missing
 nm_resolve_cmd
 data_dir=$(nm_data_dir)
 nm_private_dir "$data_dir"

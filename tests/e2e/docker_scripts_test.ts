@@ -216,3 +216,32 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "docker: run-monitored.sh checks the image before it sets up a network or a proxy",
+  ignore: unavailable !== null,
+  async fn() {
+    const name = uniqueName("noimage");
+    const network = uniqueName("noimage-net");
+    const dataDir = await Deno.makeTempDir({ prefix: "nm-noimage-" });
+    try {
+      const image = `${TEST_IMAGE.split(":")[0]}:no-such-tag-${Deno.pid}`;
+      const res = await runScript(
+        "run-monitored.sh",
+        ["--name", name, "--network", network, "--pull", "never", image, "true"],
+        scriptEnv(dataDir),
+      );
+      assert.equal(res.code, 1, res.stderr);
+      assert.match(res.stderr, /image \S+no-such-tag\S* is not here.*--pull never/);
+      // Nothing was set up first: no network, no proxy started, no proxy output file.
+      assert.doesNotMatch(res.stderr, /created internal network|starting the proxy/);
+      const net = await exec("docker", ["network", "inspect", network]);
+      assert.notEqual(net.code, 0, "the network must not have been created");
+      const left = [...Deno.readDirSync(dataDir)].map((e) => e.name);
+      assert.deepEqual(left.filter((n) => n.startsWith("netmonitor-proxy-")), []);
+    } finally {
+      await dockerCleanup([name], [network]);
+      await Deno.remove(dataDir, { recursive: true });
+    }
+  },
+});
