@@ -340,7 +340,7 @@ class Menu {
     for (;;) {
       const name = await this.ask("Export to file (empty to cancel): ");
       if (name === "") return this.say("Cancelled.");
-      const target = resolve(this.cwd, name);
+      const target = filePath(this.cwd, name);
       if (target === resolve(this.paths.rulesFile)) {
         this.problem("That is the rules file itself. Choose another name.");
         continue;
@@ -386,7 +386,7 @@ class Menu {
     for (;;) {
       const name = await this.ask("Import from file (empty to cancel): ");
       if (name === "") return this.say("Cancelled.");
-      source = resolve(this.cwd, name);
+      source = filePath(this.cwd, name);
       let text: string;
       try {
         text = await Deno.readTextFile(source);
@@ -444,6 +444,16 @@ class Menu {
     await this.#store.replaceAll([]);
     this.done(`Cleared ${rules.length} rule${rules.length === 1 ? "" : "s"}.`);
   }
+}
+
+/**
+ * A file name typed at the menu, as a shell would read it: relative to `cwd`,
+ * and `~` or `~/...` in the home folder (no shell sees what the menu reads).
+ */
+export function filePath(cwd: string, name: string): string {
+  const home = Deno.env.get("HOME");
+  if (home && (name === "~" || name.startsWith("~/"))) return resolve(home, name.slice(2));
+  return resolve(cwd, name);
 }
 
 /**

@@ -255,3 +255,25 @@ Deno.test("manage: a broken rules file is reported, never overwritten, and the m
     assert.match(out, /Bye\./);
   }, (dir) => Deno.writeTextFile(join(dir, "network-rules.json"), broken));
 });
+
+Deno.test("manage: 6 and 7 read ~/ in a file name as the home folder, as a shell would", async () => {
+  const home = await Deno.makeTempDir({ prefix: "nm-manage-home-" });
+  const saved = Deno.env.get("HOME");
+  Deno.env.set("HOME", home);
+  try {
+    await withDrive(
+      ["6", "~/backup.json", "7", "~/backup.json", "m", "9"],
+      async ({ out }) => {
+        assert.doesNotMatch(out, /does not exist|Cannot import/);
+        assert.match(out, /✓ Exported 3 rules to .*nm-manage-home-[^/]*\/backup\.json/);
+        assert.equal(await Deno.readTextFile(join(home, "backup.json")), RULES);
+        assert.match(out, /✓ Imported: 0 added, 0 updated, 3 unchanged\./);
+      },
+      withRules,
+    );
+  } finally {
+    if (saved === undefined) Deno.env.delete("HOME");
+    else Deno.env.set("HOME", saved);
+    await Deno.remove(home, { recursive: true });
+  }
+});
