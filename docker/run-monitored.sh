@@ -302,7 +302,7 @@ cleanup() {
   if [ -n "$pid" ]; then
     if [ "$pid_keep" = 1 ]; then
       # Its process group: with the npx fallback, $pid is npm, which does not pass SIGTERM on.
-      nm_info "the proxy keeps running (pid $pid, --keep-proxy); stop it with: kill -- -$pid"
+      nm_info "the proxy keeps running (pid $pid, --keep-proxy); stop it with: kill -- -$pid. Port $port stays open to network $network (and the network stays, if this script made it) until a later run of this script finds the proxy gone and cleans up"
       proxy_up=1
     elif [ "$others" -gt 0 ]; then
       nm_info "the proxy keeps running (pid $pid): network $network is still in use (containers: $containers, other runs: $runs)"

@@ -569,3 +569,35 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "docker monitored: --keep-proxy says what stays, and a later run cleans up after it",
+  ignore: unavailable !== null,
+  sanitizeResources: false,
+  async fn() {
+    const m = await setupMonitored({ names: ["kept.test"], runArgs: ["--non-interactive"] });
+    const first = uniqueName("keep");
+    const second = uniqueName("keep-after");
+    try {
+      const kept = await runInMonitored(m, first, "echo first-ran", ["--keep-proxy"]);
+      assert.equal(kept.code, 0, kept.stdout + kept.stderr);
+      const said = kept.stderr.match(/the proxy keeps running \(pid (\d+), --keep-proxy\)[^\n]*/);
+      assert.ok(said, kept.stderr);
+      // What the user is told stays behind once they stop the proxy, and who removes it.
+      assert.match(said[0], new RegExp(`stays open to network ${m.network}`));
+      assert.match(said[0], /until a later run of this script finds the proxy gone/);
+      assert.equal((await exec("docker", ["network", "inspect", m.network])).code, 0);
+      // Stopped as told: the network stays until the next run, which takes it all down.
+      await exec("kill", ["-TERM", "--", `-${said[1]}`]);
+      for (let i = 0; i < 50 && (await exec("kill", ["-0", said[1]])).code === 0; i++) {
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const after = await runInMonitored(m, second, "echo second-ran");
+      assert.equal(after.code, 0, after.stdout + after.stderr);
+      assert.match(after.stderr, new RegExp(`removed network ${m.network}`));
+      assert.notEqual((await exec("docker", ["network", "inspect", m.network])).code, 0);
+    } finally {
+      await m.cleanup([first, second]);
+    }
+  },
+});
