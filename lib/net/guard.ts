@@ -13,8 +13,12 @@
  * Cloud metadata endpoints outside link-local space (AWS fd00:ec2::/32,
  * Alibaba 100.100.100.200, Azure 168.63.129.16) are protected too.
  *
- * Private ranges (10/8, 172.16/12, 192.168/16, fc00::/7) are not protected:
- * development containers legitimately reach LAN and Docker services.
+ * So are the container networks of this host (the subnets of Docker's and
+ * Podman's bridges): through the proxy, a container must not reach the other
+ * containers that the network itself keeps it apart from.
+ *
+ * Other private addresses (10/8, 172.16/12, 192.168/16, fc00::/7) are not
+ * protected: development containers legitimately reach LAN services.
  *
  * @module
  */
@@ -30,7 +34,9 @@ export type ProtectedClass =
   /** The proxy's own listening address, or its port on this host (a loop). */
   | "proxy"
   /** Another address of one of this host's interfaces (docker0, eth0, ...). */
-  | "host";
+  | "host"
+  /** An address in one of this host's container networks (another container). */
+  | "container";
 
 /**
  * Cloud metadata and platform endpoints outside link-local space: they hand
@@ -57,6 +63,7 @@ export class DestinationRefusedError extends Error {
 function what(cls: ProtectedClass): string {
   if (cls === "proxy") return "is the proxy's own address";
   if (cls === "host") return "is an address of this host";
+  if (cls === "container") return "is in a container network of this host";
   return `is a ${cls === "metadata" ? "cloud metadata" : cls} address`;
 }
 
@@ -232,6 +239,16 @@ export interface DestinationGuardOptions {
    * @default {Deno.networkInterfaces() addresses}
    */
   interfaceAddresses?: string[] | (() => string[]);
+  /**
+   * The container networks of this host, as CIDRs (`172.17.0.1/16`): every
+   * address in them is protected as "container". Read with
+   * `interfaceAddresses`, on the same schedule.
+   *
+   * @default {the subnets of Deno.networkInterfaces()'s container bridges
+   *   (docker0, br-0123456789ab, podman0, cni-podman0), or none when
+   *   interfaceAddresses is given}
+   */
+  containerNetworks?: string[] | (() => string[]);
   /** How long a reading of the interface addresses is used, ms. @default {15000} */
   refreshMs?: number;
   /** The clock, for tests. @default {Date.now} */
@@ -254,10 +271,11 @@ export class DestinationGuard {
   /** The listen address's key (non-wildcard listen only). */
   readonly #listenKey: string | undefined;
   readonly #wildcard: boolean;
-  readonly #source: () => string[];
+  readonly #source: () => LocalNetworks;
   readonly #refreshMs: number;
   readonly #now: () => number;
   #local = new Set<string>();
+  #containerNets: Subnet[] = [];
   #readAt = -Infinity;
 
   constructor(options: DestinationGuardOptions = {}) {
@@ -267,11 +285,14 @@ export class DestinationGuard {
     this.#wildcard = listen !== undefined && classifyAddress(listen) === "unspecified";
     this.#listenKey = listen !== undefined && !this.#wildcard ? addressKey(listen) : undefined;
     const given = options.interfaceAddresses;
-    this.#source = typeof given === "function"
-      ? given
-      : given !== undefined
-      ? () => given
-      : localInterfaceAddresses;
+    const nets = options.containerNetworks;
+    const list = <T>(v: T[] | (() => T[]) | undefined) =>
+      typeof v === "function" ? v : () => v ?? [];
+    this.#source = given === undefined && nets === undefined
+      ? localNetworks
+      : given === undefined
+      ? () => ({ addresses: localNetworks().addresses, containerNets: list(nets)() })
+      : () => ({ addresses: list(given)(), containerNets: list(nets)() });
     this.#refreshMs = options.refreshMs ?? 15_000;
     this.#now = options.now ?? Date.now;
   }
@@ -285,18 +306,19 @@ export class DestinationGuard {
     const now = this.#now();
     if (now - this.#readAt < this.#refreshMs) return this.#local;
     this.#readAt = now;
-    let list: string[];
+    let read: LocalNetworks;
     try {
-      list = this.#source();
+      read = this.#source();
     } catch {
       return this.#local;
     }
     const keys = new Set<string>([addressKey("127.0.0.1")!, addressKey("::1")!]);
-    for (const a of list) {
+    for (const a of read.addresses) {
       const k = addressKey(a);
       if (k) keys.add(k);
     }
     this.#local = keys;
+    this.#containerNets = read.containerNets.flatMap((c) => parseSubnet(c) ?? []);
     return keys;
   }
 
@@ -327,7 +349,10 @@ export class DestinationGuard {
     if (!this.enabled || exempt) return undefined;
     if (cls !== undefined) return cls;
     if (listening || (local && this.#wildcard)) return "proxy";
-    return local ? "host" : undefined;
+    if (local) return "host";
+    const four = sixToFourKey(key);
+    const inNet = (n: Subnet) => inSubnet(key, n) || (four !== "" && inSubnet(four, n));
+    return this.#containerNets.some(inNet) ? "container" : undefined;
   }
 
   /** Like {@linkcode check}, throwing {@linkcode DestinationRefusedError}. */
@@ -337,7 +362,67 @@ export class DestinationGuard {
   }
 }
 
-/** Every address of every local interface; throws when they cannot be read. */
-function localInterfaceAddresses(): string[] {
-  return Deno.networkInterfaces().map((i) => i.address);
+/** This host's addresses, and the subnets of its container networks. */
+interface LocalNetworks {
+  addresses: string[];
+  /** CIDRs, `172.17.0.1/16`. */
+  containerNets: string[];
+}
+
+/**
+ * The bridges container engines make for their networks: Docker's default
+ * (docker0) and user networks (br- and 12 hex digits of the network id), and
+ * Podman's. A bridge named otherwise (`com.docker.network.bridge.name`) is not
+ * recognised.
+ */
+const CONTAINER_BRIDGE = /^(docker\d+|br-[0-9a-f]{12}|podman\d+|cni-podman\d+)$/;
+
+/** Every address of every local interface, and the container bridges' subnets; throws when they cannot be read. */
+function localNetworks(): LocalNetworks {
+  const list = Deno.networkInterfaces();
+  return {
+    addresses: list.map((i) => i.address),
+    containerNets: list.filter((i) => CONTAINER_BRIDGE.test(i.name)).map((i) => i.cidr),
+  };
+}
+
+/** A subnet as an address key prefix: the first `bits` bits of `bytes`. */
+interface Subnet {
+  v4: boolean;
+  bytes: Uint8Array;
+  bits: number;
+}
+
+/** Parses `a.b.c.d/n` or `x::y/n`; undefined for anything else (skipped, never widened). */
+export function parseSubnet(cidr: string): Subnet | undefined {
+  const slash = cidr.lastIndexOf("/");
+  if (slash < 0) return undefined;
+  const bits = Number(cidr.slice(slash + 1));
+  const key = addressKey(cidr.slice(0, slash));
+  if (key === undefined || !Number.isInteger(bits)) return undefined;
+  const v4 = key.startsWith("4:");
+  // A /0 or a mask wider than the address would cover everything: not a container network.
+  if (bits < 1 || bits > (v4 ? 32 : 128)) return undefined;
+  return { v4, bytes: keyBytes(key), bits };
+}
+
+/** True when the address with `key` (see {@linkcode addressKey}) lies in `net`. */
+function inSubnet(key: string, net: Subnet): boolean {
+  if (key.startsWith("4:") !== net.v4) return false;
+  const b = keyBytes(key);
+  const whole = net.bits >> 3;
+  for (let i = 0; i < whole; i++) if (b[i] !== net.bytes[i]) return false;
+  const rest = net.bits & 7;
+  if (rest === 0) return true;
+  const mask = (0xff << (8 - rest)) & 0xff;
+  return (b[whole] & mask) === (net.bytes[whole] & mask);
+}
+
+function keyBytes(key: string): Uint8Array {
+  if (key.startsWith("4:")) {
+    const n = Number(key.slice(2));
+    return new Uint8Array([n >>> 24, (n >>> 16) & 0xff, (n >>> 8) & 0xff, n & 0xff]);
+  }
+  const hex = key.slice(2);
+  return Uint8Array.from({ length: 16 }, (_, i) => parseInt(hex.slice(2 * i, 2 * i + 2), 16));
 }

@@ -93,9 +93,10 @@ Deno.test({
   ignore: unavailable !== null,
   sanitizeResources: false, // Deno.serve's TLS listener closes asynchronously after shutdown()
   async fn() {
+    // "*": allow, so that only destination protection keeps B from A through the proxy.
     const m = await setupMonitored({
       names: ["allowed.test"],
-      rules: { "allowed.test": "allow-domain" },
+      rules: { "allowed.test": "allow-domain", "*": "allow" },
     });
     const [nameA, nameB] = [uniqueName("icc-a"), uniqueName("icc-b")];
     const shared = `${m.dir}/shared`;
@@ -132,12 +133,19 @@ Deno.test({
         nameB,
         `curl --noproxy '*' -sS -m 3 http://${ipA}:5555/; echo "direct=$?"; ` +
           `nc -w 3 ${ipA} 5555 </dev/null; echo "tcp=$?"; ` +
+          `echo "proxy-to-a: $(curl -sS -m 10 http://${ipA}:5555/)"; ` +
           `echo "via-proxy: $(curl -sS -m 30 ${m.origins.url("http", "allowed.test", "/b")})"`,
       );
       assert.equal(b.code, 0, b.stdout + b.stderr);
-      assert.doesNotMatch(b.stdout, /served-by-a/, "B reached A directly");
+      assert.doesNotMatch(b.stdout, /served-by-a/, "B reached A (directly or through the proxy)");
       assert.notEqual(Number(/direct=(\d+)/.exec(b.stdout)?.[1]), 0, b.stdout);
       assert.notEqual(Number(/tcp=(\d+)/.exec(b.stdout)?.[1]), 0, b.stdout);
+      // Through the proxy, A is another container: refused even under "*": allow.
+      assert.match(
+        b.stdout,
+        /proxy-to-a: netmonitor denied[^]*is in a container network of this host/,
+        b.stdout,
+      );
       assert.match(b.stdout, /via-proxy: origin http allowed\.test(:\d+)? GET \/b/);
       // The network as the script made it: no inter-container communication, labelled with
       // the data dir.

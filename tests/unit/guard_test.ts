@@ -316,3 +316,54 @@ Deno.test("url: paths are normalised so rules see what is forwarded", () => {
   assert.equal(formatUrl("https", "a.test", 443, "/x"), "https://a.test/x");
   assert.equal(formatUrl("http", "[::1]", 8080, "/"), "http://[::1]:8080/");
 });
+
+Deno.test("guard: addresses in this host's container networks are protected as another container", () => {
+  const g = new DestinationGuard({
+    listenAddress: "127.0.0.1",
+    listenPort: 8080,
+    interfaceAddresses: ["172.17.0.1", "172.19.0.1", "192.0.2.2"],
+    containerNetworks: [
+      "172.17.0.1/16",
+      "172.19.0.1/20",
+      "fd00:c0::1/64",
+      "nonsense",
+      "10.0.0.1/0",
+    ],
+  });
+  assert.equal(g.check("172.17.0.1", 80, false), "host", "the gateway is this host");
+  assert.equal(g.check("172.17.0.2", 80, false), "container");
+  assert.equal(g.check("172.17.255.254", 80, false), "container");
+  assert.equal(g.check("172.19.15.9", 7777, false), "container", "a /20");
+  assert.equal(g.check("172.19.16.1", 7777, false), undefined, "just outside the /20");
+  assert.equal(g.check("::ffff:172.17.0.5", 80, false), "container", "an IPv6 spelling");
+  assert.equal(g.check("64:ff9b::172.17.0.5", 80, false), "container", "NAT64");
+  assert.equal(g.check("2002:ac11:5::1", 80, false), "container", "wrapped in 6to4");
+  assert.equal(g.check("fd00:c0::42", 80, false), "container", "an IPv6 container network");
+  assert.equal(g.check("fd00:c1::42", 80, false), undefined);
+  assert.equal(g.check("10.1.2.3", 80, false), undefined, "a /0 is never a container network");
+  assert.equal(g.check("192.0.2.3", 80, false), undefined, "eth0's LAN is not one");
+  assert.equal(g.check("172.17.0.2", 80, true), undefined, "an exact rule naming it may");
+  assert.throws(
+    () => g.assert("172.17.0.2", "172.17.0.2", 80, false),
+    /^DestinationRefusedError: destination protection: 172\.17\.0\.2 is in a container network of this host$/,
+  );
+});
+
+Deno.test("guard: by default the container networks are the container bridges' subnets", () => {
+  const bridges = Deno.networkInterfaces().filter((i) =>
+    /^(docker\d+|br-[0-9a-f]{12}|podman\d+|cni-podman\d+)$/.test(i.name) && i.family === "IPv4"
+  );
+  const g = new DestinationGuard({ listenAddress: "127.0.0.1", listenPort: 1 });
+  for (const b of bridges) {
+    // The gateway's neighbour: another container's address on that bridge.
+    const [a, b2, c, d] = b.address.split(".").map(Number);
+    const other = `${a}.${b2}.${c}.${d === 2 ? 3 : 2}`;
+    assert.equal(g.check(other, 80, false), "container", `${b.name} ${b.cidr}: ${other}`);
+  }
+  const lan = Deno.networkInterfaces().filter((i) => i.name === "eth0" && i.family === "IPv4");
+  for (const i of lan) {
+    const [a, b2, c, d] = i.address.split(".").map(Number);
+    const other = `${a}.${b2}.${c}.${d === 2 ? 3 : 2}`;
+    assert.equal(g.check(other, 80, false), undefined, `${i.name} is not a container network`);
+  }
+});
