@@ -192,8 +192,8 @@ const QUERY_KEEP_ESCAPED = "&=+;#%";
 
 /**
  * Canonical form of a request target's path and query (the part after the
- * authority), used for both URL rules and requests. Paths are compared
- * case-sensitively, as servers do. The steps make every spelling that common
+ * authority), used for both URL rules and requests. It keeps the case of
+ * letters (deny URL rules also compare {@linkcode loosePath}). The steps make every spelling that common
  * servers treat as the same resource compare equal, so a `deny-url` cannot be
  * dodged with another spelling:
  *
@@ -237,6 +237,46 @@ export function slashesDecoded(raw: string): string | undefined {
   const path = end < 0 ? raw : raw.slice(0, end);
   if (!/%(?:2f|5c)/i.test(path)) return undefined;
   return path.replace(/%(?:2f|5c)/gi, "/") + (end < 0 ? "" : raw.slice(end));
+}
+
+/** Trailing dots and escaped white space of a segment (see {@linkcode loosePath}). */
+const TRAILING_DOTS_AND_SPACE = /(?:\.|%(?:09|0A|0B|0C|0D|20))+$/;
+
+/**
+ * The loosest reading of a canonical path (from {@linkcode canonicalPathQuery})
+ * that common servers other than nginx serve as one resource, for deny URL
+ * rules only (they may over-match; an allow never uses it):
+ *
+ * - a `;param` ends its segment (Tomcat, Jetty and Spring strip path
+ *   parameters before resolving dot segments, so `/x/..;/admin` is `/admin`
+ *   and `/admin;jsessionid=1` is `/admin`), and so does `%00` (C strings);
+ * - trailing dots and white space of a segment are dropped (Windows, IIS:
+ *   `/admin.` and `/admin%20` open `admin`; Spring's `trimTokens`);
+ * - dot segments are then resolved and runs of `/` merged again;
+ * - trailing slashes are dropped (Express, Rails, ASP.NET Core, Laravel and
+ *   older Spring route `/admin/` as `/admin`; Python's http.server serves the
+ *   file `admin` for `/admin%2F`);
+ * - letters are lower-cased (Express routes and IIS paths ignore case).
+ *
+ * Applying it again changes nothing.
+ */
+export function loosePath(path: string): string {
+  const segments = path.split("/").map((segment) => {
+    const end = segment.search(/;|%00/);
+    const s = end < 0 ? segment : segment.slice(0, end);
+    const trimmed = s.replace(TRAILING_DOTS_AND_SPACE, "");
+    // A segment of only dots stays a dot segment (`..%20` is `..`).
+    return trimmed === "" ? s.replace(/%(?:09|0A|0B|0C|0D|20)/g, "") : trimmed;
+  });
+  // Slashes merged before dot segments are resolved, as nginx and Tomcat do
+  // (`/a/;x/../b` is `/b`); the dot segments that stripping made (`..;` is
+  // `..`) are resolved by the URL parser. The path is canonical already, so
+  // the parser has nothing else to change. Never resolved against a base:
+  // `//admin` is a path here, not a host.
+  const joined = `/${segments.join("/")}`.replace(/\/{2,}/g, "/");
+  const resolved = new URL(`http://canonical.invalid${joined}`).pathname;
+  const noTrailing = resolved.length > 1 ? resolved.replace(/\/+$/, "") : resolved;
+  return (noTrailing === "" ? "/" : noTrailing).toLowerCase();
 }
 
 function normaliseEscapes(s: string, keep: string): string {

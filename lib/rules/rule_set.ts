@@ -9,6 +9,7 @@ import { RuleError } from "./errors.ts";
 import {
   canonicalPathQuery,
   forwardedPathQuery,
+  loosePath,
   type ParsedPattern,
   parsePattern,
   patternIdentity,
@@ -208,10 +209,14 @@ const ANY_QUERY = "\0any";
  *   `https://h/s?q=a%20b` does not allow `?q=a+b` (servers may treat those
  *   differently); such requests fall through to host rules or are asked about.
  *
- * Two deliberate widenings make a `deny` harder still to dodge:
+ * Deliberate widenings make a `deny` harder still to dodge:
  * - a deny URL rule without a query also denies that path with any query;
  * - a deny URL rule on the scheme's default port also denies the same URL
- *   over the other scheme on its default port (`https://h/x` denies `http://h/x`).
+ *   over the other scheme on its default port (`https://h/x` denies `http://h/x`);
+ * - last, a deny URL rule also matches when the `loosePath` of the path
+ *   matches its own: what servers other than nginx serve as that path
+ *   (`;params` and `..;` as Tomcat reads them, trailing slashes, dots and
+ *   white space, letter case).
  * A deny that matches exactly (same scheme, same canonical query) comes
  * first; then an allow that matches the forwarded form; then a widened deny.
  * (A deny and an allow that mean the same URL, the allow's forwarded form
@@ -246,6 +251,8 @@ export class RuleSet {
   #urlByIdentity = new Map<string, { exact?: string; allow?: string }>();
   /** Widened deny URL rules (see class doc) by urlKey, query ANY_QUERY for any query. */
   #urlDeny = new Map<string, Rule>();
+  /** Deny URL rules by urlKey of their `loosePath`, query ANY_QUERY for any query. */
+  #urlLoose = new Map<string, Rule>();
   /** `host:port` pairs that some URL rule names. */
   #urlHostPorts = new Set<string>();
   /** `host:port` pairs where a deny URL rule (or its widening) can match an https request. */
@@ -309,6 +316,7 @@ export class RuleSet {
               const k = urlKey(scheme, host, port, p, query ?? ANY_QUERY);
               if (!this.#urlDeny.has(k)) this.#urlDeny.set(k, rule);
             }
+            this.#noteLoose(scheme, host, port, path, query, rule);
             // An `http://` one too: its port's CONNECT tunnels could carry
             // plain HTTP after a token ClientHello unless they are decrypted.
             this.#noteHttpsDeny(host, port, rule);
@@ -325,11 +333,30 @@ export class RuleSet {
         const key = urlKey(other, host, DEFAULT_PORT[other], p, query ?? ANY_QUERY);
         if (!this.#urlDeny.has(key)) this.#urlDeny.set(key, rule);
       }
+      this.#noteLoose(other, host, DEFAULT_PORT[other], path, query, rule);
       this.#urlHostPorts.add(`${host}:${DEFAULT_PORT[other]}`);
       if (other === "https") {
         this.#httpsUrlRules.push({ rule, host, port: DEFAULT_PORT.https });
         this.#noteHttpsDeny(host, DEFAULT_PORT.https, rule);
       }
+    }
+  }
+
+  /**
+   * Indexes a deny URL rule by the `loosePath` of its path and of its
+   * slashed reading (the first rule for a key keeps it).
+   */
+  #noteLoose(
+    scheme: string,
+    host: string,
+    port: number,
+    path: string,
+    query: string | undefined,
+    rule: Rule,
+  ): void {
+    for (const p of [path, ...slashedPaths(path)]) {
+      const key = urlKey(scheme, host, port, loosePath(p), query ?? ANY_QUERY);
+      if (!this.#urlLoose.has(key)) this.#urlLoose.set(key, rule);
     }
   }
 
@@ -554,6 +581,16 @@ export class RuleSet {
       const denied = this.#urlDeny.get(urlKey(scheme, host, port, path, query ?? "")) ??
         this.#urlDeny.get(urlKey(scheme, host, port, path, ANY_QUERY));
       if (denied) return denied;
+    }
+    // Last, the loosest reading other servers have (`loosePath`: `;params`,
+    // trailing slashes and dots, letter case).
+    if (this.#urlLoose.size > 0) {
+      for (const { path, query } of readings) {
+        const loose = loosePath(path);
+        const denied = this.#urlLoose.get(urlKey(scheme, host, port, loose, query ?? "")) ??
+          this.#urlLoose.get(urlKey(scheme, host, port, loose, ANY_QUERY));
+        if (denied) return denied;
+      }
     }
     return undefined;
   }

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { makeRule, parseRules, type RequestTarget, RuleSet } from "../../lib/rules/mod.ts";
+import { canonicalPathQuery, loosePath } from "../../lib/rules/pattern.ts";
 
 const DATA = new URL("../testdata/rules/", import.meta.url);
 
@@ -182,9 +183,9 @@ Deno.test("URL rules: default ports, host case, exact path and query", () => {
     ["https://api.example.com/v1/items?id=2", "ask", undefined],
     ["https://api.example.com/v1/items", "ask", undefined],
     ["https://api.example.com/v1/items/", "ask", undefined],
-    // paths are case-sensitive
+    // a deny URL rule ignores letter case (Express routes, IIS paths do)
     ["https://api.example.com/v1/Admin", "deny", "https://api.example.com/v1/Admin"],
-    ["https://api.example.com/v1/admin", "ask", undefined],
+    ["https://api.example.com/v1/admin", "deny", "https://api.example.com/v1/Admin"],
     // explicit non-default port
     ["http://api.example.com:8080/x", "allow", "http://api.example.com:8080/x"],
     ["http://api.example.com/x", "ask", undefined],
@@ -216,13 +217,13 @@ Deno.test("URL rules: a deny-url cannot be dodged by another spelling", () => {
     ["https://github.com/api/x//../sensitive", "deny", deny],
     ["https://github.com/api\\sensitive", "deny", deny],
     ["https://github.com/api/%73ensitive", "deny", deny],
-    ["https://github.com/%61pi/SENSITIVE", "allow", "github.com"], // case matters in paths
+    ["https://github.com/%61pi/SENSITIVE", "deny", deny], // case-insensitive servers
     ["https://github.com/api/sensitive?", "deny", deny],
     ["https://github.com/api/sensitive#frag", "deny", deny],
     ["https://github.com/api/sensitive?any=thing", "deny", deny],
     ["http://github.com/api/sensitive", "deny", deny],
     ["https://GITHUB.com./api/sensitive", "deny", deny],
-    ["https://github.com/api/sensitive/", "allow", "github.com"], // another resource
+    ["https://github.com/api/sensitive/", "deny", deny], // a trailing slash: Express, Rails
     ["https://github.com/api/sensitive2", "allow", "github.com"],
     // nginx decodes %2F (and %5C) before merging slashes and resolving dot segments.
     ["https://github.com/api%2Fsensitive", "deny", deny],
@@ -233,6 +234,74 @@ Deno.test("URL rules: a deny-url cannot be dodged by another spelling", () => {
     ["https://github.com/api%2Fsensitive2", "allow", "github.com"],
     ["https://github.com/api/sensitive2?x=%2Fapi%2Fsensitive", "allow", "github.com"], // query: no
   ]);
+});
+
+Deno.test("URL rules: a deny-url also matches what servers other than nginx serve as it", () => {
+  const rules = ruleSet({
+    "h.test": "allow",
+    "https://h.test/manager/html": "deny",
+    "https://h.test/Dir/": "deny",
+    "https://h.test/api?x=1": "deny",
+    "https://h.test/api?x=1&safe": "allow",
+  });
+  const deny = "https://h.test/manager/html";
+  check(rules, [
+    // Tomcat, Jetty, Spring: path parameters end a segment, before `..` is resolved.
+    ["https://h.test/manager/html;jsessionid=1", "deny", deny],
+    ["https://h.test/manager;x/html", "deny", deny],
+    ["https://h.test/x/..;/manager/html", "deny", deny],
+    ["https://h.test/x/..;x/manager/html", "deny", deny],
+    ["https://h.test/a/b/..;/..;/manager/html", "deny", deny],
+    ["https://h.test/x/..%3B/manager/html", "deny", deny], // %3B is ; (an over-match)
+    ["https://h.test/manager/html%00.jsp", "deny", deny],
+    // Trailing slashes (Express, Rails, ASP.NET Core; Python's http.server for %2F).
+    ["https://h.test/manager/html/", "deny", deny],
+    ["https://h.test/manager/html%2F", "deny", deny],
+    ["https://h.test/manager/html%2F.", "deny", deny],
+    ["https://h.test/manager/html//", "deny", deny],
+    ["https://h.test/Dir", "deny", "https://h.test/Dir/"],
+    // Letter case (Express, IIS), trailing dots and white space (Windows, IIS).
+    ["https://h.test/MANAGER/Html", "deny", deny],
+    ["https://h.test/dir/", "deny", "https://h.test/Dir/"],
+    ["https://h.test/manager/html.", "deny", deny],
+    ["https://h.test/manager/html%20", "deny", deny],
+    ["https://h.test/manager./html%09", "deny", deny],
+    ["https://h.test/x/..%20/manager/html", "deny", deny],
+    // The query is still compared as before; an exact allow still wins.
+    ["https://h.test/API/?x=1", "deny", "https://h.test/api?x=1"],
+    ["https://h.test/API/?x=2", "allow", "h.test"],
+    ["https://h.test/api?x=1&safe", "allow", "https://h.test/api?x=1&safe"],
+    ["https://h.test/API?x=1&safe", "allow", "h.test"],
+    // Other resources stay other resources.
+    ["https://h.test/manager/html2", "allow", "h.test"],
+    ["https://h.test/manager/html/x", "allow", "h.test"],
+    ["https://h.test/manager/.html", "allow", "h.test"],
+    ["https://h.test/manager/ht;ml", "allow", "h.test"],
+    ["https://h.test/x/...;/manager/html", "allow", "h.test"],
+  ]);
+  // Plain http on port 80 too, and in the reading with %2F decoded.
+  check(rules, [
+    ["http://h.test/Manager/HTML/", "deny", deny],
+    ["http://h.test/x%2F..;%2Fmanager/html", "deny", deny],
+  ]);
+  // An allow URL rule stays exact.
+  const allow = ruleSet({ "https://h.test/a": "allow-url" });
+  check(allow, [
+    ["https://h.test/a", "allow", "https://h.test/a"],
+    ["https://h.test/A", "ask", undefined],
+    ["https://h.test/a/", "ask", undefined],
+    ["https://h.test/a;x", "ask", undefined],
+  ]);
+});
+
+Deno.test("URL rules: loosePath is idempotent and keeps a path a path", () => {
+  for (const p of ["/;x/admin", "/..;/..;/a", "/a/.;/b", "/x/...;/a", "/%C3%A4/", "/", "/;x"]) {
+    const once = loosePath(canonicalPathQuery(p).path);
+    assert.equal(loosePath(once), once, p);
+    assert.ok(once.startsWith("/") && !once.startsWith("//"), `${p}: ${once}`);
+  }
+  assert.equal(loosePath("/;x/admin"), "/admin");
+  assert.equal(loosePath("//evil.test/Admin/"), "/evil.test/admin");
 });
 
 Deno.test("URL rules: percent-escapes compare canonically on both sides", () => {
@@ -365,7 +434,7 @@ Deno.test("URL rules: an allow matches only the URL as forwarded; a deny matches
     ["/a/b", "/a/b", "allow"],
     ["/a/b", "/a//b", "ask"],
     ["/a/b", "//a/b", "ask"],
-    ["/a/b", "/a/b/", "ask", "allow"], // another resource: the host rule decides
+    ["/a/b", "/a/b/", "ask"], // a deny ignores a trailing slash (Express, Rails, ...)
     ["/a/b", "/a/./b", "allow"], // forwarded as /a/b
     ["/a/b", "/a/x/../b", "allow"], // forwarded as /a/b
     ["/a/b", "/%61/b", "allow"], // unreserved escapes are decoded before forwarding
