@@ -513,6 +513,12 @@ else
   for arg in "${run_args[@]}"; do
     case $arg in --non-interactive | --prompt-via | --prompt-via=*) prompt_via=() ;; esac
   done
+  # Outputs of proxies that are gone (no pid file: they stopped, or a later run cleaned up after
+  # them), kept for a look after they stopped; each new network has a new gateway, so they
+  # would pile up.
+  for old_out in "$data_dir"/netmonitor-proxy-*.out; do
+    [ -f "$old_out" ] && [ ! -e "${old_out%.out}.pid" ] && rm -f -- "$old_out"
+  done
   # A new file (removed, then created exclusively): never written through a symlink.
   out_fd=""
   rm -f -- "$proxy_out"

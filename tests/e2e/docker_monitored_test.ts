@@ -145,6 +145,12 @@ Deno.test({
       runArgs: ["--prompt-timeout", "5s"],
     });
     const name = uniqueName("mon");
+    // A gone proxy's output from an earlier network (its pid file is gone), and a running one's.
+    const staleOut = `${m.dataDir}/netmonitor-proxy-172.31.250.1-${m.port}.out`;
+    const liveOut = `${m.dataDir}/netmonitor-proxy-172.31.251.1-${m.port}.out`;
+    await Deno.writeTextFile(staleOut, "Listening on http://172.31.250.1\n");
+    await Deno.writeTextFile(liveOut, "Listening on http://172.31.251.1\n");
+    await Deno.writeTextFile(liveOut.replace(/\.out$/, ".pid"), "");
     try {
       const o = m.origins;
       const script = [
@@ -181,6 +187,9 @@ Deno.test({
         res.stderr,
         /starting the proxy on \d+\.\d+\.\d+\.\d+:\d+ \(output: .*netmonitor-proxy-\d+\.\d+\.\d+\.\d+-\d+\.out\)/,
       );
+      await assert.rejects(Deno.stat(staleOut), Deno.errors.NotFound, "a gone proxy's output");
+      await Deno.stat(liveOut); // a proxy with a pid file keeps its output
+      await Deno.remove(liveOut.replace(/\.out$/, ".pid"));
       await assertCleanedUp(m, name, res.stderr);
 
       // The log: one record per request, from the container's address, with full URLs.
