@@ -487,6 +487,10 @@ export class DecisionBroker {
     g.asks.set(p, ac);
     Promise.resolve()
       .then(() => {
+        // Closed before this turn came (its last client left in the same turn
+        // as the prompt before it): never shown, as a socket prompter would
+        // not hear that it closed.
+        if (ac.signal.aborted) throw ac.signal.reason;
         // What the prompter is told is counted now, and that is what an
         // "allow once" from it releases.
         const request = { ...g.request!, waiting: identicalCount(g) };

@@ -321,6 +321,8 @@ class Session implements NamedPrompter {
 
   ask(request: PendingRequest, signal: AbortSignal): Promise<PromptAnswer> {
     if (this.#closed) return Promise.reject(new Error(`${this.name} disconnected`));
+    // A closed prompt is not sent: the client would never be told it closed.
+    if (signal.aborted) return Promise.reject(signal.reason);
     return new Promise((resolve, reject) => {
       this.#open.set(request.id, { request, resolve });
       this.#shown.add(request.id);

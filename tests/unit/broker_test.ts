@@ -901,6 +901,38 @@ Deno.test("a queued request whose client disconnects never gets a prompt", async
   broker.close();
 });
 
+Deno.test("a prompt that closes before its prompters are asked is never shown to them", async () => {
+  // Two clients leave in the same turn (a container stopped): the first's
+  // leaving shows the second's prompt, the second's leaving closes it before
+  // the prompters were asked. None may be asked a closed prompt: a socket
+  // prompter would show it and never hear that it closed.
+  await using r = await tempRules();
+  const broker = new DecisionBroker({ rules: r.store });
+  const asked: { host: string; aborted: boolean }[] = [];
+  broker.addPrompter({
+    name: "t",
+    ask(request, signal) {
+      asked.push({ host: request.host, aborted: signal.aborted });
+      return new Promise((_, reject) => {
+        signal.addEventListener("abort", () => reject(signal.reason), { once: true });
+      });
+    },
+  });
+  const a = new AbortController();
+  const b = new AbortController();
+  const da = broker.decide(get("a.test", "/"), a.signal);
+  const db = broker.decide(get("b.test", "/"), b.signal);
+  await settle();
+  a.abort();
+  b.abort();
+  assert.equal((await da).source, "error");
+  assert.equal((await db).source, "error");
+  await settle();
+  assert.deepEqual(asked, [{ host: "a.test", aborted: false }]);
+  assert.deepEqual(broker.pending(), []);
+  broker.close();
+});
+
 Deno.test("a failed save still applies the answer once and is reported", async () => {
   await using r = await tempRules();
   const rules = r.store;
