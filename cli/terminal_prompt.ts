@@ -822,9 +822,9 @@ export class StdinLineReader implements LineReader {
 
   /** Terminal mode: a tiny line editor. Returns true on Ctrl-D at an empty line. */
   #keys(text: string): boolean {
-    const reading = this.#waiters.length > 0;
-    const head = this.#waiters[0];
-    const guarded = head?.guardUntil !== undefined && this.#now() < head.guardUntil;
+    let reading = this.#waiters.length > 0;
+    let head = this.#waiters[0];
+    let guarded = head?.guardUntil !== undefined && this.#now() < head.guardUntil;
     let ignored = false;
     let discarded = false;
     for (const ch of text) {
@@ -861,6 +861,13 @@ export class StdinLineReader implements LineReader {
         this.#line = "";
         this.#typed = false;
         this.#deliver(line);
+        // Keys after it in this chunk (a paste, or keys batched over ssh)
+        // were typed for whatever reads next, if anything does.
+        reading = this.#waiters.length > 0;
+        if (this.#waiters[0] !== head) {
+          head = this.#waiters[0];
+          guarded = head?.guardUntil !== undefined && this.#now() < head.guardUntil;
+        }
         continue;
       }
       if (!reading && editing) {

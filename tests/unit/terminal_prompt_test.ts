@@ -707,6 +707,29 @@ Deno.test("input typed into the guard window and finished after it does not answ
   await lines.close();
 });
 
+Deno.test("keys that follow an Enter in the same read begin a line typed while no prompt reads", async () => {
+  // Over ssh (or a paste) "1", Enter and "2" can arrive in one read: the 1
+  // answers the prompt, the 2 is typed while none is open. Its line, Enter
+  // included, must not answer the next prompt (an Enter alone allows once).
+  const { input, clock, lines, echoed } = guardedTerminal();
+  let discards = 0;
+  const first = lines.readLine(undefined, { guardMs: 400 });
+  clock.now = 1_000;
+  await input.type("1\r2");
+  assert.equal(await first, "1");
+  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(lines.discarding, true, "the 2 begins a line for no prompt");
+  const second = lines.readLine(undefined, { guardMs: 400, onDiscarded: () => discards++ });
+  clock.now = 2_000;
+  await input.type("\r");
+  await until(() => discards === 1);
+  await input.type("4\r");
+  assert.equal(await second, "4");
+  assert.equal(echoed(), "1\r\n" + "4\r\n", "the 2 was not echoed");
+  await input.end();
+  await lines.close();
+});
+
 Deno.test("foregroundFromStat: pgrp (field 5) against tpgid (field 8), after the last ')'", () => {
   // pid (comm) state ppid pgrp session tty_nr tpgid flags ...
   assert.equal(foregroundFromStat("4242 (deno) S 100 4242 100 34816 4242 4194560 0 0"), true);
