@@ -459,7 +459,8 @@ export async function runProxy(
         const status = await startControlServer(
           broker,
           `${paths.proxiesDir}/${Deno.pid}.sock`,
-          { describe, prompters: false },
+          // Named after this process: no other proxy claims it.
+          { describe, prompters: false, lock: false },
         );
         cleanup.push(() => status.close());
       } catch (e) {

@@ -11,6 +11,7 @@
  * @module
  */
 
+import { withFileLock } from "../file_lock.ts";
 import type { BrokerEvent } from "./broker.ts";
 import {
   type ClientMessage,
@@ -71,6 +72,13 @@ export interface ControlServerOptions {
    * for a socket that only says who the proxy is. Default true.
    */
   prompters?: boolean;
+  /**
+   * Claim the socket under `<socketPath>.lock`, so that proxies starting
+   * together cannot both take it (one removing, as stale, the socket the other
+   * has just bound). Default true; false for a socket named after this
+   * process, which no other proxy claims.
+   */
+  lock?: boolean;
 }
 
 /** The proxy as the control socket's hello describes it. */
@@ -135,24 +143,35 @@ export async function startControlServer(
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   const dirInfo = await Deno.stat(dir);
   if (dirInfo.mode !== null && (dirInfo.mode & 0o077) !== 0) await Deno.chmod(dir, 0o700);
-  await removeStaleSocket(socketPath);
-
-  let listener: Deno.UnixListener;
-  try {
-    listener = Deno.listen({ transport: "unix", path: socketPath });
-  } catch (err) {
-    if (err instanceof Deno.errors.AddrInUse) {
-      throw new ControlSocketBusyError(
-        `Another netmonitor proxy is running (control socket "${socketPath}" is in use)`,
+  // Proxies starting together take turns: one must not remove, as stale, the
+  // socket another has just bound in its place.
+  const claim = async () => {
+    await removeStaleSocket(socketPath);
+    let listener: Deno.UnixListener;
+    try {
+      listener = Deno.listen({ transport: "unix", path: socketPath });
+    } catch (err) {
+      if (err instanceof Deno.errors.AddrInUse) {
+        throw new ControlSocketBusyError(
+          `Another netmonitor proxy is running (control socket "${socketPath}" is in use)`,
+        );
+      }
+      throw new ControlSocketError(
+        `Cannot create control socket "${socketPath}": ${(err as Error).message}`,
       );
     }
-    throw new ControlSocketError(
-      `Cannot create control socket "${socketPath}": ${(err as Error).message}`,
-    );
-  }
-  // The directory is already private; 0600 makes the socket private on its own too.
-  await Deno.chmod(socketPath, 0o600);
-  const ino = (await Deno.lstat(socketPath)).ino;
+    try {
+      // The directory is already private; 0600 makes the socket private on its own too.
+      await Deno.chmod(socketPath, 0o600);
+      return { listener, ino: (await Deno.lstat(socketPath)).ino };
+    } catch (err) {
+      listener.close();
+      throw err;
+    }
+  };
+  const { listener, ino } = opts.lock === false
+    ? await claim()
+    : await withFileLock(`${socketPath}.lock`, claim);
 
   const server = new Server(broker, listener, socketPath, ino, opts);
   server.start();
@@ -195,6 +214,7 @@ class Server implements ControlServer {
   readonly #maxClients: number;
   readonly #describe: () => ProxyDescription;
   readonly #prompters: boolean;
+  readonly lock: boolean;
   #unsubscribe?: () => void;
   #closed = false;
   #seq = 0;
@@ -210,6 +230,7 @@ class Server implements ControlServer {
     this.#maxClients = opts.maxClients ?? 32;
     this.#describe = opts.describe ?? (() => ({}));
     this.#prompters = opts.prompters ?? true;
+    this.lock = opts.lock ?? true;
   }
 
   get clients(): number {
@@ -284,10 +305,15 @@ class Server implements ControlServer {
     }
     for (const s of this.#sessions) s.close(true);
     while (this.#tasks.size > 0) await Promise.allSettled([...this.#tasks]);
-    // Remove the socket only if it is still ours.
-    try {
+    // Remove the socket only if it is still ours (under the lock: a proxy
+    // starting now may be putting its own in its place).
+    const release = async () => {
       const info = await Deno.lstat(this.path);
       if (info.ino === this.ino) await Deno.remove(this.path);
+    };
+    try {
+      if (this.lock) await withFileLock(`${this.path}.lock`, release);
+      else await release();
     } catch {
       // already gone
     }

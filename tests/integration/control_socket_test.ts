@@ -413,6 +413,46 @@ Deno.test("a stale socket left by a dead proxy is replaced", async () => {
   }
 });
 
+Deno.test("two proxies starting at once over a stale socket: only one owns it", async () => {
+  // Both find the dead proxy's socket; without taking turns, the second
+  // removed the socket the first had just bound, and both went on prompting.
+  const dir = await Deno.makeTempDir({ prefix: "nm-control-" });
+  const path = `${dir}/netmonitor.sock`;
+  try {
+    for (let i = 0; i < 100; i++) {
+      // A stale socket: a killed proxy's, with nobody listening (a hard link
+      // keeps the file when the listener's close removes its name).
+      const l = Deno.listen({ transport: "unix", path: `${dir}/dead.sock` });
+      await Deno.link(`${dir}/dead.sock`, path);
+      l.close();
+      assert.ok((await Deno.lstat(path)).isSocket, "stale socket left behind");
+      await assert.rejects(connectControl(path), NoProxyError);
+      const b1 = new DecisionBroker({ rules: emptyRules(dir) });
+      const b2 = new DecisionBroker({ rules: emptyRules(dir) });
+      const started = await Promise.allSettled([
+        startControlServer(b1, path),
+        startControlServer(b2, path),
+      ]);
+      const servers = started.flatMap((r) => r.status === "fulfilled" ? [r.value] : []);
+      for (const r of started) {
+        if (r.status === "rejected") {
+          assert.ok(r.reason instanceof ControlSocketBusyError, String(r.reason));
+        }
+      }
+      try {
+        assert.equal(servers.length, 1, `round ${i}: ${servers.length} proxies own the socket`);
+      } finally {
+        b1.close();
+        b2.close();
+        for (const s of servers) await s.close();
+        await Deno.remove(path).catch(() => {});
+      }
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("refuses a path that is not a socket; no proxy gives a clear error", async () => {
   const dir = await Deno.makeTempDir({ prefix: "nm-control-" });
   try {
