@@ -35,7 +35,7 @@ import {
 } from "../lib/decide/types.ts";
 import type { BrokerEvent } from "../lib/decide/broker.ts";
 import { formatAuthority, isFixedAddressHost, isIpLiteral } from "../lib/net/host.ts";
-import { classifyAddress } from "../lib/net/guard.ts";
+import { DestinationGuard, type ProtectedClass } from "../lib/net/guard.ts";
 
 const BAR = "=".repeat(80);
 
@@ -118,25 +118,46 @@ export function renderPrompt(req: PendingRequest): string {
   return lines.join("\n") + "\n";
 }
 
+/** Destination protection as the proxy applies it, without knowing where it listens. */
+let promptGuard: DestinationGuard | undefined;
+
 /**
- * For an IP literal that destination protection refuses (loopback, link-local,
- * metadata...), says that allow once will still get a 403: only a rule naming
- * the address lifts the protection. Names are not resolved here, and this
- * host's own and the proxy's addresses are not known: a missing note
- * promises nothing.
+ * For an IP literal that destination protection refuses (loopback,
+ * link-local, metadata, an address of this host or of another container on
+ * it...), says that allow once will still get a 403: only a rule naming the
+ * address lifts the protection. Names are not resolved here, and the proxy's
+ * own listening address is not known: a missing note promises nothing.
+ *
+ * @param guard the protection to ask; default: this host's interfaces, as the proxy reads them
  */
-export function protectedNote(req: PendingRequest): string | undefined {
+export function protectedNote(
+  req: PendingRequest,
+  guard: DestinationGuard = promptGuard ??= new DestinationGuard(),
+): string | undefined {
   if (!isIpLiteral(req.host)) return undefined;
-  const cls = classifyAddress(req.host);
+  const address = req.host.startsWith("[") ? req.host.slice(1, -1) : req.host;
+  const cls = guard.check(address, req.port, false);
   if (cls === undefined) return undefined;
-  const what = cls === "metadata"
-    ? "a cloud metadata"
-    : cls === "unspecified"
-    ? "an unspecified"
-    : `a ${cls}`;
   const choices = req.url === undefined ? "3" : "3 or 5";
-  return `Protected: ${what} address; allow once still gets a 403, only a rule naming it ` +
+  return `Protected: ${protectedWhat(cls)}; allow once still gets a 403, only a rule naming it ` +
     `(${choices}) lets it through`;
+}
+
+function protectedWhat(cls: ProtectedClass): string {
+  switch (cls) {
+    case "metadata":
+      return "a cloud metadata address";
+    case "unspecified":
+      return "an unspecified address";
+    case "host":
+      return "an address of this host";
+    case "container":
+      return "an address in a container network of this host (another container)";
+    case "proxy":
+      return "the proxy's own address";
+    default:
+      return `a ${cls} address`;
+  }
 }
 
 /** Characters of a path the prompt shows; `v` shows the rest. */

@@ -14,12 +14,14 @@ import {
   parseChoice,
   PATH_SHOWN,
   printable,
+  protectedNote,
   renderPrompt,
   StdinLineReader,
 } from "../../cli/terminal_prompt.ts";
 import { DecisionBroker } from "../../lib/decide/broker.ts";
 import { type PendingRequest, PromptClosedError } from "../../lib/decide/types.ts";
 import { RulesStore } from "../../lib/rules/mod.ts";
+import { DestinationGuard } from "../../lib/net/guard.ts";
 
 const designRequest: PendingRequest = {
   id: "1",
@@ -195,6 +197,20 @@ Deno.test("a protected IP literal's prompt says allow once cannot reach it", () 
   // The note comes inside the banner, before the choices.
   const lines = renderPrompt(at("127.0.0.5")).split("\n");
   assert.ok(lines.indexOf(note("127.0.0.5")!) < lines.indexOf("Choose action:"));
+  // This host's addresses and its container networks, as the proxy's guard sees them.
+  const guard = new DestinationGuard({
+    interfaceAddresses: ["172.17.0.1"],
+    containerNetworks: ["172.17.0.1/16"],
+  });
+  assert.match(
+    protectedNote(at("172.17.0.1"), guard)!,
+    /^Protected: an address of this host; .* \(3 or 5\) lets it through$/,
+  );
+  assert.match(
+    protectedNote(at("172.17.0.9"), guard)!,
+    /^Protected: an address in a container network of this host \(another container\);/,
+  );
+  assert.equal(protectedNote(at("172.18.0.9"), guard), undefined);
   // Private addresses and names: no note (names are not resolved by the prompt).
   assert.equal(note("10.1.2.3"), undefined);
   assert.equal(note("192.168.1.1"), undefined);
