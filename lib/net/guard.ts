@@ -277,6 +277,7 @@ export class DestinationGuard {
   #local = new Set<string>();
   #containerNets: Subnet[] = [];
   #readAt = -Infinity;
+  #everRead = false;
 
   constructor(options: DestinationGuardOptions = {}) {
     this.enabled = options.enabled ?? true;
@@ -300,7 +301,10 @@ export class DestinationGuard {
   /**
    * This host's own addresses (keys of {@linkcode addressKey}), re-read when
    * the last reading is older than `refreshMs`. A failed reading keeps the
-   * previous set: addresses are only ever dropped by a successful one.
+   * previous set: addresses are only ever dropped by a successful one. Until
+   * one succeeds, every private address may be another container's (Docker
+   * and Podman take their subnets from those ranges): they are refused as
+   * "container", so an unreadable interface list fails closed.
    */
   #localKeys(): Set<string> {
     const now = this.#now();
@@ -310,8 +314,10 @@ export class DestinationGuard {
     try {
       read = this.#source();
     } catch {
+      if (!this.#everRead) this.#containerNets = PRIVATE_NETS;
       return this.#local;
     }
+    this.#everRead = true;
     const keys = new Set<string>([addressKey("127.0.0.1")!, addressKey("::1")!]);
     for (const a of read.addresses) {
       const k = addressKey(a);
@@ -392,6 +398,10 @@ interface Subnet {
   bytes: Uint8Array;
   bits: number;
 }
+
+/** The private ranges, which hold the container networks when those cannot be read. */
+const PRIVATE_NETS: Subnet[] = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+  .map((c) => parseSubnet(c)!);
 
 /** Parses `a.b.c.d/n` or `x::y/n`; undefined for anything else (skipped, never widened). */
 export function parseSubnet(cidr: string): Subnet | undefined {

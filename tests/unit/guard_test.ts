@@ -190,6 +190,34 @@ Deno.test("guard: interface addresses are re-read lazily, at most every refreshM
   assert.equal(broken.check("192.0.2.2", 80, false), undefined);
 });
 
+Deno.test("guard: container networks that cannot be read fail closed: every private address", () => {
+  let fail = true;
+  let now = 0;
+  const g = new DestinationGuard({
+    interfaceAddresses: () => {
+      if (fail) throw new Deno.errors.PermissionDenied("no sys permission");
+      return ["192.0.2.2"];
+    },
+    containerNetworks: ["172.18.0.1/16"],
+    refreshMs: 1_000,
+    now: () => now,
+  });
+  for (const a of ["172.17.0.2", "10.88.0.5", "192.168.16.2", "fd00::5", "::ffff:172.20.0.3"]) {
+    assert.equal(g.check(a, 80, false), "container", a);
+  }
+  assert.equal(g.check("172.17.0.2", 80, true), undefined, "a rule naming it still may");
+  assert.equal(g.check("93.184.215.14", 443, false), undefined, "a public address");
+  // Once read, the networks read are the ones protected; a later failure keeps them.
+  fail = false;
+  now = 1_000;
+  assert.equal(g.check("172.17.0.2", 80, false), undefined);
+  assert.equal(g.check("172.18.0.2", 80, false), "container");
+  fail = true;
+  now = 2_000;
+  assert.equal(g.check("172.17.0.2", 80, false), undefined);
+  assert.equal(g.check("172.18.0.2", 80, false), "container");
+});
+
 Deno.test("guard: the real interface list is used by default", () => {
   const own = Deno.networkInterfaces().map((i) => i.address).filter((a) =>
     classifyAddress(a) === undefined
