@@ -34,7 +34,7 @@ import {
   type Style,
   terminalWidth,
 } from "./_render.ts";
-import { writeFileAtomic } from "../lib/rules/_fs.ts";
+import { readTextLimited, writeFileAtomic } from "../lib/rules/_fs.ts";
 import type { CliContext } from "./mod.ts";
 import { ensureDataDir } from "../lib/paths.ts";
 import { runStats } from "./stats.ts";
@@ -364,7 +364,7 @@ class Menu {
       // The rules file's own text: the same format, comments and order kept.
       let text: string;
       try {
-        text = await Deno.readTextFile(this.paths.rulesFile);
+        text = await readTextLimited(this.paths.rulesFile);
       } catch (e) {
         if (!(e instanceof Deno.errors.NotFound)) throw e;
         text = "{}\n";
@@ -389,7 +389,7 @@ class Menu {
       source = filePath(this.cwd, name);
       let text: string;
       try {
-        text = await Deno.readTextFile(source);
+        text = await readTextLimited(source);
       } catch (e) {
         const why = e instanceof Deno.errors.NotFound
           ? "file not found"

@@ -139,7 +139,7 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
       await reading();
       let text: string;
       try {
-        text = await Deno.readTextFile(ctx.paths.rules);
+        text = await readTextLimited(ctx.paths.rules);
       } catch (e) {
         if (!(e instanceof Deno.errors.NotFound)) {
           throw new RulesFileError(ctx.paths.rules, [], "read", e);
@@ -236,7 +236,7 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
       if (file === undefined) {
         await reading();
         try {
-          text = await Deno.readTextFile(path);
+          text = await readTextLimited(path);
         } catch (e) {
           if (!(e instanceof Deno.errors.NotFound)) {
             throw new RulesFileError(path, [], "check", e);

@@ -250,3 +250,17 @@ Deno.test("rules list --json escapes C1 controls and bidi overrides and stays th
     );
   });
 });
+
+Deno.test("rules check and export read an oversized rules file no further than 64 MiB", async () => {
+  await withDir(async (dir) => {
+    const file = join(dir, "network-rules.json");
+    const f = await Deno.open(file, { write: true, create: true, mode: 0o600 });
+    await f.truncate(65 * 1024 * 1024); // sparse
+    f.close();
+    for (const args of [["rules", "check"], ["rules", "export", join(dir, "out.json")]]) {
+      const r = await run(["--data-dir", dir, ...args]);
+      assert.notEqual(r.code, 0, args.join(" "));
+      assert.match(r.stderr, /larger than 64 MiB, the most a rules file may be/, args.join(" "));
+    }
+  });
+});

@@ -277,3 +277,25 @@ Deno.test("manage: 6 and 7 read ~/ in a file name as the home folder, as a shell
     await Deno.remove(home, { recursive: true });
   }
 });
+
+Deno.test("manage: 7 refuses a file too large to be rules (and a folder), and asks again", async () => {
+  await withDrive(
+    ["7", "huge.json", "sub", "", "9"],
+    ({ out }) => {
+      assert.match(
+        out,
+        /✗ Cannot import "huge\.json": larger than 64 MiB, the most a rules file may be\. Try again\./,
+      );
+      assert.match(out, /✗ Cannot import "sub": it is a folder\. Try again\./);
+      assert.match(out, /Cancelled\./);
+    },
+    async (dir) => {
+      await withRules(dir);
+      await Deno.mkdir(join(dir, "sub"));
+      // Sparse: no disk used. An endless one (/dev/zero) ran out of memory and crashed.
+      const f = await Deno.open(join(dir, "huge.json"), { write: true, create: true });
+      await f.truncate(65 * 1024 * 1024);
+      f.close();
+    },
+  );
+});
