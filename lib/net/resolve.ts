@@ -151,6 +151,9 @@ interface HostsReading {
 
 const hostsReadings = new Map<string, HostsReading>();
 
+/** How many times a hosts file was parsed: for tests of the cache. */
+export const hostsFileParses = { count: 0 };
+
 /**
  * The names of a hosts file and their addresses, parsed again only when the
  * file changed: a blocklist hosts file has 100,000 lines, and parsing it for
@@ -175,6 +178,7 @@ async function hostsFileNames(path: string): Promise<Map<string, string[]> | und
     hostsReadings.delete(path);
     return undefined;
   }
+  hostsFileParses.count++;
   const names = new Map<string, string[]>();
   for (const line of text.split("\n")) {
     const fields = line.replace(/#.*/, "").trim().split(/\s+/);
