@@ -203,6 +203,37 @@ export function startRawOrigin(onConn: (conn: Deno.Conn) => Promise<void>): RawO
   };
 }
 
+/**
+ * A raw origin that reads request heads only, never bodies (as a server that
+ * ignores them does), and answers each with `answer(head)` (the head without
+ * its blank line). It honours only `Connection: close` (closing after that
+ * answer); connections close after 10 s.
+ */
+export function startHeadOnlyOrigin(answer: (head: string) => string): RawOrigin {
+  return startRawOrigin(async (conn) => {
+    let data = "";
+    const buf = new Uint8Array(65536);
+    const deadline = setTimeout(() => conn.close(), 10_000);
+    try {
+      while (true) {
+        let end: number;
+        while ((end = data.indexOf("\r\n\r\n")) < 0) {
+          const n = await conn.read(buf).catch(() => null);
+          if (n === null) return;
+          data += String.fromCharCode(...buf.subarray(0, n));
+        }
+        const head = data.slice(0, end);
+        data = data.slice(end + 4);
+        const bytes = Uint8Array.from(answer(head), (c) => c.charCodeAt(0));
+        if (await conn.write(bytes).catch(() => null) === null) return;
+        if (/^connection:[^\r]*\bclose\b/im.test(head)) return;
+      }
+    } finally {
+      clearTimeout(deadline);
+    }
+  });
+}
+
 /** Reads from a raw connection until `\r\n\r\n` (a request head); returns it as text. */
 export async function readHeadText(conn: Deno.Conn): Promise<string> {
   const buf = new Uint8Array(65536);

@@ -5,8 +5,8 @@
  */
 
 import assert from "node:assert/strict";
-import { attempt, latin1, newRecords, seenPaths, startAttackEnv } from "../_helpers/attack.ts";
-import { startDnsServer, startRawOrigin } from "../_helpers/origin.ts";
+import { attempt, newRecords, seenPaths, startAttackEnv } from "../_helpers/attack.ts";
+import { startDnsServer, startHeadOnlyOrigin } from "../_helpers/origin.ts";
 import { RawClient, startTestProxy } from "../_helpers/proxy.ts";
 
 Deno.test("attack headers: proxy credentials and hop-by-hop fields are not forwarded", async (t) => {
@@ -165,28 +165,10 @@ Deno.test("attack headers: a 101 that is not a WebSocket handshake opens no rela
       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
   };
   const seen: string[] = [];
-  const origin = startRawOrigin(async (conn) => {
-    let data = "";
-    const buf = new Uint8Array(65536);
-    const deadline = setTimeout(() => conn.close(), 10_000);
-    try {
-      while (true) {
-        let end: number;
-        while ((end = data.indexOf("\r\n\r\n")) < 0) {
-          const n = await conn.read(buf).catch(() => null);
-          if (n === null) return;
-          data += String.fromCharCode(...buf.subarray(0, n));
-        }
-        const line = data.slice(0, data.indexOf("\r\n"));
-        data = data.slice(end + 4);
-        seen.push(line);
-        const path = line.split(" ")[1];
-        const answer = answers[path] ?? "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-        await conn.write(latin1(answer)).catch(() => 0);
-      }
-    } finally {
-      clearTimeout(deadline);
-    }
+  const origin = startHeadOnlyOrigin((head) => {
+    const line = head.slice(0, head.indexOf("\r\n"));
+    seen.push(line);
+    return answers[line.split(" ")[1]] ?? "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
   });
   const p = origin.port;
   const dns = await startDnsServer({});

@@ -14,7 +14,7 @@ import {
   startAttackEnv,
   startRecordingOrigin,
 } from "../_helpers/attack.ts";
-import { startDnsServer, startRawOrigin } from "../_helpers/origin.ts";
+import { startDnsServer, startHeadOnlyOrigin } from "../_helpers/origin.ts";
 import { RawClient, startTestProxy } from "../_helpers/proxy.ts";
 
 /** `{A}` allowed.test:P, `{D}` denied.test:P; the smuggled request always asks for /smuggled. */
@@ -531,27 +531,9 @@ Deno.test("attack smuggling: Content-Length plus Transfer-Encoding from the orig
  */
 function startBodyIgnoringOrigin() {
   const lines: string[] = [];
-  const origin = startRawOrigin(async (conn) => {
-    const buf = new Uint8Array(65536);
-    let data = "";
-    const deadline = setTimeout(() => conn.close(), 10_000);
-    try {
-      while (true) {
-        let end: number;
-        while ((end = data.indexOf("\r\n\r\n")) < 0) {
-          const n = await conn.read(buf).catch(() => null);
-          if (n === null) return;
-          data += String.fromCharCode(...buf.subarray(0, n));
-        }
-        const head = data.slice(0, end);
-        data = data.slice(end + 4);
-        lines.push(head.split("\r\n")[0]);
-        await conn.write(latin1("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")).catch(() => 0);
-        if (/^connection:[^\r]*\bclose\b/im.test(head)) return;
-      }
-    } finally {
-      clearTimeout(deadline);
-    }
+  const origin = startHeadOnlyOrigin((head) => {
+    lines.push(head.split("\r\n")[0]);
+    return "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
   });
   return { ...origin, lines };
 }
