@@ -438,7 +438,8 @@ class Menu {
     const rules = await this.rules();
     if (rules === null) return;
     if (rules.length === 0) return this.say("There are no rules to clear.");
-    if (!(await this.confirm(`Delete all ${rules.length} rules?`))) {
+    const which = rules.length === 1 ? "the only rule" : `all ${rules.length} rules`;
+    if (!(await this.confirm(`Delete ${which}?`))) {
       return this.say("Nothing was changed.");
     }
     await this.#store.replaceAll([]);

@@ -234,6 +234,15 @@ Deno.test("manage: 7 imports (merge or replace); missing and invalid files ask a
   );
 });
 
+Deno.test("manage: 8 with one rule asks about the only rule", async () => {
+  await withDrive(["8", "y", "9"], async ({ out }) => {
+    assert.match(out, /Delete the only rule\? \[y\/N\]/);
+    assert.match(out, /✓ Cleared 1 rule\./);
+  }, async (dir) => {
+    await Deno.writeTextFile(join(dir, "network-rules.json"), '{ "a.test": "allow" }\n');
+  });
+});
+
 Deno.test("manage: 8 clears all rules only after confirmation", async () => {
   await withDrive(["8", "maybe", "n", "8", "y", "9"], async ({ out, rulesFile }) => {
     assert.match(out, /Delete all 3 rules\? \[y\/N\]/);
