@@ -235,7 +235,7 @@ Deno.test("manage: 7 imports (merge or replace); missing and invalid files ask a
 });
 
 Deno.test("manage: 8 with one rule asks about the only rule", async () => {
-  await withDrive(["8", "y", "9"], async ({ out }) => {
+  await withDrive(["8", "y", "9"], ({ out }) => {
     assert.match(out, /Delete the only rule\? \[y\/N\]/);
     assert.match(out, /✓ Cleared 1 rule\./);
   }, async (dir) => {
