@@ -253,31 +253,33 @@ class Menu {
     this.say("Patterns: a host (github.com), a wildcard (*.github.com), * for everything,");
     this.say("or an exact URL (https://host/path).");
     let pattern: string;
-    let isUrl: boolean;
+    let kind: Rule["kind"];
     for (;;) {
       pattern = await this.ask("Pattern (empty to cancel): ");
       if (pattern === "") return this.say("Cancelled.");
       try {
-        isUrl = parsePattern(pattern).kind === "url";
+        kind = parsePattern(pattern).kind;
         break;
       } catch (e) {
         if (!(e instanceof RuleError)) throw e;
         this.problem(`${e.message}. Try again.`);
       }
     }
-    const verbs = isUrl ? ["allow-url", "deny-url"] : ["allow-domain", "deny-domain"];
-    this.say(`  1. ${verbs[0]}`);
-    this.say(`  2. ${verbs[1]}`);
+    const choices = actionChoices(kind);
+    choices.forEach((c, i) => this.say(`  ${i + 1}. ${c.action}${c.note ? ` (${c.note})` : ""}`));
+    const numbers = choices.map((_, i) => String(i + 1));
     let action: StoredAction;
     for (;;) {
       const a = (await this.ask("Action [1]: ")).toLowerCase();
-      const picked = a === "" || a === "1" ? verbs[0] : a === "2" ? verbs[1] : a;
+      const n = a === "" ? 1 : numbers.includes(a) ? Number(a) : 0;
       try {
-        action = makeRule(pattern, picked).action;
+        action = makeRule(pattern, n > 0 ? choices[n - 1].action : a).action;
         break;
       } catch (e) {
         if (!(e instanceof RuleError)) throw e;
-        this.problem(`${e.message}. Type 1, 2, or one of: ${ACTION_LIST}.`);
+        this.problem(
+          `${e.message}. Type ${numbers.join(", ")}, or one of: ${ACTION_LIST}.`,
+        );
       }
     }
     const { rule, previous } = await this.#store.add(pattern, action);
@@ -287,6 +289,13 @@ class Menu {
       this.done(`Updated: ${rule.pattern} ${previous.action} -> ${rule.action}`);
     } else {
       this.done(`Added: ${rule.pattern} ${rule.action}`);
+    }
+    // As `netmonitor rules add` does: a passthrough host next to a deny URL
+    // rule (or an allow URL rule it makes useless) does not do what it seems.
+    for (const w of this.#store.current.warnings()) {
+      if (w.rule.pattern === rule.pattern || w.related?.pattern === rule.pattern) {
+        this.say(`${this.#style.yellow("warning:")} ${safeText(w.message)}`);
+      }
     }
   }
 
@@ -445,6 +454,27 @@ class Menu {
     await this.#store.replaceAll([]);
     this.done(`Cleared ${rules.length} rule${rules.length === 1 ? "" : "s"}.`);
   }
+}
+
+/** One action the menu offers; `note` says what it does when its name does not. */
+interface ActionChoice {
+  action: StoredAction;
+  note?: string;
+}
+
+/**
+ * The actions offered for a pattern of `kind`, in menu order. `passthrough`
+ * only for hosts and wildcards: a URL cannot be relayed undecrypted on its
+ * own, and `*` would turn interception off for everything.
+ */
+export function actionChoices(kind: Rule["kind"]): ActionChoice[] {
+  if (kind === "url") return [{ action: "allow-url" }, { action: "deny-url" }];
+  const host: ActionChoice[] = [{ action: "allow-domain" }, { action: "deny-domain" }];
+  if (kind === "any") return host;
+  return [...host, {
+    action: "passthrough",
+    note: "allow, and relay its HTTPS without decrypting it: for clients that pin certificates",
+  }];
 }
 
 /**

@@ -87,6 +87,25 @@ Deno.test("docker scripts: manage-firewall.sh --status says whether the data dir
   }
 });
 
+Deno.test("docker scripts: manage-firewall.sh's menu adds a passthrough rule", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "nm-menu-" });
+  try {
+    // Add a rule, pinned.test, action 3 (passthrough); end of input leaves the menu.
+    const res = await runScript("manage-firewall.sh", [], scriptEnv(dir), {
+      stdin: "3\npinned.test\n3\n",
+    });
+    assert.equal(res.code, 0, res.stdout + res.stderr);
+    assert.match(res.stdout, / {2}3\. passthrough \(allow, and relay its HTTPS without decrypting/);
+    assert.match(res.stdout, /✓ Added: pinned\.test passthrough/);
+    assert.match(
+      await Deno.readTextFile(`${dir}/network-rules.json`),
+      /"pinned\.test": "passthrough"/,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("docker scripts: manage-firewall.sh refuses a data dir that others can write to", async () => {
   const dir = await Deno.makeTempDir({ prefix: "nm-open-" });
   try {

@@ -169,7 +169,9 @@ Deno.test("e2e manage: answers piped to stdin", async () => {
     }).spawn();
     const writer = child.stdin.getWriter();
     await writer.write(
-      new TextEncoder().encode("3\nregistry.npmjs.test\n1\n3\nhttps://x.test/a\n2\n5\n"),
+      new TextEncoder().encode(
+        "3\nregistry.npmjs.test\n1\n3\nhttps://x.test/a\n2\n3\n*.pinned.test\n3\n5\n",
+      ),
     );
     await writer.close(); // end of input after option 5 leaves the menu
     const out = await child.output();
@@ -178,12 +180,18 @@ Deno.test("e2e manage: answers piped to stdin", async () => {
     assert.match(stdout, /✓ Added: registry\.npmjs\.test allow-domain/);
     assert.match(stdout, /1\. allow-url\n {2}2\. deny-url/);
     assert.match(stdout, /✓ Added: https:\/\/x\.test\/a deny-url/);
-    assert.match(stdout, /Rules \(2\)/);
+    assert.match(
+      stdout,
+      /1\. allow-domain\n {2}2\. deny-domain\n {2}3\. passthrough \(allow, and relay its HTTPS without decrypting it: for clients that pin certificates\)\n/,
+    );
+    assert.match(stdout, /✓ Added: \*\.pinned\.test passthrough/);
+    assert.match(stdout, /Rules \(3\)/);
     assert.match(stdout, /Bye\.\n$/);
     const rules = (await new RulesStore(join(dir, "network-rules.json")).load()).rules;
     assert.deepEqual(rules.map((r) => [r.pattern, r.action]), [
       ["registry.npmjs.test", "allow-domain"],
       ["https://x.test/a", "deny-url"],
+      ["*.pinned.test", "passthrough"],
     ]);
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -124,7 +124,7 @@ Deno.test("manage: 3 adds a rule; invalid pattern and action ask again", async (
     async ({ out, rulesFile }) => {
       assert.match(out, /✗ .*\*bob\.com.*Try again\./);
       assert.match(out, /✗ .*a\.\*\.com.*Try again\./);
-      assert.match(out, /✗ unknown action "7" for "pypi\.test".*Type 1, 2, or one of/);
+      assert.match(out, /✗ unknown action "7" for "pypi\.test".*Type 1, 2, 3, or one of/);
       assert.match(out, /✗ action "allow-url" for "pypi\.test" needs a URL pattern/);
       assert.match(out, /✓ Added: pypi\.test deny-domain/);
       assert.match(out, /1\. allow-url\n {2}2\. deny-url/);
@@ -142,6 +142,67 @@ Deno.test("manage: 3 adds a rule; invalid pattern and action ask again", async (
     },
     withRules,
   );
+});
+
+Deno.test("manage: 3 offers passthrough for a host or wildcard, never for * or a URL", async () => {
+  await withDrive(
+    [
+      "3",
+      "*.pinned.test",
+      "3",
+      "3",
+      "*",
+      "3",
+      "passthrough",
+      "2",
+      "3",
+      "https://x.test/a",
+      "passthrough",
+      "2",
+      "9",
+    ],
+    async ({ out, rulesFile }) => {
+      const passthrough = "3. passthrough (allow, and relay its HTTPS without decrypting it: " +
+        "for clients that pin certificates)";
+      // The list before each first "Action [1]: " (an action asked again shows none).
+      const menus = out.split("Action [1]: ").slice(0, -1)
+        .filter((m) => m.includes("  1."))
+        .map((m) => m.slice(m.lastIndexOf("  1.")));
+      assert.deepEqual(menus, [
+        `  1. allow-domain\n  2. deny-domain\n  ${passthrough}\n`,
+        "  1. allow-domain\n  2. deny-domain\n",
+        "  1. allow-url\n  2. deny-url\n",
+      ]);
+      assert.match(out, /✓ Added: \*\.pinned\.test passthrough/);
+      assert.match(out, /✗ unknown action "3" for "\*".*Type 1, 2, or one of/);
+      assert.match(out, /✗ action "passthrough" cannot apply to "\*"/);
+      assert.match(out, /✓ Added: \* deny-domain/);
+      assert.match(out, /✗ action "passthrough" for "https:\/\/x\.test\/a" needs a host pattern/);
+      assert.match(out, /✓ Added: https:\/\/x\.test\/a deny-url/);
+      const rules = (await new RulesStore(rulesFile).load()).rules;
+      assert.deepEqual(rules.map((r) => [r.pattern, r.action]), [
+        ["*.pinned.test", "passthrough"],
+        ["*", "deny-domain"],
+        ["https://x.test/a", "deny-url"],
+      ]);
+    },
+  );
+});
+
+Deno.test("manage: 3 warns, as rules add does, when a deny URL rule overrides a passthrough", async () => {
+  await withDrive(["3", "pinned.test", "3", "9"], async ({ out, rulesFile }) => {
+    assert.match(out, /✓ Added: pinned\.test passthrough/);
+    assert.match(
+      out,
+      /warning: rule "pinned\.test": passthrough does not apply to pinned\.test:443: the deny URL rule "https:\/\/pinned\.test\/admin" needs its HTTPS decrypted/,
+    );
+    const rules = (await new RulesStore(rulesFile).load()).rules;
+    assert.equal(rules.find((r) => r.pattern === "pinned.test")?.action, "passthrough");
+  }, (dir) =>
+    Deno.writeTextFile(
+      join(dir, "network-rules.json"),
+      '{ "https://pinned.test/admin": "deny-url" }\n',
+    ));
 });
 
 Deno.test("manage: 3 on an existing pattern updates it; empty pattern cancels", async () => {
