@@ -14,6 +14,7 @@ import {
   startControlServer,
 } from "../lib/decide/control.ts";
 import { AccessLog, DEFAULT_KEEP } from "../lib/log/mod.ts";
+import type { InterfaceAddress } from "../lib/net/guard.ts";
 import { HostError, isIpLiteral, normaliseHost } from "../lib/net/host.ts";
 import { parseResolveEntry } from "../lib/net/resolve.ts";
 import { type DataPaths, ensureDataDir } from "../lib/paths.ts";
@@ -30,6 +31,7 @@ import { PassthroughList, prepareInterception } from "../lib/tls/intercept.ts";
 import { UpstreamCaError } from "../lib/tls/upstream.ts";
 import { colorEnabled, formatRecordLine, safeLines, terminalWidth } from "./_render.ts";
 import { CliError, UsageError } from "./_errors.ts";
+import { listenNotice } from "./_listen_notice.ts";
 import type { CliContext } from "./mod.ts";
 import {
   attachTerminal,
@@ -527,11 +529,9 @@ export async function runProxy(
   const addr = proxy.addr;
   out.flush();
   io.stdout(`Listening on http://${hostPort(addr.hostname, addr.port)}\n`);
-  if (!isLoopback(config.listen)) {
-    warn(
-      `listening on ${config.listen}: every machine that can reach this address can use the proxy`,
-    );
-  }
+  const reach = listenNotice(config.listen, localInterfaces());
+  if (reach?.warning) warn(reach.text);
+  else if (reach) say(reach.text);
   if (config.background) {
     warn(
       "started in the background of this terminal, so requests are not asked here (reading " +
@@ -750,8 +750,13 @@ function hostPort(host: string, port: number): string {
   return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-function isLoopback(address: string): boolean {
-  return address === "::1" || address.startsWith("127.");
+/** This host's interface addresses; none when they cannot be read (the listen warning stays). */
+function localInterfaces(): InterfaceAddress[] {
+  try {
+    return Deno.networkInterfaces();
+  } catch {
+    return [];
+  }
 }
 
 function describeMode(config: RunConfig, paths: DataPaths): string {

@@ -383,6 +383,31 @@ interface LocalNetworks {
  */
 const CONTAINER_BRIDGE = /^(docker\d+|br-[0-9a-f]{12}|podman\d+|cni-podman\d+)$/;
 
+/** One local interface address, as `Deno.networkInterfaces()` lists it. */
+export interface InterfaceAddress {
+  name: string;
+  address: string;
+}
+
+/**
+ * The container bridge (docker0, br-0123456789ab, podman0, cni-podman0) whose
+ * own address `address` is, or undefined. Also undefined when another
+ * interface holds the same address too: that one may face other networks.
+ */
+export function containerBridgeOf(
+  address: string,
+  interfaces: readonly InterfaceAddress[],
+): string | undefined {
+  const key = addressKey(address);
+  if (key === undefined) return undefined;
+  const holders = new Set(
+    interfaces.filter((i) => addressKey(i.address) === key).map((i) => i.name),
+  );
+  if (holders.size !== 1) return undefined;
+  const [name] = holders;
+  return CONTAINER_BRIDGE.test(name) ? name : undefined;
+}
+
 /** Every address of every local interface, and the container bridges' subnets; throws when they cannot be read. */
 function localNetworks(): LocalNetworks {
   const list = Deno.networkInterfaces();
