@@ -418,6 +418,10 @@ export async function runProxy(
   };
 
   let proxy: ProxyServer;
+  // For `netmonitor status`: who answers prompts. The terminal asks from the
+  // start (it attaches once the proxy listens) until its input ends.
+  let terminalAsks = config.mode === "terminal";
+  let control: ControlServer | undefined;
   try {
     let intercept: TunnelInterceptor | undefined;
     if (config.intercept) {
@@ -455,6 +459,12 @@ export async function runProxy(
     const describe = () => ({
       prompts,
       ...(proxy ? { listen: hostPort(proxy.addr.hostname, proxy.addr.port) } : {}),
+      prompting: {
+        terminal: terminalAsks,
+        clients: control?.clients ?? 0,
+        default: config.defaultAction,
+        ...(prompts ? { timeoutMs: config.promptTimeoutMs } : {}),
+      },
     });
     if (Deno.build.os !== "windows") {
       try {
@@ -469,7 +479,6 @@ export async function runProxy(
         warn(`${(e as Error).message}; \`netmonitor status\` cannot see this proxy`);
       }
     }
-    let control: ControlServer | undefined;
     if (prompts) {
       try {
         control = await startControlServer(broker, paths.controlSocket, { describe });
@@ -547,11 +556,14 @@ export async function runProxy(
     const terminal = attachTerminal(broker, {
       write: (t) => io.stdout(t),
       ansi: io.stdoutIsTerminal,
-      onInputClosed: () =>
-        say("Terminal input closed: answer prompts with `netmonitor prompt`, or they time out."),
+      onInputClosed: () => {
+        terminalAsks = false;
+        say("Terminal input closed: answer prompts with `netmonitor prompt`, or they time out.");
+      },
     });
     printLine = (text) => terminal.printLine(text);
     cleanup.push(async () => {
+      terminalAsks = false;
       out.flush();
       printLine = (text) => io.stdout(text + "\n");
       await terminal.close();

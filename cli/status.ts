@@ -9,6 +9,7 @@
 
 import type { Command } from "commander";
 import { connectControl, NoProxyError, ProxyBusyError } from "../lib/decide/control.ts";
+import type { PromptingState } from "../lib/decide/protocol.ts";
 import type { CliContext } from "./mod.ts";
 import { checkDataDir } from "../lib/paths.ts";
 
@@ -24,6 +25,8 @@ export interface ProxyInfo {
   /** `ADDR:PORT`; absent while the proxy is still starting. */
   listen?: string;
   prompts?: boolean;
+  /** Who answers its prompts right now; absent from older proxies. */
+  prompting?: PromptingState;
   /** Set when it did not greet in time. */
   hung?: true;
   /** Set when it refused this client (too many clients on its socket). */
@@ -41,7 +44,9 @@ export interface ProxyStatus {
 export function registerStatusCommand(program: Command, ctx: CliContext): void {
   program
     .command("status")
-    .description("show the proxies running for the data dir, where they listen, whether they ask")
+    .description(
+      "show the proxies running for the data dir, where they listen, who answers their prompts",
+    )
     .option("--json", "print one JSON object instead of text")
     .addHelpText(
       "after",
@@ -83,11 +88,12 @@ async function ask(path: string, pid: number): Promise<ProxyInfo | undefined> {
       return { pid, hung: true };
     }
     client.close();
-    const { pid: helloPid, listen, prompts } = client.hello;
+    const { pid: helloPid, listen, prompts, prompting } = client.hello;
     return {
       pid: helloPid,
       ...(listen !== undefined ? { listen } : {}),
       ...(prompts !== undefined ? { prompts } : {}),
+      ...(prompting !== undefined ? { prompting } : {}),
     };
   } catch (e) {
     if (e instanceof ProxyBusyError) return { pid, busy: true };
@@ -110,14 +116,46 @@ export function formatStatus(s: ProxyStatus): string {
       return `netmonitor proxy running (pid ${p.pid}), but it refused this client: ` +
         `too many clients on its socket\n`;
     }
-    const prompts = p.prompts === undefined
-      ? "unknown"
-      : p.prompts
-      ? "yes (answer with `netmonitor prompt`, or on its terminal unless --prompt-via socket)"
-      : "no (--non-interactive: it answers by itself)";
     return `netmonitor proxy running (pid ${p.pid})\n` +
       `  listening: ${p.listen !== undefined ? `http://${p.listen}` : "not yet (starting)"}\n` +
-      `  prompts:   ${prompts}\n`;
+      `  prompts:   ${describePrompts(p)}\n`;
   });
   return blocks.join("") + `data dir: ${s.dataDir}\n`;
+}
+
+/** Where a proxy's prompts are answered, and what happens when nobody answers. */
+export function describePrompts(p: Pick<ProxyInfo, "prompts" | "prompting">): string {
+  const state = p.prompting;
+  if (p.prompts === false) {
+    return state
+      ? `none (non-interactive: requests no rule covers are ${past(state.default)})`
+      : "none (non-interactive: it answers by itself)";
+  }
+  if (p.prompts === undefined) return "unknown";
+  // An older proxy says that it asks, not where.
+  if (!state) {
+    return "yes (answer with `netmonitor prompt`, or in the proxy's terminal if it has one)";
+  }
+  const clients = `${state.clients} connected \`netmonitor prompt\` client` +
+    (state.clients === 1 ? "" : "s");
+  const unanswered = state.timeoutMs === undefined
+    ? ""
+    : `; unanswered requests are ${past(state.default)} after ${seconds(state.timeoutMs)}`;
+  if (state.terminal && state.clients > 0) {
+    return `answered in the proxy's terminal and by ${clients}${unanswered}`;
+  }
+  if (state.terminal) {
+    return `answered in the proxy's terminal (no \`netmonitor prompt\` client connected)${unanswered}`;
+  }
+  if (state.clients > 0) return `answered by ${clients}${unanswered}`;
+  return "nobody can answer them now: no `netmonitor prompt` client is connected and the proxy " +
+    `does not ask in its terminal (run \`netmonitor prompt\`)${unanswered}`;
+}
+
+function past(action: "allow" | "deny"): string {
+  return action === "allow" ? "allowed" : "denied";
+}
+
+function seconds(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }

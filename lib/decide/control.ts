@@ -23,6 +23,7 @@ import {
   MAX_SERVER_LINE,
   parseClientMessage,
   parseServerMessage,
+  type PromptingState,
   PROTOCOL_VERSION,
   ProtocolError,
   type ServerMessage,
@@ -87,6 +88,8 @@ export interface ProxyDescription {
   listen?: string;
   /** False when the proxy answers by itself (`--non-interactive`). */
   prompts?: boolean;
+  /** Who answers its prompts right now (asked again for each client). */
+  prompting?: PromptingState;
 }
 
 /** A running control socket. */

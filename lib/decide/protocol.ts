@@ -4,9 +4,11 @@
  * line splitter that refuses oversized lines.
  *
  * Server to client:
- * - `{"type":"hello","version":1,"name":"prompt#1","pid":123,"listen":"127.0.0.1:8080","prompts":true}`
+ * - `{"type":"hello","version":1,"name":"prompt#1","pid":123,"listen":"127.0.0.1:8080","prompts":true,
+ *   "prompting":{"terminal":true,"clients":1,"default":"deny","timeoutMs":60000}}`
  *   once, on connect (`listen` once the proxy listens; `prompts` false when it
- *   answers by itself, `--non-interactive`);
+ *   answers by itself, `--non-interactive`; `prompting`: who answers its
+ *   prompts right now, left out by older proxies);
  * - `{"type":"pending","request":PendingRequest}` when a prompt is shown;
  * - `{"type":"resolved","id":"7","outcome":"answered","by":"terminal","answer":"allow-once"}`
  *   when a prompt this client was shown closes (also after its own answer);
@@ -47,6 +49,23 @@ export interface HelloMessage {
   listen?: string;
   /** False when the proxy answers by itself (`--non-interactive`): no prompt will come. */
   prompts?: boolean;
+  /** Who answers the proxy's prompts right now; absent from older proxies. */
+  prompting?: PromptingState;
+}
+
+/** Who answers a proxy's prompts right now, and what decides when nobody does. */
+export interface PromptingState {
+  /** The proxy's own terminal asks (its standard input answers). */
+  terminal: boolean;
+  /** `netmonitor prompt` clients attached to its control socket. */
+  clients: number;
+  /**
+   * What a request no rule covers gets from `--default`: every such request
+   * when the proxy never prompts, else one that nobody answers in `timeoutMs`.
+   */
+  default: "allow" | "deny";
+  /** How long a prompt waits for an answer, ms; absent when the proxy never prompts. */
+  timeoutMs?: number;
 }
 export interface PendingMessage {
   type: "pending";
@@ -189,6 +208,7 @@ export function parseServerMessage(line: string): ServerMessage {
         pid: o.pid,
         ...(o.listen !== undefined ? { listen: o.listen as string } : {}),
         ...(o.prompts !== undefined ? { prompts: o.prompts as boolean } : {}),
+        ...withPrompting(o.prompting),
       };
     case "pending":
       return { type: "pending", request: parsePending(o.request) };
@@ -226,6 +246,31 @@ export function parseServerMessage(line: string): ServerMessage {
     default:
       throw new ProtocolError(`unknown message type ${JSON.stringify(o.type)}`);
   }
+}
+
+/**
+ * `{ prompting }` when `v` is a well-formed {@linkcode PromptingState}, else
+ * nothing. Unlike the rest of hello it is only shown, never acted on, so a
+ * shape this client does not know (a later proxy's) is left out rather than
+ * failing the whole greeting.
+ */
+function withPrompting(v: unknown): { prompting?: PromptingState } {
+  const p = v as Record<string, unknown> | null;
+  if (
+    typeof p !== "object" || p === null || typeof p.terminal !== "boolean" ||
+    !int(p.clients) || p.clients < 0 || (p.default !== "allow" && p.default !== "deny") ||
+    (p.timeoutMs !== undefined && (!int(p.timeoutMs) || p.timeoutMs < 1))
+  ) {
+    return {};
+  }
+  return {
+    prompting: {
+      terminal: p.terminal,
+      clients: p.clients,
+      default: p.default,
+      ...(p.timeoutMs !== undefined ? { timeoutMs: p.timeoutMs as number } : {}),
+    },
+  };
 }
 
 /** A line longer than the limit arrived. */

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { has } from "../_helpers/tools.ts";
 import { startOrigin, TEST_CA_PATH } from "../_helpers/origin.ts";
+import { startControlServer } from "../../lib/decide/control.ts";
 import { cliCommand, rulesFile, runCli, withDataDir } from "./_cli.ts";
 
 const noCurl = !has("curl");
@@ -23,8 +24,13 @@ interface Running {
   stop(): Promise<number>;
 }
 
-async function startRun(dataDir: string, args: string[]): Promise<Running> {
-  const child = cliCommand(["run", "--port", "0", ...args], { dataDir }).spawn();
+/** Starts `netmonitor run --port 0 ...args`; `stdin: "piped"` keeps its input open. */
+async function startRun(
+  dataDir: string,
+  args: string[],
+  io: { stdin?: "piped" } = {},
+): Promise<Running> {
+  const child = cliCommand(["run", "--port", "0", ...args], { dataDir }, io).spawn();
   const out = { text: "" };
   const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
   const pump = (async () => {
@@ -299,12 +305,18 @@ Deno.test("e2e status: every proxy of the data dir, where it listens and whether
         text.stdout,
         new RegExp(
           `netmonitor proxy running \\(pid ${quiet.child.pid}\\)\n` +
-            `  listening: http://127\\.0\\.0\\.1:${quiet.port}\n  prompts: +no \\(--non-interactive`,
+            `  listening: http://127\\.0\\.0\\.1:${quiet.port}\n` +
+            `  prompts: +none \\(non-interactive: requests no rule covers are denied\\)\n`,
         ),
       );
-      assert.match(
+      // --prompt-via socket and no `netmonitor prompt` attached: nobody can answer.
+      assert.ok(
+        text.stdout.includes(
+          `listening: http://127.0.0.1:${asking.port}\n  prompts:   nobody can answer them now: ` +
+            "no `netmonitor prompt` client is connected and the proxy does not ask in its " +
+            "terminal (run `netmonitor prompt`); unanswered requests are denied after 60s\n",
+        ),
         text.stdout,
-        new RegExp(`listening: http://127\\.0\\.0\\.1:${asking.port}\n  prompts: +yes`),
       );
       assert.match(text.stdout, new RegExp(`data dir: ${dir}\n$`));
       // A second proxy that would ask is refused, and told what to do instead.
@@ -324,10 +336,26 @@ Deno.test("e2e status: every proxy of the data dir, where it listens and whether
         /^error: Another netmonitor proxy is running \(control socket .* is live\): only one proxy per data dir asks \(`netmonitor status` shows it\)\. Run this one with --non-interactive, or with its own --data-dir\n$/m,
       );
       const json = JSON.parse((await runCli(["status", "--json"], { dataDir: dir })).stdout);
+      const never = { terminal: false, clients: 0, default: "deny" };
       const expected = [
-        { pid: quiet.child.pid, listen: `127.0.0.1:${quiet.port}`, prompts: false },
-        { pid: second.child.pid, listen: `127.0.0.1:${second.port}`, prompts: false },
-        { pid: asking.child.pid, listen: `127.0.0.1:${asking.port}`, prompts: true },
+        {
+          pid: quiet.child.pid,
+          listen: `127.0.0.1:${quiet.port}`,
+          prompts: false,
+          prompting: never,
+        },
+        {
+          pid: second.child.pid,
+          listen: `127.0.0.1:${second.port}`,
+          prompts: false,
+          prompting: never,
+        },
+        {
+          pid: asking.child.pid,
+          listen: `127.0.0.1:${asking.port}`,
+          prompts: true,
+          prompting: { terminal: false, clients: 0, default: "deny", timeoutMs: 60_000 },
+        },
       ].sort((a, b) => a.pid - b.pid);
       assert.deepEqual(json, { running: true, dataDir: dir, proxies: expected });
 
@@ -353,6 +381,120 @@ Deno.test("e2e status: every proxy of the data dir, where it listens and whether
       if (asking) assert.equal(await asking.stop(), 0);
     }
     assert.equal((await runCli(["status"], { dataDir: dir })).code, 3);
+  });
+});
+
+/** The `prompts:` line `netmonitor status` prints for the one proxy of `dir`. */
+async function promptsLine(dir: string): Promise<string> {
+  const r = await runCli(["status"], { dataDir: dir });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  return r.stdout.match(/^ {2}prompts: +(.*)$/m)![1];
+}
+
+/** `netmonitor prompt` attached to the proxy of `dir`, its input kept open; `close` detaches it. */
+async function attachPrompt(dir: string) {
+  const child = cliCommand(["prompt"], { dataDir: dir }, { stdin: "piped" }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("Attached to the netmonitor proxy")) {
+    const r = await reader.read();
+    if (r.done) throw new Error(`netmonitor prompt did not attach:\n${text}`);
+    text += r.value;
+  }
+  return {
+    /** Ends its input (it detaches and exits); its exit code and all it printed. */
+    async close() {
+      await child.stdin.close();
+      const err = new Response(child.stderr).text();
+      for (let r = await reader.read(); !r.done; r = await reader.read()) text += r.value;
+      return { code: (await child.status).code, output: text + (await err) };
+    },
+  };
+}
+
+Deno.test("e2e status: says where prompts are answered, and by how many `netmonitor prompt` clients", async () => {
+  await withDataDir(async (dir) => {
+    // The proxy's own terminal asks (its input, kept open, is the terminal here).
+    const run = await startRun(dir, ["--prompt-via", "terminal", "--no-intercept"], {
+      stdin: "piped",
+    });
+    try {
+      assert.equal(
+        await promptsLine(dir),
+        "answered in the proxy's terminal (no `netmonitor prompt` client connected); " +
+          "unanswered requests are denied after 60s",
+      );
+      const first = await attachPrompt(dir);
+      assert.equal(
+        await promptsLine(dir),
+        "answered in the proxy's terminal and by 1 connected `netmonitor prompt` client; " +
+          "unanswered requests are denied after 60s",
+      );
+      const second = await attachPrompt(dir);
+      assert.match(await promptsLine(dir), /and by 2 connected `netmonitor prompt` clients;/);
+      const json = JSON.parse((await runCli(["status", "--json"], { dataDir: dir })).stdout);
+      assert.deepEqual(json.proxies[0].prompting, {
+        terminal: true,
+        clients: 2,
+        default: "deny",
+        timeoutMs: 60_000,
+      });
+      for (const client of [first, second]) {
+        const { code, output } = await client.close();
+        assert.equal(code, 0, output);
+      }
+      // A client that left is not counted.
+      let line = "";
+      for (let i = 0; i < 100 && !line.includes("(no `netmonitor prompt`"); i++) {
+        line = await promptsLine(dir);
+        if (!line.includes("(no `netmonitor prompt`")) await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.match(line, /^answered in the proxy's terminal \(no `netmonitor prompt` client/);
+    } finally {
+      await run.child.stdin.close().catch(() => {});
+      assert.equal(await run.stop(), 0);
+    }
+    // Non-interactive with --default allow says so.
+    const quiet = await startRun(dir, [
+      "--non-interactive",
+      "--default",
+      "allow",
+      "--no-intercept",
+    ]);
+    try {
+      assert.equal(
+        await promptsLine(dir),
+        "none (non-interactive: requests no rule covers are allowed)",
+      );
+    } finally {
+      assert.equal(await quiet.stop(), 0);
+    }
+  });
+});
+
+Deno.test("e2e status: an older proxy, whose hello does not say who answers, is still shown", async () => {
+  await withDataDir(async (dir) => {
+    // What a proxy from before `prompting` says on its status socket.
+    const old = await startControlServer(
+      { addPrompter: () => () => {}, subscribe: () => () => {} },
+      `${dir}/proxies/${Deno.pid}.sock`,
+      { describe: () => ({ prompts: true, listen: "127.0.0.1:8080" }), prompters: false },
+    );
+    try {
+      const text = await runCli(["status"], { dataDir: dir });
+      assert.equal(text.code, 0, text.stderr);
+      assert.equal(
+        text.stdout,
+        `netmonitor proxy running (pid ${Deno.pid})\n` +
+          "  listening: http://127.0.0.1:8080\n" +
+          "  prompts:   yes (answer with `netmonitor prompt`, or in the proxy's terminal if it has one)\n" +
+          `data dir: ${dir}\n`,
+      );
+      const json = JSON.parse((await runCli(["status", "--json"], { dataDir: dir })).stdout);
+      assert.deepEqual(json.proxies, [{ pid: Deno.pid, listen: "127.0.0.1:8080", prompts: true }]);
+    } finally {
+      await old.close();
+    }
   });
 });
 

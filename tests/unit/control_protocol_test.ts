@@ -59,6 +59,22 @@ Deno.test("server messages round-trip through encodeMessage", () => {
     { type: "hello", version: 1, name: "prompt#1", pid: 42 },
     { type: "hello", version: 1, name: "prompt#2", pid: 42, listen: "[::1]:8080", prompts: false },
     {
+      type: "hello",
+      version: 1,
+      name: "prompt#3",
+      pid: 42,
+      prompts: true,
+      prompting: { terminal: true, clients: 2, default: "deny", timeoutMs: 60000 },
+    },
+    {
+      type: "hello",
+      version: 1,
+      name: "prompt#4",
+      pid: 42,
+      prompts: false,
+      prompting: { terminal: false, clients: 0, default: "allow" },
+    },
+    {
       type: "pending",
       request: {
         id: "3",
@@ -119,6 +135,27 @@ Deno.test("server messages round-trip through encodeMessage", () => {
     assert.throws(
       () => parseServerMessage(`{"type":"hello","version":1,"name":"p","pid":1,${extra}}`),
       /malformed hello/,
+    );
+  }
+});
+
+Deno.test("hello: a prompting state this client cannot read is left out, not an error", () => {
+  const hello = '{"type":"hello","version":1,"name":"p","pid":1,"prompts":true';
+  for (
+    const prompting of [
+      '"yes"',
+      "null",
+      '{"terminal":1,"clients":0,"default":"deny"}',
+      '{"terminal":true,"clients":-1,"default":"deny"}',
+      '{"terminal":true,"clients":1.5,"default":"deny"}',
+      '{"terminal":true,"clients":0,"default":"ask"}',
+      '{"terminal":true,"clients":0,"default":"deny","timeoutMs":0}',
+    ]
+  ) {
+    assert.deepEqual(
+      parseServerMessage(`${hello},"prompting":${prompting}}`),
+      { type: "hello", version: 1, name: "p", pid: 1, prompts: true },
+      prompting,
     );
   }
 });
