@@ -325,11 +325,12 @@ function redactPath(path: string): string {
 export function redactUrl(url: string): string {
   let rest = url;
   let head = "";
-  const schemeEnd = SCHEME.test(url) ? url.indexOf("://") : -1;
-  if (schemeEnd > 0) {
-    let authStart = schemeEnd + 3;
+  const scheme = SCHEME.exec(url);
+  if (scheme) {
+    let authStart = scheme[0].length;
     // `http:///user:pw@h/` is `http://user:pw@h/` to URL parsers (browsers,
-    // WHATWG): extra slashes before the authority are skipped.
+    // WHATWG): extra slashes before the authority are skipped, and so are
+    // backslashes, which they read as slashes (`http:\/user:pw@h/`).
     while (isSlash(url.charCodeAt(authStart))) authStart++;
     const authEnd = authorityEnd(url, authStart);
     let authority = url.slice(authStart, authEnd);
@@ -376,8 +377,9 @@ export function redactUrl(url: string): string {
  */
 export function redactCutTarget(target: string): string {
   let start: number;
-  if (SCHEME.test(target)) {
-    start = target.indexOf("://") + 3;
+  const scheme = SCHEME.exec(target);
+  if (scheme) {
+    start = scheme[0].length;
     while (isSlash(target.charCodeAt(start))) start++;
   } else {
     start = AUTHORITY_PREFIX.exec(target)![0].length;
@@ -395,19 +397,24 @@ function authorityEnd(url: string, from: number): number {
   return url.length;
 }
 
-/** `scheme://` at the start. */
-const SCHEME = /^[a-z][a-z0-9+.-]*:\/\//i;
-/** What may precede an authority when there is no `scheme://`: `scheme:/`, slashes. */
-const AUTHORITY_PREFIX = /^(?:[a-z][a-z0-9+.-]*:(?=\/))?\/*/i;
+/**
+ * `scheme://` at the start, either slash possibly a backslash: URL parsers
+ * read `http:\/user:pw@h` as `http://user:pw@h`.
+ */
+const SCHEME = /^[a-z][a-z0-9+.-]*:[/\\]{2}/i;
+/** What may precede an authority when there is no `scheme://`: `scheme:/`, slashes, backslashes. */
+const AUTHORITY_PREFIX = /^(?:[a-z][a-z0-9+.-]*:(?=[/\\]))?[/\\]*/i;
 
-const URL_IN_TEXT = /[a-z][a-z0-9+.-]{0,15}:\/\/[^\s"'<>]+/gi;
+const URL_IN_TEXT = /[a-z][a-z0-9+.-]{0,15}:[/\\]{2}[^\s"'<>]+/gi;
+/** The cheap test before {@linkcode URL_IN_TEXT}. */
+const SCHEME_SLASHES = /:[/\\]{2}/;
 
 /**
  * Redacts every URL embedded in free text (a decision reason such as
  * `rule "https://x/?token=..": allow-url`, or an error message).
  */
 export function redactText(text: string): string {
-  let out = text.includes("://") ? text.replace(URL_IN_TEXT, (u) => redactUrl(u)) : text;
+  let out = SCHEME_SLASHES.test(text) ? text.replace(URL_IN_TEXT, (u) => redactUrl(u)) : text;
   // An authority quoted without a scheme (a bad Host header or CONNECT target
   // echoed in an error) can still carry `user:password@`.
   if (out.includes("@")) out = out.replace(USERINFO_IN_TEXT, `$1$2${REDACTED}@`);
@@ -438,5 +445,9 @@ export function redactTargets(text: string): string {
   return text.replace(WORD, (w) => TARGET_CHAR.test(w) ? redactUrl(w) : w);
 }
 
-// Also after `scheme:/` or slashes: `"//user:pass@h/x"`, `"http:/user:pass@h"`.
-const USERINFO_IN_TEXT = /(^|[\s"'(])((?:[a-z][a-z0-9+.-]*:(?=\/))?\/*)[^\s"'()<>/@]+@/gi;
+// Also after `scheme:/` or slashes (or backslashes): `"//user:pass@h/x"`, `"http:/user:pass@h"`.
+// The run of slashes is taken whole (`(?=(...))\3`, an atomic group): the
+// userinfo may contain backslashes too, and retrying every split of a long
+// run between the two would be quadratic.
+const USERINFO_IN_TEXT =
+  /(^|[\s"'(])((?:[a-z][a-z0-9+.-]*:(?=[/\\]))?(?=([/\\]*))\3)[^\s"'()<>/@]+@/gi;

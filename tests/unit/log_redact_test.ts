@@ -243,6 +243,48 @@ Deno.test("redactUrl: credentials after three or more slashes (http:///user:pw@h
   }
 });
 
+Deno.test("redact: credentials after slashes spelled as backslashes (http:\\/user:pw@h, as URL parsers read it)", () => {
+  // Found by tests/unit/fuzz_log_test.ts: `new URL("http:\\/u:pw@h/")` has
+  // the password pw, and the log kept it.
+  const cases: [string, string][] = [
+    ["http:\\/user:hunter2@allowed.test/x", "http:\\/REDACTED@allowed.test/x"],
+    ["HTTP:\\/\\/user:hunter2@allowed.test", "HTTP:\\/\\/REDACTED@allowed.test"],
+    ["http:/\\/user:hunter2@allowed.test/x", "http:/\\/REDACTED@allowed.test/x"],
+    ["ws:\\/user:hunter2@allowed.test?x=1", "ws:\\/REDACTED@allowed.test?x=1"],
+    ["http:\\\\user:hunter2@allowed.test/x", "http:\\\\REDACTED@allowed.test/x"],
+    ["\\/user:hunter2@allowed.test/x", "\\/REDACTED@allowed.test/x"],
+    [
+      "http://e.test/?next=https:\\/u:hunter2@x.test/",
+      "http://e.test/?next=https:\\/REDACTED@x.test/",
+    ],
+  ];
+  for (const [input, expected] of cases) {
+    assert.equal(redactUrl(input), expected, input);
+    assert.equal(redactUrl(expected), expected, `twice: ${input}`);
+  }
+  // Cut before its "@" arrived: the authority goes whole.
+  assert.equal(redactCutTarget("http:\\/user:hunter2"), "http:\\/REDACTED");
+  assert.equal(redactCutTarget("http:/\\/user:hunter2"), "http:/\\/REDACTED");
+  for (
+    const text of [
+      "upstream http:\\/u:hunter2@h.test/ refused",
+      "upstream http:/\\/u:hunter2@h.test/?token=hunter2 refused",
+      'invalid request target "http:\\/u:hunter2@h.test/x"',
+      `invalid request target ${JSON.stringify("http:\\/u:hunter2@h.test/x")}`,
+      `invalid request target ${JSON.stringify("\\/u:hunter2@h.test/x")}`,
+      "CONNECT \\/u:hunter2@h.test:443 refused",
+    ]
+  ) {
+    const out = redactText(text);
+    assert.equal(out.includes("hunter2"), false, `${text} -> ${out}`);
+  }
+  // A long run of backslashes costs linear time (the run is not re-split).
+  const start = performance.now();
+  redactText("@ " + "\\".repeat(100_000) + "x");
+  const ms = performance.now() - start;
+  assert.ok(ms < 2000, `${ms} ms`);
+});
+
 Deno.test("redactText: secrets in quoted targets without a scheme (origin-form, CONNECT, request lines)", () => {
   for (
     const text of [
