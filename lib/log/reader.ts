@@ -135,6 +135,26 @@ export async function logFiles(path: string, maxRotated?: number): Promise<strin
   return [...rotated.reverse(), path];
 }
 
+/** True when `s` takes more than `max` bytes in UTF-8; cheap when it cannot. */
+function utf8Longer(s: string, max: number): boolean {
+  if (s.length * 3 <= max) return false;
+  let bytes = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) bytes += 1;
+    else if (c < 0x800) bytes += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length) {
+      const d = s.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        bytes += 4;
+        i++;
+      } else bytes += 3;
+    } else bytes += 3;
+    if (bytes > max) return true;
+  }
+  return false;
+}
+
 function excerpt(line: string): string {
   return line.length > 120 ? `${line.slice(0, 119)}…` : line;
 }
@@ -268,7 +288,9 @@ export class LogTail {
 
   #line(line: string, cursor: FileCursor, out: AccessRecord[], sinceIso: string | undefined): void {
     if (line.length === 0 || line === "\r") return;
-    if (line.length > this.#maxLine) {
+    // The limit is in bytes, as the chunked read and readLastRecords count it
+    // (a line of 600 characters can be 1,800 bytes).
+    if (line.length > this.#maxLine || utf8Longer(line, this.#maxLine)) {
       this.#bad(cursor, `line longer than ${this.#maxLine} bytes`, "");
       return;
     }

@@ -110,6 +110,33 @@ Deno.test("reader: small chunks, multi-byte text and over-long lines", async () 
   }
 });
 
+Deno.test("reader: the line limit is in bytes, forwards and backwards, whatever the chunking", async () => {
+  // Found by tests/unit/fuzz_log_test.ts: a line of 1,300 bytes but 500
+  // characters passed a 1,000-byte limit when read forwards in one chunk,
+  // and was refused by readLastRecords and by smaller chunks.
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "network-access.log");
+    const wide = serialiseRecord(rec(2, { reason: "中".repeat(400) }));
+    assert.ok(wide.length < 1000 && new TextEncoder().encode(wide).length > 1000);
+    await Deno.writeTextFile(
+      path,
+      [serialiseRecord(rec(1)), wide, serialiseRecord(rec(3))].join("\n") + "\n",
+    );
+    for (const chunkBytes of [7, 64, 1000, 1 << 20]) {
+      const { recs, bad } = await collect(path, { chunkBytes, maxLineBytes: 1000 });
+      assert.deepEqual(recs.map((r) => r.bytesDown), [1, 3], `chunk ${chunkBytes}`);
+      assert.equal(bad.length, 1, `chunk ${chunkBytes}`);
+      assert.match(bad[0].reason, /longer than 1000 bytes/);
+      const back = await readLastRecords(path, 10, { chunkBytes, maxLineBytes: 1000 });
+      assert.deepEqual(back.records.map((r) => r.bytesDown), [1, 3], `back chunk ${chunkBytes}`);
+      assert.equal(back.badLines, 1);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("reader: a cut line glued to the next whole one loses only the cut one", async () => {
   const dir = await Deno.makeTempDir();
   try {
