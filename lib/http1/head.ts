@@ -79,8 +79,9 @@ export class HeadScanner {
    *
    * @returns the head's length through its final CRLFCRLF, or -1 when more
    *   bytes are needed.
-   * @throws {HttpParseError} 400 on a bare LF, 431 (502 for a server) when the
-   *   head exceeds `maxBytes`.
+   * @throws {HttpParseError} 400 on a bare LF or too many empty lines before
+   *   the start line, 431 when the head exceeds `maxBytes` (502 for all of them
+   *   when scanning a server's response).
    */
   scan(buf: Uint8Array): number {
     while (true) {
@@ -99,7 +100,10 @@ export class HeadScanner {
         // Empty line before the start line: tolerated a few times (clients
         // sometimes send CRLF after a POST body).
         if (++this.#empties > MAX_LEADING_EMPTY_LINES) {
-          throw new HttpParseError("too many empty lines before the start line", 400);
+          throw new HttpParseError(
+            "too many empty lines before the start line",
+            this.fromServer ? 502 : 400,
+          );
         }
         this.#start = this.#lineStart = lf + 1;
         continue;

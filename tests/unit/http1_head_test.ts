@@ -153,6 +153,21 @@ Deno.test("head scanner: too many empty lines before the request line", () => {
   assert.throws(() => s.scan(enc("\r\n".repeat(10) + "GET / HTTP/1.1\r\n\r\n")), /empty lines/);
 });
 
+Deno.test("head scanner: too many empty lines before a status line are the server's fault (502)", () => {
+  // The upstream sent them: answering the client 400 would blame the client.
+  const s = new HeadScanner(65536, true);
+  assert.throws(
+    () => s.scan(enc("\r\n".repeat(5) + "HTTP/1.1 200 OK\r\n\r\n")),
+    (e: unknown) =>
+      e instanceof HttpParseError && e.status === 502 && /empty lines/.test(e.message),
+  );
+  // Up to four are skipped, as before a request line.
+  const ok = new HeadScanner(65536, true);
+  const b = enc("\r\n".repeat(4) + "HTTP/1.1 200 OK\r\n\r\n");
+  assert.equal(ok.scan(b), b.length);
+  assert.equal(ok.start, 8);
+});
+
 Deno.test("response head: status line variants and errors", () => {
   const parse = (t: string) => {
     const b = enc(t);
