@@ -161,8 +161,13 @@ export function clientKeepAlive(head: RequestHead): boolean {
   return tokens.includes("keep-alive");
 }
 
-/** True when the server allows another request on its connection. */
+/**
+ * True when the server allows another request on its connection. Never after
+ * an HTTP/1.0 response with Transfer-Encoding: its framing is faulty (RFC 9112
+ * 6.1), and the bytes after what was read as its body may be the rest of it.
+ */
 export function serverKeepAlive(head: ResponseHead): boolean {
+  if (head.minor === 0 && head.headers.has("transfer-encoding")) return false;
   const tokens = connectionTokens(head.headers);
   if (tokens.includes("close")) return false;
   return head.minor === 1 || tokens.includes("keep-alive");

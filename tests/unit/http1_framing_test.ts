@@ -153,6 +153,19 @@ Deno.test("keep-alive and upgrade detection", () => {
   assert.equal(serverKeepAlive(response("HTTP/1.1 200 OK")), true);
   assert.equal(serverKeepAlive(response("HTTP/1.1 200 OK\r\nConnection: close")), false);
   assert.equal(serverKeepAlive(response("HTTP/1.0 200 OK")), false);
+  // HTTP/1.0 with Transfer-Encoding: faulty framing, the connection is closed
+  // after it (RFC 9112 6.1), whatever Connection says.
+  assert.equal(serverKeepAlive(response("HTTP/1.0 200 OK\r\nConnection: keep-alive")), true);
+  assert.equal(
+    serverKeepAlive(
+      response("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked"),
+    ),
+    false,
+  );
+  assert.equal(
+    serverKeepAlive(response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked")),
+    true,
+  );
   assert.equal(
     upgradeRequested(request("GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket")),
     "websocket",
