@@ -165,9 +165,14 @@ export function clientKeepAlive(head: RequestHead): boolean {
  * True when the server allows another request on its connection. Never after
  * an HTTP/1.0 response with Transfer-Encoding: its framing is faulty (RFC 9112
  * 6.1), and the bytes after what was read as its body may be the rest of it.
+ * Nor after one with both Transfer-Encoding and Content-Length: it is read as
+ * chunked, but a sender that meant the Content-Length (or a response split by
+ * a third party) leaves bytes that the next request would take for its answer
+ * (RFC 9112 6.3: "ought to be handled as an error").
  */
 export function serverKeepAlive(head: ResponseHead): boolean {
-  if (head.minor === 0 && head.headers.has("transfer-encoding")) return false;
+  const h = head.headers;
+  if (h.has("transfer-encoding") && (head.minor === 0 || h.has("content-length"))) return false;
   const tokens = connectionTokens(head.headers);
   if (tokens.includes("close")) return false;
   return head.minor === 1 || tokens.includes("keep-alive");

@@ -166,6 +166,13 @@ Deno.test("keep-alive and upgrade detection", () => {
     serverKeepAlive(response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked")),
     true,
   );
+  // Both Transfer-Encoding and Content-Length: read as chunked, never reused.
+  assert.equal(
+    serverKeepAlive(
+      response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5"),
+    ),
+    false,
+  );
   assert.equal(
     upgradeRequested(request("GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket")),
     "websocket",
