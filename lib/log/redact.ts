@@ -97,9 +97,41 @@ const TOKEN_PREFIXES = [
   "ASIA",
 ];
 
-/** True when a parameter name says its value is a secret. */
+/**
+ * True when a parameter name says its value is a secret. Frameworks read
+ * more into a name than its letters: PHP and Rails take `key[]`,
+ * `api[key]` and `user[password]` apart at the brackets, and PHP turns
+ * spaces and dots into underscores (`api+key` arrives as `api_key`). Each
+ * of those readings is checked, so the log keeps none of them.
+ */
 export function isSecretParamName(name: string): boolean {
   const spelled = decodeEscapes(name.replaceAll("+", " ")).trim();
+  for (const reading of nameReadings(spelled)) if (secretName(reading)) return true;
+  return false;
+}
+
+/** Most bracketed parts of a name that are read (a name is short; a hostile one is not). */
+const MAX_NAME_PARTS = 8;
+
+function nameReadings(spelled: string): string[] {
+  const out = [spelled];
+  if (/[ .]/.test(spelled)) out.push(spelled.replace(/[ .]/g, "_"));
+  const open = spelled.indexOf("[");
+  if (open >= 0) {
+    const base = spelled.slice(0, open);
+    const parts: string[] = [];
+    let seen = 0;
+    for (const m of spelled.slice(open).matchAll(/\[([^\]]*)\]/g)) {
+      if (m[1] !== "") parts.push(m[1]);
+      if (++seen === MAX_NAME_PARTS) break;
+    }
+    out.push(base, ...parts);
+    if (parts.length > 0) out.push([base, ...parts].join("_"));
+  }
+  return out;
+}
+
+function secretName(spelled: string): boolean {
   const n = spelled.toLowerCase();
   if (SECRET_PARAMS.has(n)) return true;
   if (PUBLIC_PARAMS.has(n)) return false;

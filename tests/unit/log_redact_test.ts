@@ -186,6 +186,25 @@ Deno.test("redactUrl: camelCase key names, passphrases, auth codes, and URLs ins
   );
 });
 
+Deno.test("redactUrl: names that frameworks take apart (key[], api[key], user[password], api+key)", () => {
+  assert.equal(
+    redactUrl(
+      "http://e.test/?key[]=s3cr3t1&api[key]=s3cr3t2&user[password]=s3cr3t3&api+key=s3cr3t4" +
+        "&api%20key=s3cr3t5&auth[client][secret]=s3cr3t6&filter[name]=bob&tags[]=x&page=2",
+    ),
+    "http://e.test/?key[]=REDACTED&api[key]=REDACTED&user[password]=REDACTED&api+key=REDACTED" +
+      "&api%20key=REDACTED&auth[client][secret]=REDACTED&filter[name]=bob&tags[]=x&page=2",
+  );
+  // Encoded brackets are the same name.
+  assert.equal(
+    redactUrl("http://e.test/?api%5Bkey%5D=s3cr3t&q=1"),
+    "http://e.test/?api%5Bkey%5D=REDACTED&q=1",
+  );
+  // Only the first few bracketed parts are read (a hostile name may hold thousands).
+  const deep = "x[token]" + "[a]".repeat(10_000);
+  assert.equal(redactUrl(`http://e.test/?${deep}=v`), `http://e.test/?${deep}=REDACTED`);
+});
+
 Deno.test("redactUrl: URLs nested in parameters thousands deep do not overflow the stack", () => {
   const deep = "http://e.test/?a=" + "http://x?a=".repeat(6000) + "1";
   const out = redactUrl(deep);
