@@ -255,15 +255,15 @@ const MAX_NESTING = 4;
 let nesting = 0;
 
 /**
- * A parameter value that is a URL (as is, or percent-encoded once or more, as
- * a redirect target is) with its secrets redacted, or undefined when it is no
+ * A parameter value that is a URL, absolute or relative (as is, or
+ * percent-encoded once or more, as a redirect target is) with its secrets redacted, or undefined when it is no
  * URL or had none. An encoded one with a secret is redacted whole: its
  * spelling cannot be kept around the cut.
  */
 function nestedUrlRedacted(value: string): string | undefined {
   let decoded = value;
   for (let i = 0; i < 3 && /%[0-9a-f]{2}/i.test(decoded); i++) decoded = lenientDecode(decoded);
-  if (!hasNestedScheme(decoded)) return undefined;
+  if (!hasNestedScheme(decoded) && !looksLikeRelativeUrl(decoded)) return undefined;
   if (nesting >= MAX_NESTING) return REDACTED;
   nesting++;
   let r: string;
@@ -274,6 +274,16 @@ function nestedUrlRedacted(value: string): string | undefined {
   }
   if (r === decoded) return undefined;
   return decoded === value ? r : REDACTED;
+}
+
+/**
+ * A redirect target without `scheme://` that can still carry secrets: a
+ * query (`/cb?code=...`, `cb?token=...`), or userinfo after `//` or after a
+ * scheme and one slash (`//user:pw@h`, `https:/user:pw@h`, which URL parsers
+ * read as `https://user:pw@h`).
+ */
+function looksLikeRelativeUrl(s: string): boolean {
+  return s.includes("?") || (s.includes("@") && /^(?:[/\\]|[a-z][a-z0-9+.-]*:[/\\])/i.test(s));
 }
 
 /**

@@ -205,6 +205,28 @@ Deno.test("redactUrl: names that frameworks take apart (key[], api[key], user[pa
   assert.equal(redactUrl(`http://e.test/?${deep}=v`), `http://e.test/?${deep}=REDACTED`);
 });
 
+Deno.test("redactUrl: redirect targets without scheme:// (a path and query, //userinfo, scheme:/userinfo)", () => {
+  assert.equal(
+    redactUrl("http://e.test/?next=/cb?code=s3cr3t&p=1"),
+    "http://e.test/?next=/cb?code=REDACTED&p=1",
+  );
+  assert.equal(
+    redactUrl("http://e.test/?next=%2Fcb%3Faccess_token%3Ds3cr3t&p=1"),
+    "http://e.test/?next=REDACTED&p=1",
+  );
+  assert.equal(
+    redactUrl("http://e.test/?next=//u:s3cr3t@h/x&r=https:/u:s3cr3t@h/y"),
+    "http://e.test/?next=//REDACTED@h/x&r=https:/REDACTED@h/y",
+  );
+  // Nothing secret: left as spelled (an e-mail address, a question, a plain redirect).
+  for (
+    const u of [
+      "http://e.test/?to=mailto:bob@example.com&email=bob@example.com&q=why?",
+      "http://e.test/?next=/home?tab=1",
+    ]
+  ) assert.equal(redactUrl(u), u);
+});
+
 Deno.test("redactUrl: URLs nested in parameters thousands deep do not overflow the stack", () => {
   const deep = "http://e.test/?a=" + "http://x?a=".repeat(6000) + "1";
   const out = redactUrl(deep);
