@@ -234,7 +234,14 @@ function redactParams(params: string): string {
     }
     const value = part.slice(eq + 1);
     if (value === "" || value === REDACTED) continue;
-    if (isSecretParamName(part.slice(0, eq)) || looksLikeSecret(value)) {
+    // A query inside a fragment route (`#/cb?code=...`) or a path-like name:
+    // the name is what follows its last `?`.
+    const name = part.slice(0, eq);
+    const asked = name.lastIndexOf("?");
+    if (
+      isSecretParamName(name) || (asked >= 0 && isSecretParamName(name.slice(asked + 1))) ||
+      looksLikeSecret(value)
+    ) {
       parts[i] = `${part.slice(0, eq + 1)}${REDACTED}`;
       changed = true;
       continue;

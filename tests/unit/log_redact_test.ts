@@ -218,6 +218,11 @@ Deno.test("redactUrl: redirect targets without scheme:// (a path and query, //us
     redactUrl("http://e.test/?next=//u:s3cr3t@h/x&r=https:/u:s3cr3t@h/y"),
     "http://e.test/?next=//REDACTED@h/x&r=https:/REDACTED@h/y",
   );
+  // A fragment route's query (single-page apps' OAuth callbacks).
+  assert.equal(
+    redactUrl("http://e.test/app#/cb?code=s3cr3t&state=1"),
+    "http://e.test/app#/cb?code=REDACTED&state=1",
+  );
   // Nothing secret: left as spelled (an e-mail address, a question, a plain redirect).
   for (
     const u of [
