@@ -120,10 +120,15 @@ function nameReadings(spelled: string): string[] {
   if (open >= 0) {
     const base = spelled.slice(0, open);
     const parts: string[] = [];
-    let seen = 0;
-    for (const m of spelled.slice(open).matchAll(/\[([^\]]*)\]/g)) {
-      if (m[1] !== "") parts.push(m[1]);
-      if (++seen === MAX_NAME_PARTS) break;
+    // Each `[...]`, from a `[` to the first `]` after it, found with indexOf:
+    // a regex retried at every `[` of a long unclosed run is quadratic, and
+    // this runs for every parameter of every logged request.
+    let at = open;
+    for (let seen = 0; at >= 0 && seen < MAX_NAME_PARTS; seen++) {
+      const close = spelled.indexOf("]", at + 1);
+      if (close < 0) break;
+      if (close > at + 1) parts.push(spelled.slice(at + 1, close));
+      at = spelled.indexOf("[", close + 1);
     }
     out.push(base, ...parts);
     if (parts.length > 0) out.push([base, ...parts].join("_"));

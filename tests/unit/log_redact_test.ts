@@ -205,6 +205,27 @@ Deno.test("redactUrl: names that frameworks take apart (key[], api[key], user[pa
   assert.equal(redactUrl(`http://e.test/?${deep}=v`), `http://e.test/?${deep}=REDACTED`);
 });
 
+Deno.test("redactUrl: a name of thousands of unclosed brackets costs linear time", () => {
+  // A regex retried at each `[` of an unclosed run was quadratic: 64 K of
+  // `[` in a request target (a 414 is still logged) held the proxy's only
+  // thread for seconds.
+  for (const unit of ["[", "[a", "a[", "%5B", "?[", "[]["]) {
+    const name = unit.repeat(Math.ceil(100_000 / unit.length));
+    for (
+      const url of [
+        `http://e.test/?${name}=v&token=s3cr3t`,
+        `http://e.test/#${name}=v&token=s3cr3t`,
+      ]
+    ) {
+      const start = performance.now();
+      const out = redactUrl(url);
+      const ms = performance.now() - start;
+      assert.ok(ms < 2000, `${unit}: ${ms} ms`);
+      assert.ok(out.endsWith("=v&token=REDACTED"), unit);
+    }
+  }
+});
+
 Deno.test("redactUrl: redirect targets without scheme:// (a path and query, //userinfo, scheme:/userinfo)", () => {
   assert.equal(
     redactUrl("http://e.test/?next=/cb?code=s3cr3t&p=1"),
