@@ -474,17 +474,22 @@ export function redactText(text: string): string {
   if (out.includes("@")) out = out.replace(USERINFO_IN_TEXT, `$1$2${REDACTED}@`);
   // A quoted request target without a scheme (`"/x?token=.."`, a CONNECT
   // target or Host value with a query, a whole request line) has its
-  // parameters redacted too.
+  // parameters redacted too; a quote that never closes runs to the end of
+  // the text (fail closed).
   if (out.includes('"')) {
-    out = out.replace(QUOTED, (q, body: string) => {
+    out = out.replace(QUOTED, (q, body: string, close: string) => {
       const r = redactTargets(body);
-      return r === body ? q : `"${r}"`;
+      return r === body ? q : `"${r}${close}`;
     });
   }
   return out;
 }
 
-const QUOTED = /"((?:[^"\\]|\\.)*)"/g;
+// The body's parts (a character, or an escape) cannot overlap, and every
+// body ends at a closing quote or at the end (past a lone backslash), so a
+// match never fails: a quote that never closes is not retried from each `"`
+// after it, which was quadratic.
+const QUOTED = /"((?:[^"\\]|\\[^])*)("|\\?$)/g;
 const WORD = /\S+/g;
 const TARGET_CHAR = /[@?#;/]/;
 

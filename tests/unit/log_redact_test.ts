@@ -379,6 +379,26 @@ Deno.test("redactText: secrets in quoted targets without a scheme (origin-form, 
   }
 });
 
+Deno.test("redactText: quotes that never close cost linear time and are redacted to the end", () => {
+  // A quote retried at every later `"` was quadratic: a Host header of 60 K
+  // `\"` (echoed whole in its error) held the proxy's thread for 1.5 s.
+  for (
+    const text of [
+      'invalid host "' + '\\"'.repeat(50_000) + '\\"',
+      '"' + '"\\'.repeat(50_000),
+      'x "' + '\\"'.repeat(50_000),
+    ]
+  ) {
+    const start = performance.now();
+    redactText(text);
+    const ms = performance.now() - start;
+    assert.ok(ms < 2000, `${text.slice(0, 20)}: ${ms} ms`);
+  }
+  assert.equal(redactText('bad "/a?token=s3cr3t'), 'bad "/a?token=REDACTED');
+  assert.equal(redactText('bad "x" and "/a?token=s3cr3t\\'), 'bad "x" and "/a?token=REDACTED\\');
+  assert.equal(redactText('ok "/a?token=s3cr3t" "b"'), 'ok "/a?token=REDACTED" "b"');
+});
+
 Deno.test("redactCutTarget: an authority that runs to the cut may be userinfo whose @ was cut off", () => {
   const cases: [string, string][] = [
     ["http://user:hunter2", "http://REDACTED"],
