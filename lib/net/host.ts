@@ -44,19 +44,31 @@ export function normaliseHost(input: string): string {
 const normalised = new Map<string, string>();
 const NORMALISED_MAX = 1024;
 
+/**
+ * `s` in double quotes, escaped as JSON. Errors reach the access log, whose
+ * redaction reads the targets in quotes: a raw `"` in `s` (a client's Host
+ * header) would close the quote early and leave the rest, a query with a
+ * token say, unread.
+ */
+function quoted(s: string): string {
+  return JSON.stringify(s);
+}
+
 function normaliseUncached(input: string): string {
   let raw = input.trim();
   if (raw === "") throw new HostError("empty host");
   if (raw.includes(":") && !raw.startsWith("[")) raw = `[${raw}]`;
   // The URL parser would read `[::1]:8443` as the host [::1] and a port, and
   // the port would be silently dropped: a host is only the literal.
-  if (raw.startsWith("[") && !raw.endsWith("]")) throw new HostError(`invalid host "${input}"`);
-  if (/[\s/?#@\\%]/.test(raw)) throw new HostError(`invalid character in host "${input}"`);
+  if (raw.startsWith("[") && !raw.endsWith("]")) {
+    throw new HostError(`invalid host ${quoted(input)}`);
+  }
+  if (/[\s/?#@\\%]/.test(raw)) throw new HostError(`invalid character in host ${quoted(input)}`);
   let host: string;
   try {
     host = new URL(`http://${raw}/`).hostname;
   } catch {
-    throw new HostError(`invalid host "${input}"`);
+    throw new HostError(`invalid host ${quoted(input)}`);
   }
   if (host.startsWith("[")) {
     // An IPv4-mapped IPv6 address reaches the IPv4 host: spell it as that
@@ -70,9 +82,9 @@ function normaliseUncached(input: string): string {
     return host;
   }
   if (host.endsWith(".")) host = host.slice(0, -1);
-  if (host === "" || host.length > 253) throw new HostError(`invalid host "${input}"`);
+  if (host === "" || host.length > 253) throw new HostError(`invalid host ${quoted(input)}`);
   for (const label of host.split(".")) {
-    if (!LABEL.test(label)) throw new HostError(`invalid host "${input}"`);
+    if (!LABEL.test(label)) throw new HostError(`invalid host ${quoted(input)}`);
   }
   return host;
 }
@@ -113,12 +125,12 @@ export function parseAuthority(
   fallbackPort?: number,
 ): { host: string; port: number } {
   const m = /^(\[[^\]]*\]|[^:\[\]]*)(?::(\d{1,5}))?$/.exec(authority);
-  if (!m) throw new HostError(`invalid authority "${authority}"`);
+  if (!m) throw new HostError(`invalid authority ${quoted(authority)}`);
   const host = normaliseHost(m[1]);
   const port = m[2] === undefined ? fallbackPort : Number(m[2]);
-  if (port === undefined) throw new HostError(`missing port in "${authority}"`);
+  if (port === undefined) throw new HostError(`missing port in ${quoted(authority)}`);
   if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new HostError(`invalid port in "${authority}"`);
+    throw new HostError(`invalid port in ${quoted(authority)}`);
   }
   return { host, port };
 }

@@ -366,6 +366,29 @@ Deno.test("malformed: a request target cut short for the record keeps no part of
   }
 });
 
+Deno.test("malformed: a bad host with a quote in it keeps no secret in the record's error", async () => {
+  const proxy = await startTestProxy({ rules: { "ok.test": "allow-domain" } });
+  // The host's error quoted it raw: the `"` inside closed the quote early and
+  // the rest was never read as a target, so its query stayed in the log.
+  const cases = [
+    `GET http://ok.test/ HTTP/1.1\r\nHost: a"/x?token=SECRETQ1\r\n\r\n`,
+    `GET http://ok.test/ HTTP/1.1\r\nHost: a" /x?api_key=SECRETQ2\r\n\r\n`,
+    `CONNECT h"?token=SECRETQ3:443 HTTP/1.1\r\n\r\n`,
+    `GET http://h";token=SECRETQ4/ HTTP/1.1\r\n\r\n`,
+  ];
+  try {
+    for (const req of cases) assert.equal((await exchange(proxy.port, req)).status, 400, req);
+    const recs = await proxy.waitRecords(cases.length);
+    for (const rec of recs) {
+      assert.ok(rec.error?.includes("host"), String(rec.error));
+      const error = serialiseRecord(rec).split('"error":')[1];
+      assert.equal(error.includes("SECRETQ"), false, error);
+    }
+  } finally {
+    await proxy.close();
+  }
+});
+
 Deno.test("malformed: a request head cut short by shutdown still gets its one record", async () => {
   const proxy = await startTestProxy({
     rules: { "ok.test": "allow-domain" },
