@@ -115,7 +115,12 @@ const MAX_NAME_PARTS = 8;
 
 function nameReadings(spelled: string): string[] {
   const out = [spelled];
-  if (/[ .]/.test(spelled)) out.push(spelled.replace(/[ .]/g, "_"));
+  // PHP also reads an unclosed `[` as `_` (`api[key` is `api_key`).
+  if (/[ .[]/.test(spelled)) out.push(spelled.replace(/[ .[]/g, "_"));
+  // What follows the last `?`, escaped or not (`#/cb%3Fcode=...`), as for
+  // a query inside a fragment route (see redactParams).
+  const asked = spelled.lastIndexOf("?");
+  if (asked >= 0) out.push(...nameReadings(spelled.slice(asked + 1).trim()));
   const open = spelled.indexOf("[");
   if (open >= 0) {
     const base = spelled.slice(0, open);
@@ -240,7 +245,8 @@ function redactParams(params: string): string {
     const value = part.slice(eq + 1);
     if (value === "" || value === REDACTED) continue;
     // A query inside a fragment route (`#/cb?code=...`) or a path-like name:
-    // the name is what follows its last `?`.
+    // the name is what follows its last `?` (also its last escaped one: see
+    // nameReadings).
     const name = part.slice(0, eq);
     const asked = name.lastIndexOf("?");
     if (

@@ -200,6 +200,12 @@ Deno.test("redactUrl: names that frameworks take apart (key[], api[key], user[pa
     redactUrl("http://e.test/?api%5Bkey%5D=s3cr3t&q=1"),
     "http://e.test/?api%5Bkey%5D=REDACTED&q=1",
   );
+  // PHP reads an unclosed `[` as `_` (`api[key` is `api_key`); an escaped
+  // `?` starts a fragment route's query as a raw one does.
+  assert.equal(
+    redactUrl("http://e.test/?api[key=s3cr3t1&filter[name=bob&a=1#/cb%3Fcode=s3cr3t2&x=%3Fy"),
+    "http://e.test/?api[key=REDACTED&filter[name=bob&a=1#/cb%3Fcode=REDACTED&x=%3Fy",
+  );
   // Only the first few bracketed parts are read (a hostile name may hold thousands).
   const deep = "x[token]" + "[a]".repeat(10_000);
   assert.equal(redactUrl(`http://e.test/?${deep}=v`), `http://e.test/?${deep}=REDACTED`);
