@@ -11,8 +11,9 @@ Usage: docker/manage-firewall.sh [ARGS...]            interactive menu (netmonit
        docker/manage-firewall.sh --stats [ARGS...]    statistics only (netmonitor stats)
        docker/manage-firewall.sh --prompt [ARGS...]   answer the running proxy's prompts
                                                       (netmonitor prompt)
-       docker/manage-firewall.sh --status [ARGS...]   is a proxy running, and where does it
-                                                      listen (netmonitor status; exit 3: none)
+       docker/manage-firewall.sh --status [ARGS...]   is a proxy running, where does it listen,
+                                                      who answers its prompts (netmonitor
+                                                      status; exit 3: none)
 
 ARGS are passed to the netmonitor command unchanged (see `netmonitor <command> --help`).
 
