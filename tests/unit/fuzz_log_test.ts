@@ -9,6 +9,7 @@ import {
   AccessLog,
   type AccessRecord,
   isSecretParamName,
+  MAX_ERROR_CHARS,
   redactText,
   redactUrl,
   serialiseRecord,
@@ -126,7 +127,13 @@ function expected(rec: AccessRecord): AccessRecord {
     url: redactUrl(rec.url),
     reason: redactText(rec.reason),
   };
-  if (rec.error !== undefined) out.error = redactText(rec.error);
+  if (rec.error !== undefined) {
+    // Errors are cut after redaction, with the count of what was left out.
+    const e = redactText(rec.error);
+    out.error = e.length > MAX_ERROR_CHARS
+      ? `${e.slice(0, MAX_ERROR_CHARS)}... (${e.length - MAX_ERROR_CHARS} more characters)`
+      : e;
+  }
   return out;
 }
 

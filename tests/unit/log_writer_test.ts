@@ -381,3 +381,31 @@ Deno.test("writer: a quiet writer sharing the log follows the busy one's rotatio
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("serialiseRecord: a long error is cut after redaction, saying how much was left out", () => {
+  const base: AccessRecord = {
+    time: "2026-11-29T00:00:00.000Z",
+    client: "127.0.0.1:1",
+    method: "GET",
+    url: "http://e.test/",
+    host: "e.test",
+    decision: "error",
+    source: "error",
+    reason: "bad request",
+    status: 400,
+    bytesUp: 0,
+    bytesDown: 0,
+    durationMs: 0,
+  };
+  // A bad Host header of 64 KiB is quoted whole in its error; its secret sits across the cut.
+  const error = `invalid host ${
+    JSON.stringify("a".repeat(1990) + "/x?token=hunter2" + "b".repeat(65_000))
+  }`;
+  const line = serialiseRecord({ ...base, error });
+  const back = JSON.parse(line) as AccessRecord;
+  assert.equal(line.includes("hunter2"), false);
+  assert.equal(back.error!.length < 2100, true);
+  assert.match(back.error!, /\.\.\. \(\d+ more characters\)$/);
+  // A short error is kept whole.
+  assert.equal(JSON.parse(serialiseRecord({ ...base, error: "short" })).error, "short");
+});
