@@ -111,6 +111,14 @@ export interface ForAllOptions {
   runs: number;
 }
 
+/** The seeds of a property's iterations: FUZZ_SEED replays one, FUZZ_RUNS overrides the count. */
+function iterationSeeds(opts: ForAllOptions): number[] {
+  const replay = envNumber("FUZZ_SEED");
+  if (replay !== undefined) return [replay];
+  const runs = envNumber("FUZZ_RUNS") ?? opts.runs;
+  return Array.from({ length: runs }, (_, i) => iterationSeed(opts.seed, i));
+}
+
 /**
  * Runs `property` `runs` times, each with a fresh generator. On the first
  * failure it throws an error naming the property, the base seed, the
@@ -122,11 +130,7 @@ export function forAll(
   opts: ForAllOptions,
   property: (r: Rng, iteration: number) => void,
 ): void {
-  const replay = envNumber("FUZZ_SEED");
-  const runs = envNumber("FUZZ_RUNS") ?? opts.runs;
-  const seeds = replay !== undefined
-    ? [replay]
-    : Array.from({ length: runs }, (_, i) => iterationSeed(opts.seed, i));
+  const seeds = iterationSeeds(opts);
   for (let i = 0; i < seeds.length; i++) {
     try {
       property(rng(seeds[i]), i);
@@ -142,11 +146,7 @@ export async function forAllAsync(
   opts: ForAllOptions,
   property: (r: Rng, iteration: number) => Promise<void>,
 ): Promise<void> {
-  const replay = envNumber("FUZZ_SEED");
-  const runs = envNumber("FUZZ_RUNS") ?? opts.runs;
-  const seeds = replay !== undefined
-    ? [replay]
-    : Array.from({ length: runs }, (_, i) => iterationSeed(opts.seed, i));
+  const seeds = iterationSeeds(opts);
   for (let i = 0; i < seeds.length; i++) {
     try {
       await property(rng(seeds[i]), i);
