@@ -244,15 +244,9 @@ function redactParams(params: string): string {
     }
     const value = part.slice(eq + 1);
     if (value === "" || value === REDACTED) continue;
-    // A query inside a fragment route (`#/cb?code=...`) or a path-like name:
-    // the name is what follows its last `?` (also its last escaped one: see
-    // nameReadings).
-    const name = part.slice(0, eq);
-    const asked = name.lastIndexOf("?");
-    if (
-      isSecretParamName(name) || (asked >= 0 && isSecretParamName(name.slice(asked + 1))) ||
-      looksLikeSecret(value)
-    ) {
+    // A name such as `/cb?code` (a query inside a fragment route) is also
+    // read from its last `?` on: see nameReadings.
+    if (isSecretParamName(part.slice(0, eq)) || looksLikeSecret(value)) {
       parts[i] = `${part.slice(0, eq + 1)}${REDACTED}`;
       changed = true;
       continue;
@@ -274,9 +268,9 @@ let nesting = 0;
 
 /**
  * A parameter value that is a URL, absolute or relative (as is, or
- * percent-encoded once or more, as a redirect target is) with its secrets redacted, or undefined when it is no
- * URL or had none. An encoded one with a secret is redacted whole: its
- * spelling cannot be kept around the cut.
+ * percent-encoded once or more, as a redirect target is), with its secrets
+ * redacted; undefined when it is no URL or had none. An encoded one with a
+ * secret is redacted whole: its spelling cannot be kept around the cut.
  */
 function nestedUrlRedacted(value: string): string | undefined {
   let decoded = value;
