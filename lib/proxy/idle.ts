@@ -11,13 +11,13 @@
  * @module
  */
 
-import { coarseNow, schedule, type Timed, unschedule } from "./reader.ts";
+import { coarseNow, schedule, TimedEntry, unschedule } from "./ticker.ts";
 
 /**
  * Fires `onIdle` once when no activity was stamped for `ms`. `ms` 0 (or less)
  * never fires. Call {@linkcode stop} when the transfer ends.
  */
-export class IdleWatch implements Timed {
+export class IdleWatch extends TimedEntry {
   /** Last activity, {@linkcode coarseNow} time. */
   last: number;
   /**
@@ -29,12 +29,13 @@ export class IdleWatch implements Timed {
   fired = false;
 
   constructor(readonly ms: number, readonly onIdle: (w: IdleWatch) => void) {
+    super();
     this.last = coarseNow();
     if (ms > 0) schedule(this);
   }
 
   /** When the watch fires unless activity is stamped first (for the ticker). */
-  get at(): number {
+  override get at(): number {
     return this.last + this.ms;
   }
 
@@ -57,7 +58,7 @@ export class IdleWatch implements Timed {
   }
 
   /** @internal called by the ticker once `at` has passed. */
-  expire(): void {
+  override expire(): void {
     this.poll();
   }
 

@@ -11,62 +11,14 @@
  */
 
 import type { Duplex } from "./types.ts";
+import { coarseNow, schedule, TimedEntry, unschedule } from "./ticker.ts";
 
 /** A read did not complete before its deadline. */
 export class DeadlineError extends Error {
   override name = "DeadlineError";
 }
 
-/** How often pending deadlines are checked, ms: their resolution. */
-const TICK_MS = 25;
-const pending = new Set<Timed>();
-let ticker: ReturnType<typeof setInterval> | undefined;
-
-/** Something the shared ticker checks: `expire()` is called once `at` has passed. */
-export interface Timed {
-  /** When it expires, {@linkcode coarseNow} time (may move later). */
-  readonly at: number;
-  expire(): void;
-}
-
-/**
- * The ticker's clock: `performance.now()` read once per tick while the ticker
- * runs, and on every call while it does not. Deadlines and idle watches are
- * created and stamped several times per request, and each `performance.now()`
- * is a call into the runtime; they only need the ticker's resolution anyway.
- */
-let coarse = 0;
-
-/** `performance.now()`, up to {@linkcode TICK_MS} old while deadlines are pending. */
-export function coarseNow(): number {
-  return ticker === undefined ? (coarse = performance.now()) : coarse;
-}
-
-function tick(): void {
-  const now = coarse = performance.now();
-  for (const d of pending) if (d.at <= now) d.expire();
-  if (pending.size === 0 && ticker !== undefined) {
-    clearInterval(ticker);
-    ticker = undefined;
-  }
-}
-
-/**
- * Adds `t` to the shared ticker (see {@linkcode Deadline}); it stays until
- * {@linkcode unschedule}. The ticker stops on the tick after the last one left.
- */
-export function schedule(t: Timed): void {
-  pending.add(t);
-  if (ticker === undefined) {
-    coarse = performance.now();
-    ticker = setInterval(tick, TICK_MS);
-  }
-}
-
-/** Removes `t` from the shared ticker. */
-export function unschedule(t: Timed): void {
-  pending.delete(t);
-}
+export { coarseNow } from "./ticker.ts";
 
 /**
  * A point in time after which waiting reads fail. Create one per phase
@@ -75,17 +27,18 @@ export function unschedule(t: Timed): void {
  *
  * Deadlines share one coarse ticker instead of a timer each: a request
  * creates two or three of them, and per-request timers showed up in
- * profiles. They fire up to {@linkcode TICK_MS} late.
+ * profiles. They fire up to one tick late (ticker.ts).
  */
-export class Deadline {
+export class Deadline extends TimedEntry {
   /** When it expires, {@linkcode coarseNow} time. */
-  readonly at: number;
+  override readonly at: number;
   #promise: Promise<never> | undefined;
   #reject: ((e: Error) => void) | undefined;
   #expired = false;
   readonly #message: string;
 
   constructor(ms: number, message: string) {
+    super();
     this.at = coarseNow() + ms;
     this.#message = message;
     schedule(this);
@@ -106,14 +59,14 @@ export class Deadline {
   }
 
   /** @internal called by the ticker. */
-  expire(): void {
-    pending.delete(this);
+  override expire(): void {
+    unschedule(this);
     this.#expired = true;
     this.#reject?.(new DeadlineError(this.#message));
   }
 
   clear(): void {
-    pending.delete(this);
+    unschedule(this);
   }
 }
 
