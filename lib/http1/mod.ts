@@ -13,6 +13,7 @@ export {
   HeadScanner,
   latin1Decode,
   latin1Encode,
+  latin1EncodeInto,
   MAX_TARGET_LENGTH,
   parseRequestHead,
   parseResponseHead,

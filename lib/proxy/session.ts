@@ -20,6 +20,7 @@ import {
   HttpParseError,
   latin1Decode,
   latin1Encode,
+  latin1EncodeInto,
   parseRequestHead,
   parseResponseHead,
   quote,
@@ -181,16 +182,20 @@ export class HttpSession implements Live {
     // closes it silently (nothing was asked). A new connection gets the
     // header timeout for that first byte, a kept-alive one the idle timeout.
     let phase: "idle" | "head" = reader.buffered > 0 ? "head" : "idle";
-    let deadline = phase === "idle" && first
+    // The head's own deadline is made only when its bytes do not come in
+    // one read (most heads do): it counts from the first byte either way.
+    let deadline: Deadline | undefined = phase === "head"
+      ? undefined
+      : first
       ? new Deadline(limits.headerTimeoutMs, "idle")
-      : this.#headDeadline(phase);
+      : this.#headDeadline("idle");
     try {
       while (true) {
         if (reader.buffered > 0) {
           if (phase === "idle") {
-            deadline.clear();
+            deadline?.clear();
+            deadline = undefined;
             phase = "head";
-            deadline = this.#headDeadline(phase);
           }
           const n = scanner.scan(reader.view());
           if (n >= 0) {
@@ -210,6 +215,7 @@ export class HttpSession implements Live {
         }
         this.#idle = phase === "idle";
         if (this.#idle && ctx.closing) return undefined;
+        deadline ??= this.#headDeadline(phase);
         await reader.fill(deadline, limits.maxHeaderBytes + 4);
         this.#idle = false;
       }
@@ -232,7 +238,7 @@ export class HttpSession implements Live {
       ex.finish(ctx);
       return undefined;
     } finally {
-      deadline.clear();
+      deadline?.clear();
     }
   }
 
@@ -648,7 +654,7 @@ export class HttpSession implements Live {
       }
     }
     ex.status = res.status;
-    let out = clientResponseHead(res, resFraming, minor, closeClient, head.method);
+    const text = clientResponseHead(res, resFraming, minor, closeClient, head.method);
     // A small body that already arrived with the head goes out in the same
     // write: one syscall per response on the hot path.
     const r = up.reader;
@@ -657,11 +663,10 @@ export class HttpSession implements Live {
       resFraming.kind === "length" && resFraming.length <= 16384 && r.buffered >= resFraming.length
     ) {
       inline = resFraming.length;
-      const both = new Uint8Array(out.length + inline);
-      both.set(out);
-      both.set(r.buf.subarray(r.start, r.start + inline), out.length);
-      out = both;
     }
+    const out = new Uint8Array(text.length + inline);
+    latin1EncodeInto(text, out, 0);
+    if (inline > 0) out.set(r.buf.subarray(r.start, r.start + inline), text.length);
     try {
       await this.#writeWatched(out, "response head", up.conn);
     } catch (e) {
@@ -1005,13 +1010,14 @@ function upstreamRequestHead(
   return latin1Encode(s + "\r\n");
 }
 
+/** The response head for the client, as text (Latin-1). */
 function clientResponseHead(
   res: ResponseHead,
   framing: BodyFraming,
   minor: 0 | 1,
   close: boolean,
   method: string,
-): Uint8Array {
+): string {
   let s = `HTTP/1.${minor} ${res.status} ${res.reason}\r\n`;
   s += fieldLines(res.headers, hopByHop(res.headers, false));
   if (framing.kind === "length") {
@@ -1029,7 +1035,7 @@ function clientResponseHead(
   }
   if (close) s += "Connection: close\r\n";
   else if (minor === 0) s += "Connection: keep-alive\r\n";
-  return latin1Encode(s + "\r\n");
+  return s + "\r\n";
 }
 
 /**

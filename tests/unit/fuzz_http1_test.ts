@@ -21,6 +21,7 @@ import {
   HeadScanner,
   HttpParseError,
   LAST_CHUNK,
+  latin1Decode,
   latin1Encode,
   listTokens,
   MAX_TARGET_LENGTH,
@@ -32,6 +33,7 @@ import {
   writeChunkHeader,
 } from "../../lib/http1/mod.ts";
 import { forAll, type Rng } from "../_helpers/fuzz.ts";
+import { hasBadChars } from "../../lib/http1/head.ts";
 
 // ---------------------------------------------------------------------------
 // Shared helpers.
@@ -763,6 +765,26 @@ Deno.test("fuzz http1: random bytes never crash the head parsers", () => {
         if (o.kind === "ok") checkAcceptedHead(bytes, o, response, "GET");
       }
     });
+  });
+});
+
+Deno.test("fuzz http1: hasBadChars says what the control-character regex it replaced says", () => {
+  // deno-lint-ignore no-control-regex
+  const BAD_CHARS = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n/;
+  forAll("head: control characters", { seed: 0xc7a25, runs: 4000 }, (r) => {
+    const alphabet = r.bool() ? "ab:\t\r\n \x00\x7f\x1f\x80\xff" : latin1(r.bytes(6));
+    const text = r.string(r.range(0, 40), alphabet);
+    const bytes = latin1Encode(text);
+    // A window inside a larger buffer: the bytes around it must not count.
+    const pad = r.range(0, 3);
+    const buf = new Uint8Array(bytes.length + 2 * pad).fill(r.bool() ? 0x0a : 0x0d);
+    buf.set(bytes, pad);
+    assert.equal(latin1Decode(buf, pad, pad + bytes.length), text);
+    assert.equal(
+      hasBadChars(buf, pad, pad + bytes.length),
+      BAD_CHARS.test(text),
+      JSON.stringify(text),
+    );
   });
 });
 
