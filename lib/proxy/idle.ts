@@ -11,7 +11,7 @@
  * @module
  */
 
-import { coarseNow, schedule, TimedEntry, unschedule } from "./ticker.ts";
+import { coarseNow, noteActivity, schedule, TimedEntry, unschedule } from "./ticker.ts";
 
 /**
  * Fires `onIdle` once when no activity was stamped for `ms`. `ms` 0 (or less)
@@ -42,6 +42,7 @@ export class IdleWatch extends TimedEntry {
   /** Stamps activity now. */
   touch(): void {
     this.last = coarseNow();
+    noteActivity();
   }
 
   /** Fires now if the timeout has passed; true once fired. */

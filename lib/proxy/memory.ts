@@ -5,8 +5,9 @@
  * proxy that served a burst of requests can sit at twice its live heap for
  * hours. Chrome's "memory reducer" fixes this with a full collection once a
  * tab stops allocating; this is the same idea for a proxy: after a quiet
- * spell (no new connection or request for `quietMs`), if the heap grew by at
- * least `minGrowthBytes` since the last collection, collect once.
+ * spell (for `quietMs`, no new connection or request, and no body or tunnel
+ * bytes moved), if the heap grew by at least `minGrowthBytes` since the last
+ * collection, collect once.
  *
  * Growth alone misses one case: memory that was live at the last collection
  * and became garbage since, without the heap growing. A burst of clients
@@ -27,6 +28,8 @@
  *
  * @module
  */
+
+import { activityCount } from "./ticker.ts";
 
 /** Options of {@linkcode MemoryReducer}. */
 export interface MemoryReducerOptions {
@@ -49,6 +52,12 @@ export interface MemoryReducerOptions {
    * @default {glibc's malloc_trim when FFI is permitted, else nothing}
    */
   trim?: () => void;
+  /**
+   * A count that grows while bytes move (bodies, tunnels): a change between
+   * two ticks is activity, like {@linkcode MemoryReducer.touch}.
+   * @default {the ticker's activityCount}
+   */
+  activity?: () => number;
 }
 
 /** Bytes of the JavaScript heap. */
@@ -72,6 +81,8 @@ export class MemoryReducer {
   #timer: ReturnType<typeof setInterval> | undefined;
   #baseline: HeapSize;
   #collections = 0;
+  readonly #activity: () => number;
+  #lastActivity: number;
 
   constructor(options: MemoryReducerOptions = {}) {
     this.#quietMs = options.quietMs ?? 250;
@@ -80,6 +91,8 @@ export class MemoryReducer {
     this.#heap = options.heap ?? denoHeap;
     this.#trim = "trim" in options ? options.trim : this.#gc ? mallocTrim() : undefined;
     this.#baseline = this.#gc ? this.#heap() : { used: 0, total: 0 };
+    this.#activity = options.activity ?? activityCount;
+    this.#lastActivity = this.#activity();
   }
 
   /** False when there is no way to collect (no `--expose-gc`). */
@@ -118,8 +131,12 @@ export class MemoryReducer {
   }
 
   #tick(): void {
-    if (this.#busy) {
+    // A download or a tunnel in full flow makes no record until it ends: a
+    // collection then (tens of ms with the allocator's trim) would stall it.
+    const activity = this.#activity();
+    if (this.#busy || activity !== this.#lastActivity) {
       this.#busy = false;
+      this.#lastActivity = activity;
       return;
     }
     // A whole interval without activity: collect if it is worth it, then

@@ -112,6 +112,22 @@ export function unschedule(t: TimedEntry): void {
   t.prevTimed = t.nextTimed = null;
 }
 
+let moved = 0;
+
+/**
+ * Counts that bytes moved somewhere (a body or tunnel chunk: what stamps an
+ * idle watch). Transfers make no records while they run, so this is how a
+ * long download tells the memory reducer that the proxy is not idle.
+ */
+export function noteActivity(): void {
+  moved++;
+}
+
+/** How many times {@linkcode noteActivity} was called; compare two readings. */
+export function activityCount(): number {
+  return moved;
+}
+
 /** Entries scheduled now (for tests). */
 export function scheduledCount(): number {
   let n = 0;

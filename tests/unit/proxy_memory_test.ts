@@ -45,6 +45,38 @@ Deno.test("memory reducer: collects once after a busy spell, not during it", asy
   }
 });
 
+Deno.test("memory reducer: bytes moving count as activity (a long download is not a quiet spell)", async () => {
+  const heap = { used: 10 * MiB, total: 20 * MiB };
+  let gcs = 0;
+  let moved = 0;
+  const reducer = new MemoryReducer({
+    trim: () => {},
+    quietMs: 50,
+    minGrowthBytes: 4 * MiB,
+    gc: () => {
+      gcs++;
+      heap.used = 10 * MiB;
+    },
+    heap: () => ({ ...heap }),
+    activity: () => moved,
+  });
+  try {
+    // One request opened the transfer; then only its chunks move, for about
+    // six quiet intervals, while garbage piles up.
+    reducer.touch();
+    for (let i = 0; i < 60; i++) {
+      moved++;
+      heap.used += MiB;
+      await sleep(5);
+    }
+    assert.equal(gcs, 0, "no collection while the transfer runs");
+    await sleep(250);
+    assert.equal(gcs, 1, "one once it stopped");
+  } finally {
+    reducer.stop();
+  }
+});
+
 Deno.test("memory reducer: a spell that left little garbage is not worth a collection", async () => {
   const { reducer, heap, gcs } = fakeReducer();
   try {
