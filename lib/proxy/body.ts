@@ -220,7 +220,8 @@ export interface RelayCounts {
  * Bytes already buffered in either reader are relayed first. `watch` is
  * stamped by every read and write in either direction (its `onIdle` closes
  * `a` and `b` to end an idle relay). `checkUp` sees the bytes from `a`
- * before they are sent to `b`; when it throws, the relay ends (both closed).
+ * before they are sent to `b`, and `checkDown` those from `b` before they
+ * are sent to `a`; when one throws, the relay ends (both closed).
  */
 export async function relay(
   aReader: BufferedReader,
@@ -230,6 +231,7 @@ export async function relay(
   counts: RelayCounts,
   watch?: IdleWatch,
   checkUp?: (bytes: Uint8Array) => void,
+  checkDown?: (bytes: Uint8Array) => void,
 ): Promise<void> {
   let failed = false;
   const pump = async (src: BufferedReader, dst: Duplex, up: boolean): Promise<void> => {
@@ -239,6 +241,7 @@ export async function relay(
         if (n > 0) {
           // Throws (ending the relay) before anything it refuses is sent on.
           if (up) checkUp?.(src.view());
+          else checkDown?.(src.view());
           await writeAll(dst, src.view());
           watch?.touch();
           src.consume(n);

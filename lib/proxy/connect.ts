@@ -12,6 +12,10 @@
  * - anything that is not TLS (plain HTTP, SSH, ...), or nothing within the
  *   ClientHello timeout: denied and closed (plain HTTP gets a 403 first).
  *
+ * A relayed tunnel stays checked after that: the client's bytes must stay
+ * TLS records, and it may send no other ClientHello, except the second one
+ * a HelloRetryRequest asks for, checked like the first (see TunnelHelloGuard).
+ *
  * @module
  */
 
@@ -21,7 +25,8 @@ import { quote } from "../http1/head.ts";
 import { HostError, isIpLiteral, normaliseHost, parseAuthority } from "../net/host.ts";
 import { TargetError } from "../net/url.ts";
 import { type ClientHello, ClientHelloError, parseClientHello } from "../tls/client_hello.ts";
-import { type TlsRecordError, TlsRecordStream } from "../tls/record_stream.ts";
+import { TlsRecordError, TlsRecordStream } from "../tls/record_stream.ts";
+import { type TunnelHelloError, TunnelHelloGuard } from "../tls/hello_retry.ts";
 import { relay } from "./body.ts";
 import type { Exchange } from "./context.ts";
 import { type ByteCounts, closeQuietly, writeAll } from "./duplex.ts";
@@ -117,7 +122,7 @@ export async function serveConnect(s: HttpSession, head: RequestHead, ex: Exchan
       await intercept(s, ex, host, port, hello, dialled, exempt);
       return;
     }
-    await relayTunnel(s, ex, dialled!);
+    await relayTunnel(s, ex, dialled!, hello, host);
   } finally {
     if (!handedOver) closeQuietly(dialled?.conn);
   }
@@ -127,29 +132,38 @@ export async function serveConnect(s: HttpSession, head: RequestHead, ex: Exchan
  * Relays a checked tunnel: `taken` (bytes already taken out of the reader,
  * from the ClientHello on), then what the reader holds, then both ways,
  * until both sides closed or no byte moved either way for
- * `tunnelIdleTimeoutMs`.
+ * `tunnelIdleTimeoutMs`. `hello` is the checked ClientHello, for `host`.
  */
 async function relayTunnel(
   s: HttpSession,
   ex: Exchange,
   dialled: Dialled,
+  hello: ClientHello,
+  host: string,
   taken?: Uint8Array,
 ): Promise<void> {
   const counts = { up: 0, down: 0 };
-  let notTls: TlsRecordError | undefined;
+  let refused: TlsRecordError | TunnelHelloError | undefined;
   const watch = tunnelWatch(s, dialled.conn);
   s.setRelay(dialled.conn);
   // The client's side must stay TLS records from its ClientHello on: the
-  // tunnel was allowed for TLS to this host (see TlsRecordStream).
+  // tunnel was allowed for TLS to this host (see TlsRecordStream). And it
+  // may not name another host in a second ClientHello (see TunnelHelloGuard).
   const records = new TlsRecordStream();
+  const hellos = new TunnelHelloGuard(hello.length, (h) => sniProblem(h, host), {
+    maxLength: MAX_HELLO,
+    maxRecords: MAX_HELLO_RECORDS,
+  });
   const checkUp = (bytes: Uint8Array) => {
     try {
       records.push(bytes);
+      hellos.client(bytes);
     } catch (e) {
-      notTls = e as TlsRecordError;
+      refused = e as TlsRecordError | TunnelHelloError;
       throw e;
     }
   };
+  const checkDown = (bytes: Uint8Array) => hellos.server(bytes);
   try {
     if (taken) {
       try {
@@ -164,19 +178,21 @@ async function relayTunnel(
     const upstream = new BufferedReader(dialled.conn, { initialSize: RELAY_QUIET_SIZE });
     s.reader.streamSize = upstream.streamSize = RELAY_STREAM_SIZE;
     s.reader.quietSize = RELAY_QUIET_SIZE;
-    await relay(s.reader, s.conn, upstream, dialled.conn, counts, watch, checkUp);
+    await relay(s.reader, s.conn, upstream, dialled.conn, counts, watch, checkUp, checkDown);
   } finally {
     watch.stop();
     s.setRelay(undefined);
     ex.bytesUp += counts.up;
     ex.bytesDown += counts.down;
     if (watch.fired) ex.error = tunnelIdleError(watch.ms);
-    if (notTls) {
+    if (refused instanceof TlsRecordError) {
       denyByPolicy(
         ex,
         "tunnel traffic after the ClientHello is not TLS (fail closed)",
-        notTls.message,
+        refused.message,
       );
+    } else if (refused) {
+      denyByPolicy(ex, refused.reason, refused.detail);
     }
   }
 }
@@ -344,7 +360,7 @@ async function intercept(
       }
     }
     try {
-      await relayTunnel(s, ex, dialled, prefix);
+      await relayTunnel(s, ex, dialled, hello, host, prefix);
     } catch (e) {
       ex.error = `tunnel to ${host}:${port} failed: ${ioErrorText(e)}`;
     } finally {

@@ -28,8 +28,10 @@ interface Env {
   close(): Promise<void>;
 }
 
-async function startEnv(): Promise<Env> {
-  const origin = startRecordingOrigin();
+async function startEnv(
+  reply?: (first: Uint8Array) => Uint8Array | undefined,
+): Promise<Env> {
+  const origin = startRecordingOrigin(reply);
   const dns = await startDnsServer({});
   const p = origin.port;
   const proxy = await startTestProxy({
@@ -552,5 +554,202 @@ Deno.test("attack connect: a tunnel that turns passthrough after its CONNECT is 
     await proxy.close();
     await origin.close();
     await dns.close();
+  }
+});
+
+// ------------------------------------------------ a second ClientHello
+
+/** SHA-256("HelloRetryRequest"): the random of a TLS 1.3 HelloRetryRequest (RFC 8446 4.1.3). */
+const HRR_RANDOM = [
+  0xcf,
+  0x21,
+  0xad,
+  0x74,
+  0xe5,
+  0x9a,
+  0x61,
+  0x11,
+  0xbe,
+  0x1d,
+  0x8c,
+  0x02,
+  0x1e,
+  0x65,
+  0xb8,
+  0x91,
+  0xc2,
+  0xa2,
+  0x11,
+  0x16,
+  0x7a,
+  0xbb,
+  0x8c,
+  0x5e,
+  0x07,
+  0x9e,
+  0x09,
+  0xe2,
+  0xc8,
+  0xa8,
+  0x33,
+  0x9c,
+];
+
+/** A ServerHello record (a HelloRetryRequest when `hrr`), then a change_cipher_spec record. */
+function serverHello(hrr: boolean): Uint8Array {
+  const random = hrr ? HRR_RANDOM : new Array(32).fill(0x42);
+  // version, random, empty session id, TLS_AES_128_GCM_SHA256, null compression,
+  // supported_versions 0x0304, key_share x25519 (an HRR names the group only).
+  const body = [3, 3, ...random, 0, 0x13, 0x01, 0, 0, 12, 0, 43, 0, 2, 3, 4, 0, 51, 0, 2, 0, 0x1d];
+  const msg = [2, 0, 0, body.length, ...body];
+  return new Uint8Array([22, 3, 3, 0, msg.length, ...msg, 20, 3, 3, 0, 1, 1]);
+}
+
+const CCS = new Uint8Array([20, 3, 3, 0, 1, 1]);
+
+/** True when `needle` occurs in what the origin received. */
+function originSaw(o: RecordingOrigin, needle: string): boolean {
+  return new TextDecoder("latin1").decode(concat(...o.received.filter((b) => b))).includes(needle);
+}
+
+/** Reads from `c` until `n` bytes arrived after the CONNECT response (bounded). */
+async function serverBytes(c: RawClient, n: number): Promise<Uint8Array> {
+  return await Promise.race([
+    c.take(n),
+    sleep(3000).then(() => {
+      throw new Error(`the server's ${n} bytes did not come through the tunnel`);
+    }),
+  ]);
+}
+
+Deno.test("attack connect: a second ClientHello sent behind the checked one relays nothing of it", async (t) => {
+  // A TLS 1.3 server reads a second ClientHello after its HelloRetryRequest and
+  // picks its virtual host and certificate from that one's SNI (OpenSSL 3.0's
+  // s_server does), so a client that sends it without waiting, in the same
+  // write or the next, would reach a host the SNI check never saw.
+  const env = await startEnv();
+  const first = tlsRecords(clientHello({ sni: ["allowed.test"] }));
+  const second = tlsRecords(clientHello({ sni: ["denied.test"] }));
+  try {
+    for (const together of [true, false]) {
+      await t.step(together ? "in the same write" : "in a later write", async () => {
+        const before = env.proxy.records.length;
+        const c = await allowedTunnel(env);
+        try {
+          if (together) {
+            await c.send(concat(first, CCS, second));
+          } else {
+            const got = originBytes(env.origin);
+            await c.send(first);
+            assert.ok(await originGot(env.origin, got + first.length), "the hello went through");
+            await c.send(concat(CCS, second)).catch(() => {});
+          }
+          const [rec] = await newRecords(env.proxy, before, 1);
+          assert.deepEqual([rec.decision, rec.source], ["deny", "policy"]);
+          assert.match(rec.reason, /before the server answered/);
+        } finally {
+          c.close();
+        }
+        assert.equal(originSaw(env.origin, "denied.test"), false, "the second hello was relayed");
+      });
+    }
+  } finally {
+    await env.close();
+  }
+});
+
+Deno.test("attack connect: after a HelloRetryRequest the second ClientHello is checked like the first", async (t) => {
+  const env = await startEnv((first) => first[0] === 22 ? serverHello(true) : undefined);
+  const first = tlsRecords(clientHello({ sni: ["allowed.test"] }));
+  const cases: [string, Uint8Array, RegExp | undefined][] = [
+    [
+      "SNI naming another host",
+      tlsRecords(clientHello({ sni: ["denied.test"] })),
+      /does not match/,
+    ],
+    ["no SNI", tlsRecords(clientHello({})), /without SNI/],
+    [
+      "not a ClientHello",
+      tlsRecords(new Uint8Array([16, 0, 0, 4, 1, 2, 3, 4])),
+      /malformed TLS ClientHello/,
+    ],
+    [
+      "SNI naming another host, in 7-byte records",
+      tlsRecords(clientHello({ sni: ["denied.test"] }), 7),
+      /does not match/,
+    ],
+    ["the same SNI", tlsRecords(clientHello({ sni: ["allowed.test"] })), undefined],
+  ];
+  try {
+    for (const [name, second, reason] of cases) {
+      await t.step(name, async () => {
+        const before = env.proxy.records.length;
+        const got = originBytes(env.origin);
+        const c = await allowedTunnel(env);
+        try {
+          await c.send(first);
+          const hrr = serverHello(true);
+          assert.deepEqual(
+            await serverBytes(c, hrr.length),
+            hrr,
+            "the HelloRetryRequest came back",
+          );
+          await c.send(concat(CCS, second)).catch(() => {});
+          if (reason) {
+            const [rec] = await newRecords(env.proxy, before, 1);
+            assert.deepEqual([rec.decision, rec.source], ["deny", "policy"]);
+            assert.match(rec.reason, /second TLS ClientHello/);
+            assert.match(rec.reason, reason);
+            assert.equal(
+              originBytes(env.origin) - got < first.length + CCS.length + second.length,
+              true,
+              "the second hello was not relayed whole",
+            );
+            assert.equal(originSaw(env.origin, "denied.test"), false);
+          } else {
+            const all = first.length + CCS.length + second.length;
+            assert.ok(await originGot(env.origin, got + all), "the second hello went through");
+            assert.deepEqual(
+              env.origin.received[env.origin.received.length - 1],
+              concat(first, CCS, second),
+            );
+          }
+        } finally {
+          c.close();
+        }
+        if (!reason) {
+          const [rec] = await newRecords(env.proxy, before, 1);
+          assert.deepEqual([rec.decision, rec.source, rec.status], ["allow", "rule", 200]);
+        }
+      });
+    }
+  } finally {
+    await env.close();
+  }
+});
+
+Deno.test("attack connect: after a real ServerHello the client's handshake records are relayed", async () => {
+  // TLS 1.2: the client's second flight (ClientKeyExchange, Finished) is
+  // handshake records, sent once the server answered.
+  const env = await startEnv((first) => first[0] === 22 ? serverHello(false) : undefined);
+  const first = tlsRecords(clientHello({ sni: ["allowed.test"] }));
+  const flight = concat(tlsRecords(new Uint8Array([16, 0, 0, 4, 1, 2, 3, 4])), CCS);
+  try {
+    const before = env.proxy.records.length;
+    const got = originBytes(env.origin);
+    const c = await allowedTunnel(env);
+    try {
+      await c.send(first);
+      const sh = serverHello(false);
+      assert.deepEqual(await serverBytes(c, sh.length), sh);
+      await c.send(flight);
+      assert.ok(await originGot(env.origin, got + first.length + flight.length));
+    } finally {
+      c.close();
+    }
+    const [rec] = await newRecords(env.proxy, before, 1);
+    assert.deepEqual([rec.decision, rec.source, rec.status], ["allow", "rule", 200]);
+  } finally {
+    await env.close();
   }
 });
