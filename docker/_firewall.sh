@@ -7,7 +7,8 @@
 # path, which Docker leaves open). These rules close that: from the network's bridge, only the
 # proxy port on the gateway is accepted; everything else gets a reset or an ICMP error, so
 # clients fail fast. The gateway address answers only the host itself (not other containers,
-# not other machines). One chain per bridge, NETMONITOR-<bridge>, jumped to from INPUT.
+# not other machines). One chain per bridge, NETMONITOR-<bridge>, jumped to from INPUT. FORWARD
+# rejects the bridge both ways, whether or not Docker's own --internal rules are there.
 #
 # IPv6 from the bridge is refused entirely (the proxy listens on IPv4). Docker turns IPv6 off
 # inside the container, but the host's side of the bridge keeps a link-local address, which a
@@ -188,6 +189,15 @@ nm_firewall_apply() {
   if ! "${NM_IPT[@]}" -C INPUT -d "$gateway" -j "$chain" 2>/dev/null; then
     nm_fw "${NM_IPT[@]}" -I INPUT 2 -d "$gateway" -j "$chain" || return 1
   fi
+  # Nothing is forwarded from or to the bridge. Docker's --internal rules say so too, but only
+  # while Docker manages iptables: not with dockerd --iptables=false (where FORWARD often
+  # accepts). The container has a default route via the gateway, so without these it would be
+  # routed out past the proxy.
+  local dir
+  for dir in -i -o; do
+    "${NM_IPT[@]}" -C FORWARD "$dir" "$bridge" -j REJECT 2>/dev/null ||
+      nm_fw "${NM_IPT[@]}" -I FORWARD 1 "$dir" "$bridge" -j REJECT || return 1
+  done
   nm_firewall_ipv6 "$bridge"
 }
 
@@ -226,6 +236,10 @@ nm_firewall_remove() {
   done
   "${NM_IPT[@]}" -F "$chain" 2>/dev/null || true
   "${NM_IPT[@]}" -X "$chain" 2>/dev/null || true
+  local dir
+  for dir in -i -o; do
+    while "${NM_IPT[@]}" -D FORWARD "$dir" "$bridge" -j REJECT 2>/dev/null; do :; done
+  done
   if [ "${#NM_IP6T[@]}" -gt 0 ]; then
     for chain in INPUT FORWARD; do
       while "${NM_IP6T[@]}" -D "$chain" -i "$bridge" -j REJECT 2>/dev/null; do :; done

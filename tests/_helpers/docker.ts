@@ -168,6 +168,13 @@ export async function removeFirewall(network: string): Promise<void> {
   }
   await exec("iptables", ["-w", "-F", chain]).catch(() => null);
   await exec("iptables", ["-w", "-X", chain]).catch(() => null);
+  for (const dir of ["-i", "-o"]) {
+    for (let i = 0; i < 10; i++) {
+      const del = await exec("iptables", ["-w", "-D", "FORWARD", dir, bridge, "-j", "REJECT"])
+        .catch(() => null);
+      if (!del || del.code !== 0) break;
+    }
+  }
   for (const ip6Chain of ["INPUT", "FORWARD"]) {
     for (let i = 0; i < 10; i++) {
       const del = await exec("ip6tables", ["-w", "-D", ip6Chain, "-i", bridge, "-j", "REJECT"])

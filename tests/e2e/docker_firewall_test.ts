@@ -20,6 +20,7 @@
 
 import assert from "node:assert/strict";
 import {
+  containerIp,
   countingListener,
   docker,
   dockerUnavailable,
@@ -349,6 +350,101 @@ exec "${realDocker}" "$@"
     } finally {
       await host.close();
       await m.cleanup([name, joiner]);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "docker firewall: nothing is forwarded from the network, even where Docker does not isolate it",
+  ignore: unavailable !== null || !ROOT,
+  sanitizeResources: false,
+  async fn() {
+    const m = await setupMonitored({
+      names: ["allowed.test"],
+      runArgs: ["--non-interactive"],
+      createNetwork: true,
+    });
+    const name = uniqueName("forward");
+    const control = uniqueName("forward-control");
+    const bridgeNet = uniqueName("bridge");
+    const target = uniqueName("target");
+    const undo: string[][] = [];
+    try {
+      // "Outside": a web server on an ordinary bridge network.
+      await docker(["network", "create", bridgeNet]);
+      await docker([
+        "run",
+        "-d",
+        "--pull",
+        "never",
+        "--name",
+        target,
+        "--network",
+        bridgeNet,
+        TEST_IMAGE,
+        "sh",
+        "-c",
+        "mkdir -p /w && echo target-reached >/w/index.html && exec httpd -f -p 80 -h /w",
+      ]);
+      const targetIp = await containerIp(target, bridgeNet);
+      // The network as Docker leaves it when it does not manage iptables (dockerd
+      // --iptables=false, a common setup beside ufw, where FORWARD accepts), or after a
+      // firewall reload dropped its rules: Docker's isolation rules of this --internal network
+      // gone, and forwarding from its bridge accepted (here for this bridge only).
+      const bridge = (await networkBridge(m.network))!;
+      const subnet = await docker([
+        "network",
+        "inspect",
+        "--format",
+        "{{range .IPAM.Config}}{{.Subnet}}{{end}}",
+        m.network,
+      ]);
+      for (
+        const rule of [
+          ["DOCKER-ISOLATION-STAGE-1", "!", "-s", subnet, "-o", bridge, "-j", "DROP"],
+          ["DOCKER-ISOLATION-STAGE-1", "!", "-d", subnet, "-i", bridge, "-j", "DROP"],
+        ]
+      ) {
+        if ((await exec("iptables", ["-w", "-D", ...rule])).code === 0) undo.push(["-A", ...rule]);
+      }
+      const accept = ["FORWARD", "-i", bridge, "-j", "ACCEPT"];
+      assert.equal((await exec("iptables", ["-w", "-A", ...accept])).code, 0);
+      undo.push(["-D", ...accept]);
+      const probe = `curl --noproxy '*' -sS -m 5 http://${targetIp}/; echo "forward=$?"`;
+      const forwardStatus = (out: string) => Number(/forward=(\d+)/.exec(out)?.[1] ?? NaN);
+
+      // Control: a container on that network, before the script ran, reaches the target.
+      const open = await exec("docker", [
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "--name",
+        control,
+        "--network",
+        m.network,
+        TEST_IMAGE,
+        "sh",
+        "-c",
+        probe,
+      ]);
+      assert.match(open.stdout, /target-reached/, open.stdout + open.stderr);
+
+      // The script's container does not: its own firewall refuses forwarding from the bridge.
+      const res = await runIn(m, name, probe);
+      assert.equal(res.code, 0, res.stdout + res.stderr);
+      assert.doesNotMatch(res.stdout, /target-reached/, res.stdout);
+      assert.notEqual(forwardStatus(res.stdout), 0, res.stdout + res.stderr);
+      const rules = await iptablesRules();
+      for (const dir of ["-i", "-o"]) {
+        assert.match(rules, new RegExp(`-A FORWARD ${dir} ${bridge} -j REJECT`), rules);
+      }
+    } finally {
+      for (const rule of undo.reverse()) await exec("iptables", ["-w", ...rule]);
+      await exec("docker", ["rm", "-f", target, control]);
+      await exec("docker", ["network", "rm", bridgeNet]);
+      await m.cleanup([name]);
     }
   },
 });
