@@ -163,16 +163,18 @@ nm_firewall_apply() {
   done
   local rules
   rules="*filter"$'\n'":$chain - [0:0]"$'\n'
-  # Replies to connections already accepted.
-  rules+="-A $chain -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"$'\n'
-  # From the container network: nothing but the proxy port(s)...
+  # From the container network: nothing but the proxy port(s), whatever conntrack says. (A
+  # container can forge packets, with NET_RAW, a default capability: ESTABLISHED first would
+  # take a forged reply to any flow of the host's own, a DNS answer say, from the bridge.)
   for p in "${ports[@]}"; do
     rules+="-A $chain $(nm_firewall_accept_rule "$bridge" "$gateway" "$p")"$'\n'
   done
   rules+="-A $chain -i $bridge -p tcp -j REJECT --reject-with tcp-reset"$'\n'
   rules+="-A $chain -i $bridge -j REJECT --reject-with icmp-admin-prohibited"$'\n'
-  # ...and to the gateway address from anywhere else, only the host itself (other containers
-  # and other machines must not use this proxy, or anything else listening there).
+  # ...and to the gateway address from anywhere else, replies to connections already accepted,
+  # and else only the host itself (other containers and other machines must not use this
+  # proxy, or anything else listening there).
+  rules+="-A $chain -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"$'\n'
   rules+="-A $chain -m addrtype --src-type LOCAL -j RETURN"$'\n'
   rules+="-A $chain -p tcp -j REJECT --reject-with tcp-reset"$'\n'
   rules+="-A $chain -j REJECT --reject-with icmp-admin-prohibited"$'\n'

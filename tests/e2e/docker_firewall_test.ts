@@ -19,6 +19,7 @@
  */
 
 import assert from "node:assert/strict";
+import dgram from "node:dgram";
 import {
   containerIp,
   countingListener,
@@ -29,6 +30,7 @@ import {
   networkBridge,
   networkGateway,
   removeFirewall,
+  REPO,
   runScript,
   setupMonitored,
   TEST_IMAGE,
@@ -39,6 +41,13 @@ const unavailable = await dockerUnavailable();
 const ROOT = Deno.uid() === 0;
 if (unavailable === null && !ROOT) {
   console.error("SKIP: docker firewall: not root, so the IPv6 firewall check is skipped");
+}
+/** The forged-packet check builds a static helper for the container. */
+const GCC = (await exec("sh", ["-c", "command -v gcc"])).code === 0;
+if (unavailable === null && ROOT && !GCC) {
+  console.error(
+    "SKIP: docker firewall: gcc is not installed, so the forged-packet check is skipped",
+  );
 }
 
 /** A directory holding commands named `names` that fail like iptables without privileges. */
@@ -445,6 +454,99 @@ Deno.test({
       await exec("docker", ["rm", "-f", target, control]);
       await exec("docker", ["network", "rm", bridgeNet]);
       await m.cleanup([name]);
+    }
+  },
+});
+
+Deno.test({
+  name: "docker firewall: a forged reply to one of the host's own flows is refused",
+  ignore: unavailable !== null || !ROOT || !GCC,
+  sanitizeResources: false,
+  async fn() {
+    const m = await setupMonitored({
+      names: ["allowed.test"],
+      runArgs: ["--non-interactive"],
+      createNetwork: true,
+    });
+    const name = uniqueName("forged");
+    const control = uniqueName("forged-control");
+    const otherNet = uniqueName("other");
+    // A host process's UDP flow (a DNS query, say) with a peer that is not on the monitored
+    // network: here an unused address on another bridge, so nothing leaves this machine.
+    const host = dgram.createSocket("udp4");
+    const received: string[] = [];
+    let refresh: ReturnType<typeof setInterval> | undefined;
+    try {
+      const spoof = `${m.dir}/spoof-udp`;
+      const cc = await exec("gcc", [
+        "-static",
+        "-O2",
+        "-o",
+        spoof,
+        `${REPO}/tests/testdata/docker/spoof-udp.c`,
+      ]);
+      assert.equal(cc.code, 0, cc.stderr);
+      await docker(["network", "create", otherNet]);
+      const hostAddress = await networkGateway(otherNet);
+      const peer = hostAddress.replace(/\.\d+$/, ".99");
+      const peerPort = 5353;
+      await new Promise<void>((resolve) => host.bind(0, hostAddress, () => resolve()));
+      host.on("message", (msg, from) => received.push(`${from.address}:${from.port} ${msg}`));
+      const hostPort = host.address().port;
+      // Sent again and again, so that the flow (conntrack's entry) is there all along.
+      const ask = () => host.send("query", peerPort, peer);
+      ask();
+      refresh = setInterval(ask, 1000);
+      // From inside a container, with Docker's default capabilities (NET_RAW): a datagram that
+      // claims to come from the peer, sent to the host's side of the flow.
+      const forge = (text: string) =>
+        `for i in 1 2 3 4 5; do /spoof ${peer} ${peerPort} ${hostAddress} ${hostPort} ${text}; ` +
+        "sleep 0.2; done; echo forged";
+      const mount = ["-v", `${spoof}:/spoof:ro`];
+
+      // Control: without the script's firewall (before it ran), the forged datagram is taken.
+      const open = await exec("docker", [
+        "run",
+        "--rm",
+        "--pull",
+        "never",
+        "--name",
+        control,
+        ...mount,
+        "--network",
+        m.network,
+        TEST_IMAGE,
+        "sh",
+        "-c",
+        forge("control"),
+      ]);
+      assert.match(open.stdout, /forged/, open.stdout + open.stderr);
+      await new Promise((r) => setTimeout(r, 500));
+      if (!received.some((r) => r.endsWith(" control"))) {
+        // A host with strict reverse-path filtering drops such packets before any rule.
+        console.error(
+          "SKIP: docker firewall: forged packets do not reach the host here (rp_filter)",
+        );
+        return;
+      }
+
+      const res = await runIn(m, name, forge("through-firewall"), {
+        NETMONITOR_DOCKER_ARGS: mount.join(" "),
+      });
+      assert.equal(res.code, 0, res.stdout + res.stderr);
+      assert.match(res.stdout, /forged/, res.stdout + res.stderr);
+      await new Promise((r) => setTimeout(r, 500));
+      assert.deepEqual(
+        received.filter((r) => r.endsWith(" through-firewall")),
+        [],
+        "a forged packet from the container reached a host socket through the firewall",
+      );
+    } finally {
+      clearInterval(refresh);
+      host.close();
+      await exec("docker", ["rm", "-f", control]);
+      await m.cleanup([name]);
+      await exec("docker", ["network", "rm", otherNet]);
     }
   },
 });
