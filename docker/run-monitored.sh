@@ -618,6 +618,9 @@ fi
 nm_info "container $name on network $network; proxy $proxy_url"
 nm_info "answer prompts in another terminal with: netmonitor prompt   (or ./docker/manage-firewall.sh --prompt)"
 status=0
+# No NET_RAW: with it the container can forge packets (source addresses of the host's own flows)
+# and send frames that are not IP, which the host firewall and enable_icc=false do not see. The
+# user's --docker-arg comes later, so --cap-add=NET_RAW there gives it back.
 docker run --rm --pull "$pull" "${tty_args[@]}" \
   --name "$name" \
   --label "netmonitor.network=$network" \
@@ -625,6 +628,7 @@ docker run --rm --pull "$pull" "${tty_args[@]}" \
   --network "$network_id" \
   --dns "$gateway" \
   --add-host "host.docker.internal:$gateway" \
+  --cap-drop NET_RAW \
   -e "HTTP_PROXY=$proxy_url" -e "HTTPS_PROXY=$proxy_url" \
   -e "http_proxy=$proxy_url" -e "https_proxy=$proxy_url" \
   -e "NO_PROXY=$no_proxy" -e "no_proxy=$no_proxy" \

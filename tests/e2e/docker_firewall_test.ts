@@ -42,11 +42,17 @@ const ROOT = Deno.uid() === 0;
 if (unavailable === null && !ROOT) {
   console.error("SKIP: docker firewall: not root, so the IPv6 firewall check is skipped");
 }
-/** The forged-packet check builds a static helper for the container. */
-const GCC = (await exec("sh", ["-c", "command -v gcc"])).code === 0;
+/**
+ * The forged-packet check builds a static helper for the container: gcc and a static libc
+ * (libc6-dev) must be there.
+ */
+const STATIC_CC = 'd=$(mktemp -d) && printf "int main(void){return 0;}" >"$d/t.c" && ' +
+  'gcc -static -o "$d/t" "$d/t.c"; r=$?; rm -rf "$d"; exit $r';
+const GCC = unavailable === null && ROOT && (await exec("sh", ["-c", STATIC_CC])).code === 0;
 if (unavailable === null && ROOT && !GCC) {
   console.error(
-    "SKIP: docker firewall: gcc is not installed, so the forged-packet check is skipped",
+    "SKIP: docker firewall: gcc cannot build static programs here (apt-get install gcc " +
+      "libc6-dev), so the forged-packet check is skipped",
   );
 }
 
@@ -459,7 +465,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "docker firewall: a forged reply to one of the host's own flows is refused",
+  name:
+    "docker firewall: the container cannot forge packets (no NET_RAW); given NET_RAW, a forged reply to a host flow is refused",
   ignore: unavailable !== null || !ROOT || !GCC,
   sanitizeResources: false,
   async fn() {
@@ -530,22 +537,31 @@ Deno.test({
         return;
       }
 
-      const res = await runIn(m, name, forge("through-firewall"), {
+      // The script's container has no NET_RAW: it cannot open a raw socket at all.
+      const capless = await runIn(m, name, `(${forge("no-net-raw")}) 2>&1`, {
         NETMONITOR_DOCKER_ARGS: mount.join(" "),
+      });
+      assert.equal(capless.code, 0, capless.stdout + capless.stderr);
+      assert.match(capless.stdout, /socket: Operation not permitted/, capless.stdout);
+
+      // Given it back (--docker-arg --cap-add=NET_RAW), the host firewall still refuses.
+      const res = await runIn(m, `${name}-raw`, forge("through-firewall"), {
+        NETMONITOR_DOCKER_ARGS: [...mount, "--cap-add=NET_RAW"].join(" "),
       });
       assert.equal(res.code, 0, res.stdout + res.stderr);
       assert.match(res.stdout, /forged/, res.stdout + res.stderr);
+      assert.doesNotMatch(res.stdout + res.stderr, /not permitted/, res.stdout + res.stderr);
       await new Promise((r) => setTimeout(r, 500));
       assert.deepEqual(
-        received.filter((r) => r.endsWith(" through-firewall")),
+        received.filter((r) => / (no-net-raw|through-firewall)$/.test(r)),
         [],
-        "a forged packet from the container reached a host socket through the firewall",
+        "a forged packet from the container reached a host socket",
       );
     } finally {
       clearInterval(refresh);
       host.close();
       await exec("docker", ["rm", "-f", control]);
-      await m.cleanup([name]);
+      await m.cleanup([name, `${name}-raw`]);
       await exec("docker", ["network", "rm", otherNet]);
     }
   },
