@@ -227,16 +227,27 @@ export function canonicalPathQuery(raw: string): { path: string; query?: string 
 }
 
 /**
- * `raw` with `%2F` and `%5C` in its path decoded to `/`, or undefined when it
- * has none. nginx, among others, decodes them before merging slashes and
- * resolving dot segments, so to it `/a%2F..%2Fadmin` is `/admin`: a deny URL
- * rule is checked against this reading as well (see `RuleSet`).
+ * The readings of `raw` that servers have when they decode `%2F` or `%5C` in
+ * its path to a separator before merging slashes and resolving dot segments;
+ * empty when its path has neither. nginx and Python's http.server (on Unix)
+ * decode `%2F` to `/` but `%5C` to a backslash that separates nothing, so to
+ * them `/a%5Cb/..%2Fadmin` is `/admin`; servers on Windows read both as
+ * separators; some read `%5C` as one and keep `%2F`. A deny URL rule is
+ * checked against each reading (see `RuleSet`): one reading with both decoded
+ * would be `/a/admin` there, and the deny dodged.
  */
-export function slashesDecoded(raw: string): string | undefined {
+export function slashReadings(raw: string): string[] {
   const end = raw.search(/[?#]/);
   const path = end < 0 ? raw : raw.slice(0, end);
-  if (!/%(?:2f|5c)/i.test(path)) return undefined;
-  return path.replace(/%(?:2f|5c)/gi, "/") + (end < 0 ? "" : raw.slice(end));
+  const slash = /%2f/i.test(path);
+  const back = /%5c/i.test(path);
+  if (!slash && !back) return [];
+  const rest = end < 0 ? "" : raw.slice(end);
+  const out: string[] = [];
+  if (slash) out.push(path.replace(/%2f/gi, "/") + rest);
+  if (back) out.push(path.replace(/%5c/gi, "/") + rest);
+  if (slash && back) out.push(path.replace(/%(?:2f|5c)/gi, "/") + rest);
+  return out;
 }
 
 /** Trailing dots and escaped white space of a segment (see {@linkcode loosePath}). */

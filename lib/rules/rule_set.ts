@@ -13,7 +13,7 @@ import {
   type ParsedPattern,
   parsePattern,
   patternIdentity,
-  slashesDecoded,
+  slashReadings,
 } from "./pattern.ts";
 import {
   type RequestTarget,
@@ -200,7 +200,8 @@ const ANY_QUERY = "\0any";
  * - a deny URL rule compares them loosely, after canonicalising both sides
  *   (`canonicalPathQuery`: merged slashes, `%3B` is `;`, `+` is `%20` in a
  *   query, ...), so no other spelling of the URL dodges it; the path is also
- *   read with `%2F`/`%5C` decoded to `/`, as nginx reads it (`slashesDecoded`);
+ *   read with `%2F` decoded to `/` (as nginx and Python read it), `%5C`, and
+ *   both (`slashReadings`);
  * - an allow URL rule compares them exactly as the proxy forwards them
  *   (`forwardedPathQuery`, i.e. `normalisePath`: dot segments resolved,
  *   unreserved escapes decoded, other escapes upper-cased), so it allows only what it
@@ -561,10 +562,10 @@ export class RuleSet {
   /** Step 1 of the precedence; see the class documentation for the order. */
   #matchUrl(scheme: "http" | "https", host: string, port: number, raw: string): Rule | undefined {
     // Deny rules see every reading of the path a server may have: the
-    // canonical one, and the one with `%2F`/`%5C` decoded (nginx's).
+    // canonical one, and those with `%2F`, `%5C` or both decoded (nginx's
+    // and Python's on Unix is `%2F` alone).
     const readings = [canonicalPathQuery(raw)];
-    const decoded = slashesDecoded(raw);
-    if (decoded !== undefined) readings.push(canonicalPathQuery(decoded));
+    for (const decoded of slashReadings(raw)) readings.push(canonicalPathQuery(decoded));
     for (const { path, query } of readings) {
       const denied = this.#urlExact.get(urlKey(scheme, host, port, path, query ?? ""));
       if (denied) return denied;
@@ -597,12 +598,12 @@ export class RuleSet {
 }
 
 /**
- * A deny rule's canonical path with `%2F`/`%5C` read as `/`, when it has
- * them: servers that decode them (nginx) serve that path for it.
+ * A deny rule's canonical path with `%2F`, `%5C` or both read as `/`, when it
+ * has them: servers that decode them (nginx) serve those paths for it.
  */
 function slashedPaths(path: string): string[] {
-  const slashed = slashesDecoded(path);
-  return slashed === undefined ? [] : [canonicalPathQuery(slashed).path];
+  return [...new Set(slashReadings(path).map((p) => canonicalPathQuery(p).path))]
+    .filter((p) => p !== path);
 }
 
 /** The IPv4 address (dotted) inside a normalised IPv6 literal, if it carries one. */

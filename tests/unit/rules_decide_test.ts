@@ -528,3 +528,30 @@ Deno.test("a URL rule means the URL a client requests for it: dot segments befor
     ["https://h.test/admin", "allow", "h.test"],
   ]);
 });
+
+Deno.test("a deny URL rule is read with %2F decoded and %5C kept, as nginx and Python on Unix do", () => {
+  // nginx (on Unix) and Python's http.server decode %2F to "/" but %5C to a
+  // plain backslash, which separates nothing: to both, /a%5Cb/..%2Fadmin is
+  // /admin. Reading %5C as "/" too gave /a/admin, and the deny was dodged.
+  const rules = ruleSet({ "h.test": "allow", "https://h.test/admin": "deny" });
+  const deny = "https://h.test/admin";
+  check(rules, [
+    ["https://h.test/a%5Cb/..%2Fadmin", "deny", deny],
+    ["https://h.test/a%5cb/..%2fadmin?x=1", "deny", deny],
+    ["https://h.test/%25~%5Cx//..%2Fadmin", "deny", deny],
+    ["https://h.test/x%5Cy%2F..%2Fadmin", "deny", deny],
+    ["http://h.test/a%5Cb/..%2Fadmin", "deny", deny],
+    // Servers that read %5C as a separator but keep %2F: a%2Fb is one segment.
+    ["https://h.test/a%2Fb%5C..%5Cadmin", "deny", deny],
+    // Still not over-reading: the backslash reading alone leaves a/admin here.
+    ["https://h.test/a%5Cb/admin", "allow", "h.test"],
+  ]);
+  // A deny rule spelled with both escapes is read each way too.
+  const both = ruleSet({ "h.test": "allow", "https://h.test/a%5Cb%2Fc": "deny" });
+  const rule = "https://h.test/a%5Cb%2Fc";
+  check(both, [
+    ["https://h.test/a%5Cb/c", "deny", rule],
+    ["https://h.test/a/b%2Fc", "deny", rule],
+    ["https://h.test/a/b/c", "deny", rule],
+  ]);
+});
