@@ -31,11 +31,12 @@ const DIGITS = /^\d{1,15}$/;
  * The body framing of a request.
  * @throws {HttpParseError} 400 on Transfer-Encoding other than exactly
  *   `chunked`, Transfer-Encoding in HTTP/1.0, Transfer-Encoding together with
- *   Content-Length, more than one Content-Length, or a value that is not a
- *   plain decimal number.
+ *   Content-Length, more than one Content-Length, a value that is not a
+ *   plain decimal number, or a framing header spelled with `_`.
  */
 export function requestFraming(head: RequestHead): BodyFraming {
   const h = head.headers;
+  refuseFramingLookalikes(h);
   const te = h.getAll("transfer-encoding");
   const clCount = h.count("content-length");
   if (te.length > 0) {
@@ -52,6 +53,25 @@ export function requestFraming(head: RequestHead): BodyFraming {
   const v = h.get("content-length")!;
   if (!DIGITS.test(v)) throw new HttpParseError(`invalid Content-Length ${JSON.stringify(v)}`);
   return { kind: "length", length: Number(v) };
+}
+
+/**
+ * Refuses `Transfer_Encoding` and `Content_Length` (any case). Servers that
+ * map header names to CGI-style variables (`HTTP_TRANSFER_ENCODING`: Puma,
+ * older gunicorn) read them as the framing headers we did not see, so the
+ * body would end where we do not think it ends.
+ * @throws {HttpParseError} 400
+ */
+function refuseFramingLookalikes(h: HeaderList): void {
+  for (const name of h.lower) {
+    if ((name.length !== 14 && name.length !== 17) || !name.includes("_")) continue;
+    const dashed = name.replaceAll("_", "-");
+    if (dashed === "content-length" || dashed === "transfer-encoding") {
+      throw new HttpParseError(
+        `header ${JSON.stringify(name)} would be read as ${dashed} by some servers`,
+      );
+    }
+  }
 }
 
 /**

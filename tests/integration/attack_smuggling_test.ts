@@ -29,6 +29,16 @@ interface Case {
 
 const badFraming: Case[] = [
   {
+    name: "Transfer_Encoding beside Content-Length (read as TE by Puma)",
+    req:
+      "POST http://{A}/echo HTTP/1.1\r\nHost: {A}\r\nContent-Length: 4\r\nTransfer_Encoding: chunked\r\n\r\n" +
+      "0\r\n\r\n" + SMUGGLED,
+  },
+  {
+    name: "Content_Length on a GET",
+    req: "GET http://{A}/hello HTTP/1.1\r\nHost: {A}\r\nContent_Length: 60\r\n\r\n" + SMUGGLED,
+  },
+  {
     name: "Content-Length and Transfer-Encoding (CL.TE)",
     req:
       "POST http://{A}/echo HTTP/1.1\r\nHost: {A}\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n" +

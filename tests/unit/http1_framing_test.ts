@@ -28,6 +28,12 @@ function response(head: string) {
 
 const R = "POST http://a.test/ HTTP/1.1\r\nHost: a.test";
 
+Deno.test("request framing: other names with underscores are not framing", () => {
+  for (const name of ["X_Content_Length", "Content_Length_X", "Transfer_Encodings", "X_Y"]) {
+    assert.deepEqual(requestFraming(request(`${R}\r\n${name}: 5`)), { kind: "none" }, name);
+  }
+});
+
 Deno.test("request framing: none, Content-Length, chunked", () => {
   assert.deepEqual(requestFraming(request("GET http://a.test/ HTTP/1.1\r\nHost: a.test")), {
     kind: "none",
@@ -67,6 +73,13 @@ Deno.test("request framing: smuggling-prone framing is refused with 400", () => 
     ["\r\nTransfer-Encoding: identity", /unsupported Transfer-Encoding/],
     ["\r\nTransfer-Encoding: chunked;q=1", /unsupported Transfer-Encoding/],
     ["\r\nTransfer-Encoding: ", /unsupported Transfer-Encoding/],
+    // Read as framing headers by servers that map names to HTTP_* variables (Puma).
+    ["\r\nContent-Length: 5\r\nTransfer_Encoding: chunked", /"transfer_encoding" would be/],
+    ["\r\nTRANSFER_ENCODING: chunked", /would be read as transfer-encoding/],
+    ["\r\nContent_Length: 5", /would be read as content-length/],
+    ["\r\nTransfer-Encoding: chunked\r\ncontent_length: 60", /would be read as content-length/],
+    ["\r\nContent_length: 5", /would be read as content-length/],
+    ["\r\nTransfer_encoding: chunked", /would be read as transfer-encoding/],
   ];
   for (const [extra, msg] of bad) {
     assert.throws(() => requestFraming(request(R + extra)), (e: unknown) => {
