@@ -39,6 +39,13 @@ export interface AccessLogOptions {
    * without bound. Default 100,000.
    */
   maxQueued?: number;
+  /**
+   * The same bound in bytes (UTF-16 units of the queued lines): a client
+   * controls how long its lines are (a 8 KiB request target is logged as a
+   * URL of up to 24 KiB), so 100,000 of them could hold gigabytes. Default
+   * {@linkcode DEFAULT_MAX_QUEUED_BYTES}.
+   */
+  maxQueuedBytes?: number;
   /** How long `close()` keeps retrying a failing disk before giving up. Default 5,000 ms. */
   closeTimeoutMs?: number;
 }
@@ -47,6 +54,8 @@ export interface AccessLogOptions {
 export const DEFAULT_MAX_BYTES = 10 * 1024 * 1024;
 /** Default number of rotated files kept. */
 export const DEFAULT_KEEP = 5;
+/** Default for {@linkcode AccessLogOptions.maxQueuedBytes}: 64 MiB. */
+export const DEFAULT_MAX_QUEUED_BYTES = 64 * 1024 * 1024;
 
 const MAX_BATCH_BYTES = 1024 * 1024;
 const RETRY_MIN_MS = 20;
@@ -128,6 +137,7 @@ export class AccessLog {
   readonly #maxBytes: number;
   readonly #keep: number;
   readonly #maxQueued: number;
+  readonly #maxQueuedBytes: number;
   readonly #closeTimeoutMs: number;
   readonly #onError: (err: Error) => void;
   readonly #encoder = new TextEncoder();
@@ -135,6 +145,8 @@ export class AccessLog {
   /** Pending lines, each ending in "\n"; `#head` is the first not yet written. */
   #queue: string[] = [];
   #head = 0;
+  /** Total length of the lines from `#head` on. */
+  #queuedBytes = 0;
   /** Unwritten bytes of the line at `#head` after a partial write. */
   #partial: Uint8Array | null = null;
   /** `#partial` is a newline ending someone else's cut line, not part of our queue. */
@@ -161,6 +173,7 @@ export class AccessLog {
     this.#maxBytes = Math.max(1, opts.maxBytes ?? DEFAULT_MAX_BYTES);
     this.#keep = Math.max(0, Math.floor(opts.keep ?? DEFAULT_KEEP));
     this.#maxQueued = Math.max(1, opts.maxQueued ?? 100_000);
+    this.#maxQueuedBytes = Math.max(1, opts.maxQueuedBytes ?? DEFAULT_MAX_QUEUED_BYTES);
     this.#closeTimeoutMs = opts.closeTimeoutMs ?? 5000;
     this.#onError = (err) => {
       try {
@@ -203,19 +216,24 @@ export class AccessLog {
       this.#onError(new Error(`Access record of ${rec.method} ${rec.host}: ${why}`));
     }
     this.#enqueued++;
-    if (this.pending >= this.#maxQueued) {
+    const pending = this.pending;
+    if (
+      pending >= this.#maxQueued ||
+      (pending > 0 && this.#queuedBytes + line.length + 1 > this.#maxQueuedBytes)
+    ) {
       this.#dropped++;
       this.#settled++;
       if (this.#dropped === 1 || this.#dropped % 1000 === 0) {
         this.#onError(
           new Error(
             `Access log "${this.path}" is not writable: ${this.#dropped} record(s) dropped ` +
-              `after ${this.#maxQueued} queued`,
+              `after ${pending} queued (${this.#queuedBytes} bytes)`,
           ),
         );
       }
       return;
     }
+    this.#queuedBytes += line.length + 1;
     this.#queue.push(line + "\n");
     this.#drain ??= this.#run();
   }
@@ -280,6 +298,7 @@ export class AccessLog {
           const lost = this.pending;
           this.#queue = [];
           this.#head = 0;
+          this.#queuedBytes = 0;
           this.#partial = null;
           this.#partialIsSeparator = false;
           this.#onError(
@@ -342,7 +361,7 @@ export class AccessLog {
       if (this.#partialIsSeparator) {
         this.#partialIsSeparator = false;
       } else {
-        this.#head++;
+        this.#advance(1);
         this.#settle(1);
         this.#compact();
       }
@@ -370,7 +389,7 @@ export class AccessLog {
       throw e;
     }
     this.#size += bytes;
-    this.#head += chunks.length;
+    this.#advance(chunks.length);
     this.#settle(chunks.length);
     this.#compact();
   }
@@ -398,6 +417,19 @@ export class AccessLog {
     }
   }
 
+  /**
+   * Moves `#head` past `n` written lines, letting go of their text at once:
+   * the array keeps its slots until {@linkcode #compact}, and they would
+   * otherwise keep up to 4,096 written lines (of up to ~25 KB each) alive.
+   */
+  #advance(n: number): void {
+    for (let i = this.#head; i < this.#head + n; i++) {
+      this.#queuedBytes -= this.#queue[i].length;
+      this.#queue[i] = "";
+    }
+    this.#head += n;
+  }
+
   #compact(): void {
     if (this.#head === this.#queue.length) {
       this.#queue = [];
@@ -421,7 +453,7 @@ export class AccessLog {
       rest -= chunks[done].length;
       done++;
     }
-    this.#head += done;
+    this.#advance(done);
     this.#settle(done);
     if (rest > 0) this.#partial = chunks[done].subarray(rest);
   }

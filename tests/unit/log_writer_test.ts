@@ -1,6 +1,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { AccessLog, type AccessRecord, rotatedPath, serialiseRecord } from "../../lib/log/mod.ts";
+import {
+  AccessLog,
+  type AccessRecord,
+  DEFAULT_MAX_QUEUED_BYTES,
+  rotatedPath,
+  serialiseRecord,
+} from "../../lib/log/mod.ts";
 
 function rec(i: number, extra: Partial<AccessRecord> = {}): AccessRecord {
   return {
@@ -238,6 +244,37 @@ Deno.test("writer: maxQueued bounds memory and reports drops", async () => {
     for (let i = 0; i < 5; i++) log.write(rec(i));
     assert.equal(log.pending, 3);
     assert.ok(errors.some((e) => /1 record\(s\) dropped after 3 queued/.test(e.message)));
+    await log.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("writer: the queue of a refusing disk is bounded by bytes too, not only by lines", async () => {
+  if (Deno.build.os === "windows") return;
+  const dir = await Deno.makeTempDir();
+  try {
+    const blocker = join(dir, "data");
+    await Deno.writeTextFile(blocker, "x");
+    const errors: Error[] = [];
+    // Defaults, as `netmonitor run` uses them. A denied request whose 8 KiB
+    // target is all '"' or stray '%' is logged with a 24 KiB URL (each
+    // becomes %22 or %25): 100,000 such lines held 2.5 GB while the disk
+    // (full: the container can fill a bind-mounted workspace) refused them.
+    const log = new AccessLog(join(blocker, "a.log"), {
+      onError: (e) => errors.push(e),
+      closeTimeoutMs: 30,
+    });
+    const url = "http://denied.test/" + "%22".repeat(8150);
+    const lineBytes = serialiseRecord(rec(0, { url })).length + 1;
+    const n = 4000; // ~100 MB of lines
+    for (let i = 0; i < n; i++) log.write(rec(i, { url }));
+    assert.ok(
+      log.pending * lineBytes <= DEFAULT_MAX_QUEUED_BYTES,
+      `${log.pending} lines of ${lineBytes} bytes queued`,
+    );
+    assert.ok(log.pending > 0);
+    assert.ok(errors.some((e) => /record\(s\) dropped after .* queued/.test(e.message)));
     await log.close();
   } finally {
     await Deno.remove(dir, { recursive: true });
