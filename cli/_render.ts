@@ -9,7 +9,7 @@
  */
 
 import type { AccessRecord } from "../lib/log/record.ts";
-import { redactText, redactUrl } from "../lib/log/redact.ts";
+import { capText, redactText, redactUrl } from "../lib/log/redact.ts";
 
 /** Text styles; every function is the identity when colours are off. */
 export interface Style {
@@ -290,11 +290,13 @@ export function formatRecordLine(rec: AccessRecord, opts: RecordLineOptions): st
   const method = pad(safeText(rec.method), 7);
   const status = rec.status === 0 ? "---" : String(rec.status);
   const tail = `${formatBytes(rec.bytesDown)} ${formatDuration(rec.durationMs)}`;
-  // Redacted like the log: this output is often redirected to a file too.
+  // Redacted and cut like the log: this output is often redirected to a
+  // file too (run-monitored.sh's, never rotated), and an error may quote
+  // 64 KiB that a client sent.
   const both = rec.error && rec.error !== rec.reason;
-  const why = safeText(
+  const why = capText(safeText(
     redactText(both ? `${rec.reason}: ${rec.error}` : rec.reason || rec.error || ""),
-  );
+  ));
   let url = safeText(redactUrl(rec.url));
   let reason = why;
   if (opts.width !== undefined) {

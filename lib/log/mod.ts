@@ -16,10 +16,18 @@
 import { withFileLock } from "../file_lock.ts";
 import { dirname } from "node:path";
 import type { AccessRecord } from "./record.ts";
-import { REDACTED, redactText, redactUrl } from "./redact.ts";
+import { capText, REDACTED, redactText, redactUrl } from "./redact.ts";
 
 export * from "./record.ts";
-export { isSecretParamName, looksLikeSecret, REDACTED, redactText, redactUrl } from "./redact.ts";
+export {
+  capText,
+  isSecretParamName,
+  looksLikeSecret,
+  MAX_ERROR_CHARS,
+  REDACTED,
+  redactText,
+  redactUrl,
+} from "./redact.ts";
 
 /** Options for {@linkcode AccessLog}. */
 export interface AccessLogOptions {
@@ -102,20 +110,6 @@ export function serialiseRecord(rec: AccessRecord): string {
     if (!CANONICAL_KEYS.has(key)) out[key] = (rec as unknown as Record<string, unknown>)[key];
   }
   return JSON.stringify(out);
-}
-
-/** Longest error text a record keeps, in UTF-16 units. */
-export const MAX_ERROR_CHARS = 2000;
-
-/**
- * An error text cut to {@linkcode MAX_ERROR_CHARS}, after redaction (a cut
- * first could keep the start of a secret that redaction no longer sees).
- * Errors quote what a client sent (a bad Host header of up to 64 KiB): one
- * such request must not add 64 KiB to the log.
- */
-function capText(s: string): string {
-  if (s.length <= MAX_ERROR_CHARS) return s;
-  return `${s.slice(0, MAX_ERROR_CHARS)}... (${s.length - MAX_ERROR_CHARS} more characters)`;
 }
 
 function toError(e: unknown): Error {

@@ -510,3 +510,18 @@ export function redactTargets(text: string): string {
 // run between the two would be quadratic.
 const USERINFO_IN_TEXT =
   /(^|[\s"'(])((?:[a-z][a-z0-9+.-]*:(?=[/\\]))?(?=([/\\]*))\3)[^\s"'()<>/@]+@/gi;
+
+/** Longest error text a record keeps, in UTF-16 units. */
+export const MAX_ERROR_CHARS = 2000;
+
+/**
+ * An error text cut to {@linkcode MAX_ERROR_CHARS}, after redaction (a cut
+ * first could keep the start of a secret that redaction no longer sees).
+ * Errors quote what a client sent (a bad Host header of up to 64 KiB): one
+ * such request must not add 64 KiB to the log, nor to the line the proxy
+ * prints for it.
+ */
+export function capText(s: string): string {
+  if (s.length <= MAX_ERROR_CHARS) return s;
+  return `${s.slice(0, MAX_ERROR_CHARS)}... (${s.length - MAX_ERROR_CHARS} more characters)`;
+}

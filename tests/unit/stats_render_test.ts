@@ -57,6 +57,29 @@ Deno.test("render: formatRecordLine, plain, coloured and fitted", () => {
   assert.match(hostile, /\\u\{1b\}\[2J/);
 });
 
+Deno.test("render: a record line cuts a long error as the log does, also without a width", () => {
+  // The 400 for a Host header of 60,000 '"' quotes it, JSON-escaped: an
+  // error of 120 KB. The log keeps 2,000 characters of it; the line printed
+  // for it went out whole when stdout is not a terminal (run-monitored.sh
+  // sends it to a file in the data dir that is never rotated): 120 KB per
+  // request, 28 times the log line.
+  const error = `invalid Host header ${JSON.stringify('"'.repeat(60000))}: invalid host`;
+  const rec: AccessRecord = {
+    ...REC,
+    decision: "error",
+    source: "error",
+    reason: "malformed request",
+    status: 400,
+    error,
+  };
+  for (const color of [false, true]) {
+    const line = stripAnsi(formatRecordLine(rec, { color }));
+    assert.ok(line.length < 2600, `${line.length} characters`);
+    assert.match(line, /malformed request: invalid Host header "\\"/);
+    assert.match(line, /\.\.\. \(\d+ more characters\)$/);
+  }
+});
+
 Deno.test("render: tables fit the width, shrink the widest flexible column, then drop columns", () => {
   const cols = [
     { header: "HOST", flexible: true, minWidth: 10 },
