@@ -297,7 +297,9 @@ export function formatRecordLine(rec: AccessRecord, opts: RecordLineOptions): st
   const why = capText(safeText(
     redactText(both ? `${rec.reason}: ${rec.error}` : rec.reason || rec.error || ""),
   ));
-  let url = safeText(redactUrl(rec.url));
+  // The log keeps the URL whole (up to ~24 KiB: an 8 KiB target of '"' is
+  // forwarded as %22s); a line gets its first 2,000 characters.
+  let url = capText(safeText(redactUrl(rec.url)));
   let reason = why;
   if (opts.width !== undefined) {
     // time, decision, method, status, the two gaps and the size/duration.

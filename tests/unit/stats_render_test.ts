@@ -57,7 +57,7 @@ Deno.test("render: formatRecordLine, plain, coloured and fitted", () => {
   assert.match(hostile, /\\u\{1b\}\[2J/);
 });
 
-Deno.test("render: a record line cuts a long error as the log does, also without a width", () => {
+Deno.test("render: a record line cuts a long error and URL at 2,000 characters, also without a width", () => {
   // The 400 for a Host header of 60,000 '"' quotes it, JSON-escaped: an
   // error of 120 KB. The log keeps 2,000 characters of it; the line printed
   // for it went out whole when stdout is not a terminal (run-monitored.sh
@@ -78,6 +78,11 @@ Deno.test("render: a record line cuts a long error as the log does, also without
     assert.match(line, /malformed request: invalid Host header "\\"/);
     assert.match(line, /\.\.\. \(\d+ more characters\)$/);
   }
+  // A denied 8 KiB target of '"' is logged (and was printed) as a 24 KiB URL.
+  const url = "http://denied.test/" + "%22".repeat(8150);
+  const line = formatRecordLine({ ...REC, url, decision: "deny", status: 403 }, { color: false });
+  assert.ok(line.length < 2600, `${line.length} characters`);
+  assert.match(line, /\.\.\. \(\d+ more characters\) {2}12\.1 KiB/);
 });
 
 Deno.test("render: tables fit the width, shrink the widest flexible column, then drop columns", () => {
