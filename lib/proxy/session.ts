@@ -103,6 +103,14 @@ class NoAnswerError extends UpstreamError {}
 const ABSOLUTE = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\//;
 /** Error responses to clients that do not read get this long before the connection is cut. */
 const ERROR_WRITE_MS = 5000;
+/**
+ * Interim (1xx) responses passed on per request; more are the upstream's
+ * error (502). One request sees one `100 Continue` and perhaps a few `103
+ * Early Hints`; an upstream that streams 1xx heads for the whole response
+ * timeout made the proxy parse and pass on each (50 MB of them took 18 s of
+ * its one thread, 450 times a body's cost per byte).
+ */
+export const MAX_INTERIM_RESPONSES = 32;
 
 /** Serves HTTP/1.1 requests on one client connection (or decrypted tunnel). */
 export class HttpSession implements Live {
@@ -773,6 +781,7 @@ export class HttpSession implements Live {
     let deadline = new Deadline(ms, message);
     const scanner = this.#resScanner;
     const r = up.reader;
+    let interim = 0;
     try {
       while (true) {
         scanner.reset();
@@ -824,6 +833,11 @@ export class HttpSession implements Live {
           got = true;
         }
         if (res.status >= 200 || res.status === 101) return res;
+        if (++interim > MAX_INTERIM_RESPONSES) {
+          throw new UpstreamError(
+            `${key} sent more than ${MAX_INTERIM_RESPONSES} interim (1xx) responses`,
+          );
+        }
         // 100 Continue, 103 Early Hints: pass on to HTTP/1.1 clients.
         if (head.minor === 1) {
           const interim = `HTTP/1.1 ${res.status} ${res.reason}\r\n` +
