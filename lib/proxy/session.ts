@@ -781,7 +781,7 @@ export class HttpSession implements Live {
     let deadline = new Deadline(ms, message);
     const scanner = this.#resScanner;
     const r = up.reader;
-    let interim = 0;
+    let interims = 0;
     try {
       while (true) {
         scanner.reset();
@@ -833,7 +833,7 @@ export class HttpSession implements Live {
           got = true;
         }
         if (res.status >= 200 || res.status === 101) return res;
-        if (++interim > MAX_INTERIM_RESPONSES) {
+        if (++interims > MAX_INTERIM_RESPONSES) {
           throw new UpstreamError(
             `${key} sent more than ${MAX_INTERIM_RESPONSES} interim (1xx) responses`,
           );
