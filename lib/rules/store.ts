@@ -584,7 +584,7 @@ export class RulesStore {
 
   async #lockedEdit<T>(plan: (text: string, doc: ParsedRulesText) => Plan<T>): Promise<T> {
     await Deno.mkdir(dirname(this.path), { recursive: true, mode: 0o700 });
-    return await withFileLock(`${this.path}.lock`, async () => {
+    return await withRulesLock(this.path, async () => {
       const { raw, doc } = await this.#readForEdit();
       const text = raw ?? "";
       if (doc.problems.length > 0) throw new RulesFileError(this.path, doc.problems, "update");
@@ -615,6 +615,45 @@ export class RulesStore {
       return p.result;
     });
   }
+}
+
+/**
+ * Holds the rules file's lock (`<file>.lock`) while `fn` runs. A symlinked
+ * file (README: edits through a symlink are seen) is also locked at the file
+ * it resolves to: another data dir whose rules file is that file, or a link
+ * to it, locks there, and two editors holding two different locks would
+ * both read the file and the second rename would drop the first's rule.
+ * The link's own lock is taken first, the target's second, so every process
+ * ends at the same last lock and none can wait on another in a cycle.
+ */
+async function withRulesLock<T>(path: string, fn: () => Promise<T>): Promise<T> {
+  const own = `${path}.lock`;
+  return await withFileLock(own, async () => {
+    let real: string;
+    try {
+      real = await Deno.realPath(path);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return await fn(); // nothing there to share
+      throw e;
+    }
+    // The same lock file by another name (the data dir is a symlink, say) is
+    // held already: a second flock on it would wait for ourselves.
+    if (await sameFile(own, `${real}.lock`)) return await fn();
+    return await withFileLock(`${real}.lock`, fn);
+  });
+}
+
+/** Whether `a` and `b` both exist and are one file (same device and inode). */
+async function sameFile(a: string, b: string): Promise<boolean> {
+  if (a === b) return true;
+  let x: Deno.FileInfo, y: Deno.FileInfo;
+  try {
+    [x, y] = await Promise.all([Deno.stat(a), Deno.stat(b)]);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+  return x.ino !== null && x.dev === y.dev && x.ino === y.ino;
 }
 
 function reparse(text: string): ParsedRulesText {

@@ -353,6 +353,63 @@ Deno.test("concurrent adds from two processes lose nothing", async () => {
   });
 });
 
+Deno.test({
+  name:
+    "concurrent adds through a symlink and at its target (two data dirs, one rules file) lose nothing",
+  ignore: Deno.build.os === "windows",
+  fn: () =>
+    withTempDir(async (dir) => {
+      // Two data dirs share one rules file: the second links to the first's.
+      // Each edits under its own path, so each takes the lock next to that path.
+      const first = join(dir, "first");
+      const second = join(dir, "second");
+      await Deno.mkdir(first);
+      await Deno.mkdir(second);
+      const real = join(first, "network-rules.json");
+      await Deno.writeTextFile(real, '{\n  // shared\n  "start.test": "deny"\n}\n');
+      const link = join(second, "network-rules.json");
+      await Deno.symlink(real, link);
+      const worker = new URL("add_worker.ts", DATA).pathname;
+      const run = (path: string, prefix: string) =>
+        new Deno.Command(Deno.execPath(), {
+          args: ["run", "-A", "--no-check", worker, path, prefix, "20"],
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+      const results = await Promise.all([run(real, "one"), run(link, "two")]);
+      for (const r of results) {
+        assert.equal(r.code, 0, new TextDecoder().decode(r.stderr));
+      }
+      assert.ok((await Deno.lstat(link)).isSymlink);
+      const rules = (await new RulesStore(real).load()).rules.map((r) => r.pattern).sort();
+      const want = ["start.test"];
+      for (const p of ["one", "two"]) for (let i = 0; i < 20; i++) want.push(`${p}-${i}.test`);
+      assert.deepEqual(rules, want.sort());
+    }),
+});
+
+Deno.test({
+  name: "a rules file reached through a symlinked folder is edited (its one lock is taken once)",
+  ignore: Deno.build.os === "windows",
+  fn: () =>
+    withTempDir(async (dir) => {
+      const real = join(dir, "data");
+      await Deno.mkdir(real);
+      const linked = join(dir, "data-link");
+      await Deno.symlink(real, linked);
+      await Deno.writeTextFile(join(real, "network-rules.json"), "{}\n");
+      const store = new RulesStore(join(linked, "network-rules.json"));
+      await store.add("a.test", "allow");
+      await new RulesStore(join(real, "network-rules.json")).add("b.test", "deny");
+      await store.add("c.test", "allow");
+      assert.deepEqual(pairs(await store.load()), [
+        ["a.test", "allow"],
+        ["b.test", "deny"],
+        ["c.test", "allow"],
+      ]);
+    }),
+});
+
 /** Collects watch callbacks; `next()` waits for the next one. */
 function recorder() {
   const events: Array<
