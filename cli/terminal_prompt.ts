@@ -36,6 +36,7 @@ import {
 import type { BrokerEvent } from "../lib/decide/broker.ts";
 import { formatAuthority, isFixedAddressHost, isIpLiteral } from "../lib/net/host.ts";
 import { DestinationGuard, type ProtectedClass } from "../lib/net/guard.ts";
+import { redactText } from "../lib/log/redact.ts";
 
 const BAR = "=".repeat(80);
 
@@ -445,15 +446,20 @@ export function formatBrokerEvent(e: BrokerEvent): string | undefined {
       }: no prompt is attached (run \`netmonitor prompt\` in another terminal)`;
     case "prompt-closed":
       return undefined;
+    // The pattern of an exact-URL answer is the request's URL, secrets and
+    // all: redacted as the record lines are (this output is often a file:
+    // run-monitored.sh keeps it in netmonitor-proxy-*.out).
     case "rule-saved":
-      return `Saved rule ${JSON.stringify(e.pattern)}: ${e.action}`;
+      return redactText(`Saved rule ${JSON.stringify(e.pattern)}: ${e.action}`);
     case "rule-save-failed":
-      return `Could not save rule ${JSON.stringify(e.pattern)}: ${e.action} (${e.error}); ` +
-        (e.kept
-          ? `the deny rule ${JSON.stringify(e.kept.pattern)} decided instead`
-          : `the answer was applied once`);
+      return redactText(
+        `Could not save rule ${JSON.stringify(e.pattern)}: ${e.action} (${e.error}); ` +
+          (e.kept
+            ? `the deny rule ${JSON.stringify(e.kept.pattern)} decided instead`
+            : `the answer was applied once`),
+      );
     case "prompter-failed":
-      return `Prompt ${e.prompter} failed: ${e.error}`;
+      return redactText(`Prompt ${e.prompter} failed: ${e.error}`);
   }
 }
 

@@ -443,6 +443,39 @@ Deno.test("formatBrokerEvent: lines for saves, failures and unattended prompts",
   );
 });
 
+Deno.test("formatBrokerEvent: a saved exact-URL rule's secrets are redacted, as in record lines", () => {
+  // `netmonitor run`'s output is often a file (run-monitored.sh writes it to
+  // netmonitor-proxy-*.out): the URL of an "always allow this exact URL"
+  // answer is the container's request, tokens and all.
+  const url = "https://api.test/cb?code=SECRETCODE1&state=ok#access_token=SECRETTOK1";
+  const lines = [
+    formatBrokerEvent({ type: "rule-saved", pattern: url, action: "allow-url" }),
+    formatBrokerEvent({
+      type: "rule-save-failed",
+      pattern: url,
+      action: "allow-url",
+      error: `rule ${JSON.stringify(url)}: allow-url not saved: disk full`,
+    }),
+    formatBrokerEvent({
+      type: "rule-save-failed",
+      pattern: url,
+      action: "allow-url",
+      error: `the deny rule ${JSON.stringify(url)}: deny-url was added meanwhile`,
+      kept: { pattern: url, action: "deny-url" },
+    }),
+    formatBrokerEvent({
+      type: "prompter-failed",
+      prompter: "terminal",
+      error: `cannot show ${url}`,
+    }),
+  ];
+  for (const line of lines) {
+    assert.ok(line !== undefined);
+    assert.doesNotMatch(line, /SECRET/, line);
+    assert.match(line, /https:\/\/api\.test\/cb\?code=REDACTED&state=ok/, line);
+  }
+});
+
 Deno.test("printLine: other output goes above an open question, which is redrawn", async () => {
   const input = typed();
   const lines = new StdinLineReader({
