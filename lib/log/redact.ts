@@ -490,7 +490,6 @@ export function redactText(text: string): string {
 // match never fails: a quote that never closes is not retried from each `"`
 // after it, which was quadratic.
 const QUOTED = /"((?:[^"\\]|\\[^])*)("|\\?$)/g;
-const WORD = /\S+/g;
 const TARGET_CHAR = /[@?#;/]/;
 
 /**
@@ -501,7 +500,54 @@ const TARGET_CHAR = /[@?#;/]/;
  * of a secret (`http://user:pass` without its `@`).
  */
 export function redactTargets(text: string): string {
-  return text.replace(WORD, (w) => TARGET_CHAR.test(w) ? redactUrl(w) : w);
+  if (!TARGET_CHAR.test(text)) return text;
+  // Words at the even indexes, the white space between them at the odd ones.
+  const parts = text.split(SPACES);
+  let out = "";
+  for (let i = 0; i < parts.length; i += 2) {
+    const w = parts[i];
+    if (i > 0) out += parts[i - 1];
+    if (!TARGET_CHAR.test(w)) {
+      out += w;
+      continue;
+    }
+    // A client that does not escape spaces (a URL built from strings) sends
+    // a target of several words: `/?q=a b&token=...`, `http://u:p w@h/`. A
+    // target still in its query, fragment or authority runs on to the
+    // request line's HTTP version (or the end), and is redacted as one.
+    let j = i;
+    if (opensRun(w)) {
+      while (j + 2 < parts.length && parts[j + 2] !== "" && !HTTP_VERSION.test(parts[j + 2])) {
+        j += 2;
+      }
+    }
+    if (j === i) {
+      out += redactUrl(w);
+    } else {
+      // And each later word that holds parameters, read as parameters of
+      // their own (`/?a=1 api_key=...`: a space may have stood for a `&`).
+      const run = redactUrl(parts.slice(i, j + 1).join("")).split(SPACES);
+      for (let k = 2; k < run.length; k += 2) {
+        if (run[k].includes("=")) run[k] = redactParams(run[k]);
+      }
+      out += run.join("");
+    }
+    i = j;
+  }
+  return out;
+}
+
+const SPACES = /(\s+)/;
+const HTTP_VERSION = /^HTTP\/\d/i;
+
+/** A word that a raw space may have cut: in its query or fragment, or in its authority. */
+function opensRun(w: string): boolean {
+  if (w.includes("?") || w.includes("#")) return true;
+  const scheme = SCHEME.exec(w);
+  if (!scheme) return false;
+  let start = scheme[0].length;
+  while (isSlash(w.charCodeAt(start))) start++;
+  return authorityEnd(w, start) === w.length;
 }
 
 // Also after `scheme:/` or slashes (or backslashes): `"//user:pass@h/x"`, `"http:/user:pass@h"`.

@@ -1135,7 +1135,11 @@ export function requestLineStart(
   const line = latin1Decode(bytes, 0, lf < 0 ? bytes.length : lf);
   const m = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]{1,20}) (\S+)/.exec(line);
   if (!m) return undefined;
-  return { method: m[1], target: m[2], cut: lf < 0 && m[0].length === line.length };
+  // A target followed by more than its HTTP version was split by a raw space
+  // (`http://user:pa ss@h/`): its own end is not known either.
+  const rest = line.slice(m[0].length);
+  const split = !/^(?: +HTTP\/\S*)?[ \r]*$/.test(rest);
+  return { method: m[1], target: m[2], cut: split || (lf < 0 && m[0].length === line.length) };
 }
 
 /**

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { looksLikeSecret, redactText, redactUrl } from "../../lib/log/mod.ts";
-import { hasNestedScheme, redactCutTarget } from "../../lib/log/redact.ts";
+import { hasNestedScheme, redactCutTarget, redactTargets } from "../../lib/log/redact.ts";
+import { quote } from "../../lib/http1/head.ts";
+import { printable, requestLineStart } from "../../lib/proxy/session.ts";
 
 const JWT =
   "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4ifQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c";
@@ -380,6 +382,56 @@ Deno.test("redactText: secrets in quoted targets without a scheme (origin-form, 
   ) {
     assert.equal(redactText(text), text);
   }
+});
+
+Deno.test("redactTargets: a target with raw spaces is one target up to its HTTP version", () => {
+  // A client that does not escape spaces (string-built URLs) sends a request
+  // line of more than three words: its query goes on past the first space.
+  const T = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+  for (
+    const [line, kept] of [
+      [`GET http://h.test/?q=hello world&token=${T} HTTP/1.1`, "q=hello world&token=REDACTED"],
+      [`GET http://h.test/?q=a b&x=${T} HTTP/1.1`, "q=a b&x=REDACTED"],
+      [`GET http://h.test/?password=correct horse battery staple HTTP/1.1`, "password=REDACTED"],
+      [`GET /?a=1 api_key=hunter2hunter2 HTTP/1.1`, "/?a=1 api_key=REDACTED"],
+      [`GET http://h.test/#a b&access_token=${T} HTTP/1.1`, "#a b&access_token=REDACTED"],
+      [`GET http://user:pass word@h.test/ HTTP/1.1`, "http://REDACTED@h.test/"],
+      [`GET http://h.test/?token=${T}`, "token=REDACTED"],
+    ]
+  ) {
+    const out = redactTargets(line);
+    for (const secret of [T, "hunter2", "horse", "battery", "staple", "pass word", "user:"]) {
+      assert.equal(out.includes(secret), false, `${line} -> ${out}`);
+    }
+    assert.ok(out.includes(kept), `${line} -> ${out}`);
+    // As a malformed request line's error quotes it, cut at 80 after redaction.
+    assert.equal(
+      redactText(`malformed request line: ${quote(line)}`).includes("ghp_abcdefgh"),
+      false,
+    );
+  }
+  // Words that start no URL stay apart, and an HTTP version ends the target.
+  assert.equal(redactTargets("GET http://h.test/a HTTP/1.1"), "GET http://h.test/a HTTP/1.1");
+  assert.equal(
+    redactTargets("GET http://h.test/?a=1 HTTP/1.1 token=x"),
+    "GET http://h.test/?a=1 HTTP/1.1 token=x",
+  );
+  assert.equal(redactTargets("no rule for a.test; asked"), "no rule for a.test; asked");
+});
+
+Deno.test("requestLineStart: a target split by a raw space counts as cut (its authority may go on)", () => {
+  const line = (s: string) => new TextEncoder().encode(s);
+  const m = requestLineStart(line("GET http://user:pa ss@h.test/ HTTP/1.1\r\n"))!;
+  assert.equal(m.cut, true);
+  assert.equal(printable(m.target, m.cut), "http://REDACTED");
+  for (
+    const ok of ["GET http://h.test/ HTTP/1.1\r\n", "GET http://h.test/\r\n", "GET /x HTTP/1.0\r\n"]
+  ) {
+    assert.equal(requestLineStart(line(ok))!.cut, false, ok);
+  }
+  // A split after the authority ended keeps the URL's host.
+  const q = requestLineStart(line("GET http://h.test/?q=a b HTTP/1.1\r\n"))!;
+  assert.equal(printable(q.target, q.cut), "http://h.test/?q=a");
 });
 
 Deno.test("redactText: quotes that never close cost linear time and are redacted to the end", () => {
