@@ -205,6 +205,24 @@ export function looksLikeSecret(value: string): boolean {
   if (value.length < 16) return false;
   const v = decodeEscapes(value);
   if (v.length < 16) return false;
+  if (secretOnItsOwn(v)) return true;
+  // A token inside a longer value: `Bearer TOKEN`, `Basic ...`, a list
+  // (`a,TOKEN`), `user:TOKEN`. `+` is a space in a query, and a base64
+  // character too: both readings.
+  if (!VALUE_SEPARATOR.test(v)) return false;
+  for (const parts of [v.split(VALUE_SEPARATORS), v.split(VALUE_SEPARATORS_PLUS)]) {
+    if (parts.length < 2) continue;
+    for (const p of parts) if (p.length >= 16 && secretOnItsOwn(p)) return true;
+  }
+  return false;
+}
+
+const VALUE_SEPARATOR = /[\s,:|+]/;
+const VALUE_SEPARATORS = /[\s,:|]+/;
+const VALUE_SEPARATORS_PLUS = /[\s,:|+]+/;
+
+/** {@linkcode looksLikeSecret} for one decoded value, taken whole. */
+function secretOnItsOwn(v: string): boolean {
   if (looksLikeJwt(v) || hasTokenPrefix(v)) return true;
   if (v.length < 32) return false;
   let hex = true, upper = false, lower = false, digit = false;

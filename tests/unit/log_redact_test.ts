@@ -123,6 +123,34 @@ Deno.test("looksLikeSecret: long hex and mixed base64 yes, words and slugs no", 
   assert.ok(!looksLikeSecret("2026-11-28T00:11:17.123Z"));
 });
 
+Deno.test("looksLikeSecret: a token-looking value inside a longer value (Bearer TOKEN, lists)", () => {
+  const GHP = "ghp_abcdefghijklmnopqrstuvwxyz0123456789";
+  for (
+    const v of [
+      `Bearer%20${GHP}`,
+      `Bearer+${JWT}`,
+      `Bearer ${JWT}`,
+      `token%20${HEX40}`,
+      `a,${GHP}`,
+      `x:${GHP}`,
+      `Basic%20${"aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE3fG5"}`,
+    ]
+  ) {
+    assert.ok(looksLikeSecret(v), v);
+    assert.equal(redactUrl(`https://x.test/?h=${v}`), "https://x.test/?h=REDACTED", v);
+  }
+  for (
+    const v of [
+      "hello%20world%20this%20is%20a%20long%20sentence",
+      "2026-11-28T00:11:17.123Z",
+      "a,b,c,d,e,f,g,h,i,j,k,l,m,n,o,p",
+      "Mozilla/5.0 (X11; Linux x86_64)",
+    ]
+  ) {
+    assert.ok(!looksLikeSecret(v), v);
+  }
+});
+
 Deno.test("redactText: URLs inside free text", () => {
   assert.equal(
     redactText('rule "https://api.test/x?token=abc": allow-url'),
