@@ -75,6 +75,13 @@ const SECRET_NAME_PARTS = [
   "api_key",
   "signature",
   "credential",
+  "pass_word",
+  "pass-word",
+  "pwd",
+  "sessid",
+  "sessionid",
+  "session_id",
+  "session-id",
 ];
 
 /** Well-known token prefixes (GitHub, GitLab, Slack, OpenAI/Stripe-style, AWS access key ids). */
@@ -147,6 +154,8 @@ function secretName(spelled: string): boolean {
   if (PUBLIC_PARAMS.has(n)) return false;
   for (const part of SECRET_NAME_PARTS) if (n.includes(part)) return true;
   // `access_key`, `subscription-key`, `accessKey`, but not `monkey`, `keyword` or `sortKey`.
+  // `db_pass`, `user-pass` (not `bypass`, `compass`), `user_session`, `_app_session`.
+  if (/[_.-](?:pass|session)$/.test(n)) return true;
   return n.endsWith("_key") || n.endsWith("-key") || n.endsWith(".key") ||
     /(?:access|private|secret|api|auth|signing|encryption|master|session|client|license|account|subscription|app)Key$/i
       .test(spelled);

@@ -151,6 +151,29 @@ Deno.test("looksLikeSecret: a token-looking value inside a longer value (Bearer 
   }
 });
 
+Deno.test("redactUrl: password and session names in other spellings (db_pass, userpwd, sessid, _app_session)", () => {
+  for (
+    const name of [
+      "user_pass",
+      "db-pass",
+      "PASS_WORD",
+      "pass-word",
+      "userpwd",
+      "login_pwd",
+      "sessid",
+      "ASP.NET_SessionId",
+      "user_session",
+      "_myapp_session",
+      "session-id",
+    ]
+  ) {
+    assert.equal(redactUrl(`https://x.test/?${name}=hunter2`), `https://x.test/?${name}=REDACTED`);
+  }
+  for (const name of ["compass", "bypass", "passenger", "sessions_count", "passage"]) {
+    assert.equal(redactUrl(`https://x.test/?${name}=1`), `https://x.test/?${name}=1`);
+  }
+});
+
 Deno.test("redactText: URLs inside free text", () => {
   assert.equal(
     redactText('rule "https://api.test/x?token=abc": allow-url'),
