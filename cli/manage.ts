@@ -380,7 +380,8 @@ class Menu {
       }
       const count = parseRules(text).rules.length;
       try {
-        await writeFileAtomic(target, text, 0o644);
+        // Owner-only, as the rules file: exact-URL rules hold URLs, tokens and all.
+        await writeFileAtomic(target, text, 0o600);
       } catch (e) {
         this.problem(`Cannot write "${name}": ${(e as Error).message}. Try again.`);
         continue;

@@ -153,7 +153,8 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
         return;
       }
       try {
-        await writeFileAtomic(file, text, 0o644);
+        // Owner-only, as the rules file: exact-URL rules hold URLs, tokens and all.
+        await writeFileAtomic(file, text, 0o600);
       } catch (e) {
         const why = e instanceof Deno.errors.NotFound
           ? "its directory does not exist"

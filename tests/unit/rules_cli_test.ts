@@ -251,6 +251,28 @@ Deno.test("rules list --json escapes C1 controls and bidi overrides and stays th
   });
 });
 
+Deno.test({
+  name:
+    "rules export writes a new file owner-only, as the rules file is (exact-URL rules hold tokens)",
+  ignore: Deno.build.os === "windows",
+  fn: () =>
+    withDir(async (dir) => {
+      const url = "https://api.test/cb?code=SECRETCODE";
+      await Deno.writeTextFile(join(dir, "network-rules.json"), `{"${url}": "allow"}\n`, {
+        mode: 0o600,
+      });
+      const out = join(dir, "exported.json");
+      const r = await run(["--data-dir", dir, "rules", "export", out]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(await Deno.readTextFile(out), /SECRETCODE/);
+      assert.equal((await Deno.stat(out)).mode! & 0o077, 0);
+      // An existing file keeps its mode (the user chose it).
+      await Deno.chmod(out, 0o640);
+      assert.equal((await run(["--data-dir", dir, "rules", "export", out])).code, 0);
+      assert.equal((await Deno.stat(out)).mode! & 0o777, 0o640);
+    }),
+});
+
 Deno.test("rules check and export read an oversized rules file no further than 64 MiB", async () => {
   await withDir(async (dir) => {
     const file = join(dir, "network-rules.json");

@@ -251,6 +251,10 @@ Deno.test("manage: 6 exports to a file name; a missing folder asks again", async
       assert.match(out, /Cancelled\./);
       // The same format: the rules file's text, comments included.
       assert.equal(await Deno.readTextFile(join(dir, "backup.json")), RULES);
+      // As private as the rules file: exact-URL rules hold the URLs, tokens and all.
+      if (Deno.build.os !== "windows") {
+        assert.equal((await Deno.stat(join(dir, "backup.json"))).mode! & 0o077, 0);
+      }
     },
     withRules,
   );
