@@ -15,6 +15,7 @@ import { dirname, resolve } from "node:path";
 import { readLastRecords } from "../lib/log/reader.ts";
 import {
   ACTION_LIST,
+  hasRulesValue,
   makeRule,
   parsePattern,
   parseRules,
@@ -407,6 +408,13 @@ class Menu {
           ? "it is a folder"
           : (e as Error).message;
         this.problem(`Cannot import "${name}": ${why}. Try again.`);
+        continue;
+      }
+      if (!hasRulesValue(text)) {
+        this.problem(
+          `Cannot import "${name}": it holds no rules object (it is empty, or only comments). ` +
+            `Try again; option 8 clears all rules.`,
+        );
         continue;
       }
       const parsed = parseRules(text);

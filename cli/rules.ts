@@ -10,6 +10,7 @@ import { HostError, parseAuthority } from "../lib/net/host.ts";
 import { parseAbsoluteForm, TargetError } from "../lib/net/url.ts";
 import {
   describeIoError,
+  hasRulesValue,
   makeRule,
   parseRules,
   readTextLimited,
@@ -148,6 +149,8 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
       }
       const { rules: exported, problems } = parseRules(text);
       if (problems.length > 0) throw new RulesFileError(ctx.paths.rules, problems);
+      // An emptied rules file means no rules: export it as such, so it imports again.
+      if (!hasRulesValue(text)) text = "{\n}\n";
       if (file === "-") {
         ctx.stdout(text); // data, as it is
         return;
@@ -171,6 +174,16 @@ export function registerRulesCommand(program: Command, ctx: CliContext): void {
     .option("--replace", "replace every current rule instead of merging")
     .action(async (file: string, opts: { replace?: boolean }) => {
       const text = await readInput(file, "import");
+      // Empty input is a failed download or a wrong file, never a request to
+      // drop every rule: `{}` says that, and so does `rules clear`.
+      if (!hasRulesValue(text)) {
+        throw new CliError(
+          `Cannot import rules "${displayName(file)}": it holds no rules object ` +
+            `(it is empty, or only comments); nothing was changed. A rules file is a JSON ` +
+            `object such as {"github.com": "allow"}; to remove every rule, use ` +
+            `"netmonitor rules clear".`,
+        );
+      }
       const { rules: incoming, problems } = parseRules(text);
       if (problems.length > 0) throw new RulesFileError(displayName(file), problems, "import");
       const pairs = incoming.map((r) => [r.pattern, r.action] as const);

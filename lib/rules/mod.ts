@@ -19,7 +19,7 @@
 export * from "./types.ts";
 export { describeIoError, formatProblem, RuleError, RulesFileError } from "./errors.ts";
 export type { RuleProblem } from "./errors.ts";
-export { parseRules, ruleWarnings } from "./parse.ts";
+export { hasRulesValue, parseRules, ruleWarnings } from "./parse.ts";
 export {
   canonicalPathQuery,
   type ParsedPattern,

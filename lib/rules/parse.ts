@@ -84,6 +84,16 @@ export function ruleWarnings(text: string): RuleProblem[] {
   }).sort((a, b) => a.line - b.line || a.column - b.column);
 }
 
+/**
+ * True when `text` holds a JSON value (normally the rules object); false for
+ * an empty text, or one of only white space and comments, which
+ * {@linkcode parseRules} reads as no rules.
+ */
+export function hasRulesValue(text: string): boolean {
+  const parsed = parseRulesText(text);
+  return parsed.root !== undefined || parsed.problems.length > 0;
+}
+
 /** {@linkcode parseRules} plus the tree positions the store edits. */
 export function parseRulesText(text: string): ParsedRulesText {
   // A byte-order mark would trip the parser; a space keeps every offset.

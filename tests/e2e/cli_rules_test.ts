@@ -401,6 +401,47 @@ Deno.test("rules export and import (merge and --replace), comments kept", async 
   });
 });
 
+Deno.test("rules import refuses empty input: a failed download never wipes the rules", async () => {
+  await withDataDir(async (dataDir) => {
+    const rules = '{\n  "github.com": "allow",\n  "*": "deny"\n}\n';
+    await Deno.writeTextFile(rulesFile(dataDir), rules);
+    const empty = join(dataDir, "empty.json");
+    await Deno.writeTextFile(empty, "\n  // nothing yet\n");
+    // `curl ... | netmonitor rules import - --replace` whose download failed, or an empty file.
+    for (
+      const [args, stdin, name] of [
+        [["rules", "import", "--replace", "-"], "", "standard input"],
+        [["rules", "import", "-"], "  \n", "standard input"],
+        [["rules", "import", "--replace", empty], undefined, empty],
+      ] as const
+    ) {
+      const r = await runCli([...args], { dataDir, stdin });
+      assertCleanFailure(
+        r,
+        new RegExp(`^error: Cannot import rules "${name}": it holds no rules object \\(`),
+      );
+      assert.match(r.stderr, /netmonitor rules clear/);
+      assert.equal(r.stdout, "");
+      assert.equal(await Deno.readTextFile(rulesFile(dataDir)), rules);
+    }
+    // An explicit empty object still replaces everything, as asked.
+    const r = await runCli(["rules", "import", "--replace", "-"], { dataDir, stdin: "{}" });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, "Replaced 2 rules with 0 rules from standard input\n");
+  });
+});
+
+Deno.test("rules export of an emptied rules file writes {} (it imports again)", async () => {
+  await withDataDir(async (dataDir) => {
+    await Deno.writeTextFile(rulesFile(dataDir), "");
+    const out = join(dataDir, "exported.json");
+    let r = await runCli(["rules", "export", out], { dataDir });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await Deno.readTextFile(out), "{\n}\n");
+    r = await runCli(["rules", "import", out], { dataDir });
+    assert.equal(r.code, 0, r.stderr);
+  });
+});
 Deno.test("rules clear: --yes, and no silent clearing without a terminal", async () => {
   await withDataDir(async (dataDir) => {
     let r = await runCli(["rules", "clear"], { dataDir });

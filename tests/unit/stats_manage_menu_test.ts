@@ -299,6 +299,21 @@ Deno.test("manage: 7 imports (merge or replace); missing and invalid files ask a
   );
 });
 
+Deno.test("manage: 7 refuses an empty file (no rules object) and asks again", async () => {
+  await withDrive(
+    ["7", "empty.json", "", "9"],
+    async ({ out, rulesFile }) => {
+      assert.match(out, /✗ Cannot import "empty\.json": it holds no rules object \(it is empty/);
+      assert.doesNotMatch(out, /holds 0 rules/);
+      assert.equal(await Deno.readTextFile(rulesFile), RULES);
+    },
+    async (dir) => {
+      await withRules(dir);
+      await Deno.writeTextFile(join(dir, "empty.json"), "\n");
+    },
+  );
+});
+
 Deno.test("manage: 8 with one rule asks about the only rule", async () => {
   await withDrive(["8", "y", "9"], ({ out }) => {
     assert.match(out, /Delete the only rule\? \[y\/N\]/);
