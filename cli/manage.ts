@@ -14,7 +14,6 @@ import type { Command } from "commander";
 import { dirname, resolve } from "node:path";
 import { readLastRecords } from "../lib/log/reader.ts";
 import {
-  ACTION_LIST,
   hasRulesValue,
   makeRule,
   parsePattern,
@@ -23,6 +22,7 @@ import {
   RuleError,
   RulesFileError,
   RulesStore,
+  STORED_ACTIONS,
   type StoredAction,
 } from "../lib/rules/mod.ts";
 import {
@@ -273,14 +273,21 @@ class Menu {
     for (;;) {
       const a = (await this.ask("Action [1]: ")).toLowerCase();
       const n = a === "" ? 1 : numbers.includes(a) ? Number(a) : 0;
+      if (n === 0 && /^\d+$/.test(a)) {
+        this.problem(`"${a}" is not a number from 1 to ${choices.length}. Try again.`);
+        continue;
+      }
       try {
         action = makeRule(pattern, n > 0 ? choices[n - 1].action : a).action;
         break;
       } catch (e) {
         if (!(e instanceof RuleError)) throw e;
-        this.problem(
-          `${e.message}. Type ${numbers.join(", ")}, or one of: ${ACTION_LIST}.`,
-        );
+        // Name only what works for this pattern (allow and deny work for any).
+        const names = choices.map((c) => c.action).join(", ");
+        const reason = (STORED_ACTIONS as readonly string[]).includes(a)
+          ? `${e.message}.`
+          : `"${a}" is not an action.`;
+        this.problem(`${reason} Type ${orList(numbers)}, or one of: ${names}.`);
       }
     }
     const { rule, previous } = await this.#store.add(pattern, action);
@@ -484,6 +491,11 @@ export function actionChoices(kind: Rule["kind"]): ActionChoice[] {
     action: "passthrough",
     note: "allow, and relay its HTTPS without decrypting it: for clients that pin certificates",
   }];
+}
+
+/** "1 or 2", "1, 2 or 3". */
+function orList(items: string[]): string {
+  return items.length < 2 ? items.join("") : `${items.slice(0, -1).join(", ")} or ${items.at(-1)}`;
 }
 
 /**

@@ -114,6 +114,7 @@ Deno.test("manage: 3 adds a rule; invalid pattern and action ask again", async (
       "a.*.com",
       "pypi.test",
       "7",
+      "alow",
       "allow-url",
       "2",
       "3",
@@ -124,7 +125,13 @@ Deno.test("manage: 3 adds a rule; invalid pattern and action ask again", async (
     async ({ out, rulesFile }) => {
       assert.match(out, /✗ .*\*bob\.com.*Try again\./);
       assert.match(out, /✗ .*a\.\*\.com.*Try again\./);
-      assert.match(out, /✗ unknown action "7" for "pypi\.test".*Type 1, 2, 3, or one of/);
+      // A number out of range is named as such, once, with the numbers that work.
+      assert.match(out, /✗ "7" is not a number from 1 to 3\. Try again\.\n/);
+      assert.doesNotMatch(out, /unknown action "7"/);
+      assert.match(
+        out,
+        /✗ "alow" is not an action\. Type 1, 2 or 3, or one of: allow-domain, deny-domain, passthrough\.\n/,
+      );
       assert.match(out, /✗ action "allow-url" for "pypi\.test" needs a URL pattern/);
       assert.match(out, /✓ Added: pypi\.test deny-domain/);
       assert.match(out, /1\. allow-url\n {2}2\. deny-url/);
@@ -174,8 +181,11 @@ Deno.test("manage: 3 offers passthrough for a host or wildcard, never for * or a
         "  1. allow-url\n  2. deny-url\n",
       ]);
       assert.match(out, /✓ Added: \*\.pinned\.test passthrough/);
-      assert.match(out, /✗ unknown action "3" for "\*".*Type 1, 2, or one of/);
-      assert.match(out, /✗ action "passthrough" cannot apply to "\*"/);
+      assert.match(out, /✗ "3" is not a number from 1 to 2\. Try again\./);
+      assert.match(
+        out,
+        /✗ action "passthrough" cannot apply to "\*".*\. Type 1 or 2, or one of: allow-domain, deny-domain\.\n/,
+      );
       assert.match(out, /✓ Added: \* deny-domain/);
       assert.match(out, /✗ action "passthrough" for "https:\/\/x\.test\/a" needs a host pattern/);
       assert.match(out, /✓ Added: https:\/\/x\.test\/a deny-url/);
