@@ -49,7 +49,12 @@ nm_private_dir() {
     nm_die "the data dir $dir belongs to uid $owner, not to you (uid $(id -u)): its rules, CA key and log must be yours alone, and its owner could plant files there that this run would use. Use a data dir of your own (NETMONITOR_DATA_DIR)"
   fi
   case ${mode:5:1}${mode:8:1} in
-    *w*) nm_die "the data dir $dir ($mode) can be written by other users: they could have changed its rules or planted files in it. Check what is in it, then make it private: chmod 700 $dir" ;;
+    *w*)
+      # A sticky folder (/tmp) is shared on purpose: making it private would break everyone else.
+      if [[ ${mode:9:1} == [tT] ]]; then
+        nm_die "the data dir $dir ($mode) can be written by other users: they could have changed its rules or planted files in it. It is a shared folder (sticky bit, like /tmp), so do not make it private: use a folder of your own inside it, e.g. NETMONITOR_DATA_DIR=${dir%/}/netmonitor"
+      fi
+      nm_die "the data dir $dir ($mode) can be written by other users: they could have changed its rules or planted files in it. Check what is in it, then make it private: chmod 700 $dir" ;;
   esac
   if [[ ${mode:4:3}${mode:7:3} == *[rwxst]* ]]; then
     chmod go-rwx -- "$dir" || nm_die "cannot make the data dir $dir private (chmod 700 $dir)"

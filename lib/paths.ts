@@ -173,11 +173,16 @@ async function checkDir(
     );
   }
   if ((mode & 0o022) !== 0) {
+    // A sticky folder (/tmp, /var/tmp) is shared on purpose: making it private
+    // would break everyone else who uses it. A folder of one's own inside it is fine.
+    const fix = (mode & 0o1000) !== 0
+      ? `It is a shared folder (sticky bit, like /tmp), so do not make it private: use a ` +
+        `folder of your own inside it, e.g. --data-dir "${join(dir, "netmonitor")}"`
+      : `Check what is in it, then make it private: chmod 700 "${dir}"`;
     throw new DataDirError(
       dir,
       `data dir "${dir}" (mode ${octal(mode)}) can be written by other users: they could have ` +
-        `changed its rules or planted files in it. Check what is in it, then make it ` +
-        `private: chmod 700 "${dir}"`,
+        `changed its rules or planted files in it. ${fix}`,
     );
   }
   await checkAncestors(dir, uid);

@@ -121,6 +121,13 @@ Deno.test("docker scripts: manage-firewall.sh refuses a data dir that others can
       );
       assert.equal(res.stdout, "");
     }
+    // A shared folder (sticky bit, like /tmp) is never to be made private.
+    await Deno.chmod(dir, 0o1777);
+    const shared = await runScript("manage-firewall.sh", ["--status"], env);
+    assert.equal(shared.code, 1, shared.stdout + shared.stderr);
+    assert.match(shared.stderr, /a shared folder \(sticky bit, like \/tmp\), so do not make it/);
+    assert.match(shared.stderr, new RegExp(`NETMONITOR_DATA_DIR=${dir}/netmonitor`));
+    assert.doesNotMatch(shared.stderr, /chmod/);
     // Read access for others is taken away; a private one works.
     await Deno.chmod(dir, 0o755);
     const ok = await runScript("manage-firewall.sh", ["--status"], env);
