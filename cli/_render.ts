@@ -327,7 +327,9 @@ export interface Column {
   minWidth?: number;
   /**
    * When even shrunk columns do not fit, columns are dropped: the highest
-   * `dropOrder` first, then the rightmost. Columns without one go last.
+   * `dropOrder` first. Columns without one go last: before one of them is
+   * dropped, flexible columns shrink below their `minWidth` (to their header,
+   * at least 8), and then the rightmost that is not flexible goes first.
    */
   dropOrder?: number;
 }
@@ -365,11 +367,15 @@ export function renderTable(
     for (const r of rows) w = Math.max(w, visibleWidth(r[i] ?? ""));
     return Math.min(opts.width, w);
   });
-  const minOf = (i: number) =>
-    columns[i].flexible
-      ? Math.min(natural[i], Math.max(visibleWidth(columns[i].header), columns[i].minWidth ?? 8))
-      : natural[i];
-  const fit = (shown: number[]): number[] => {
+  // Soft: down to minWidth. Hard (only columns without a dropOrder are left,
+  // and one of them would go): down to the header, at least 8.
+  const minOf = (i: number, hard: boolean) => {
+    if (!columns[i].flexible) return natural[i];
+    const header = visibleWidth(columns[i].header);
+    const min = columns[i].minWidth ?? 8;
+    return Math.min(natural[i], Math.max(header, hard ? Math.min(8, min) : min));
+  };
+  const fitWith = (shown: number[], hard: boolean): number[] => {
     const widths = shown.map((i) => natural[i]);
     let over = indent.length + widths.reduce((a, b) => a + b, 0) + GAP * (shown.length - 1) -
       opts.width;
@@ -378,7 +384,9 @@ export function renderTable(
     while (over > 0) {
       let widest = -1;
       for (let k = 0; k < shown.length; k++) {
-        if (widths[k] > minOf(shown[k]) && (widest < 0 || widths[k] > widths[widest])) widest = k;
+        if (widths[k] > minOf(shown[k], hard) && (widest < 0 || widths[k] > widths[widest])) {
+          widest = k;
+        }
       }
       if (widest < 0) break;
       widths[widest]--;
@@ -386,11 +394,22 @@ export function renderTable(
     }
     return over > 0 ? [] : widths;
   };
+  const ordered = (shown: number[]) => shown.some((i) => columns[i].dropOrder !== undefined);
+  const fit = (shown: number[]): number[] => {
+    const soft = fitWith(shown, false);
+    return soft.length > 0 || ordered(shown) ? soft : fitWith(shown, true);
+  };
   let shown = columns.map((_, i) => i);
   let widths = fit(shown);
   while (widths.length === 0 && shown.length > 1) {
-    // Drop the column with the highest dropOrder; without any, the rightmost.
+    // Drop the column with the highest dropOrder; without any, the rightmost
+    // that is not flexible (what is flexible is what the table is about: a
+    // URL, a host), else the rightmost.
     let victim = shown.length - 1;
+    if (!ordered(shown)) {
+      const fixed = shown.findLastIndex((i) => !columns[i].flexible);
+      if (fixed >= 0) victim = fixed;
+    }
     for (let k = 0; k < shown.length; k++) {
       const d = columns[shown[k]].dropOrder ?? -1;
       if (d > (columns[shown[victim]].dropOrder ?? -1)) victim = k;

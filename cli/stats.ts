@@ -275,12 +275,12 @@ export function renderStats(
     const hostCols: Column[] = [
       { header: "HOST", flexible: true, minWidth: 12 },
       { header: "REQS", align: "right" },
-      { header: "ALLOW", align: "right" },
-      { header: "DENY", align: "right" },
-      { header: "ERR", align: "right" },
-      { header: "SENT", align: "right", dropOrder: 2 },
-      { header: "RECEIVED", align: "right", dropOrder: 1 },
-      { header: "LAST SEEN", align: "left", dropOrder: 3 },
+      { header: "ALLOW", align: "right", dropOrder: 1 },
+      { header: "DENY", align: "right", dropOrder: 2 },
+      { header: "ERR", align: "right", dropOrder: 3 },
+      { header: "SENT", align: "right", dropOrder: 5 },
+      { header: "RECEIVED", align: "right", dropOrder: 4 },
+      { header: "LAST SEEN", align: "left", dropOrder: 6 },
     ];
     const hostRows = s.hosts.slice(0, limit).map((h) => [
       safeText(h.host),
@@ -333,15 +333,17 @@ export function renderStats(
   return out.join("\n");
 }
 
+// On a narrow terminal the details go first; the time, the decision and the
+// URL stay (the URL cut short rather than dropped).
 const recentColumns: Column[] = [
   { header: "TIME" },
   { header: "DECISION" },
-  { header: "METHOD", dropOrder: 0 },
-  { header: "STATUS", align: "right" },
+  { header: "METHOD", dropOrder: 1 },
+  { header: "STATUS", align: "right", dropOrder: 0 },
   { header: "URL", flexible: true, minWidth: 30 },
-  { header: "SIZE", align: "right", dropOrder: 2 },
-  { header: "TOOK", align: "right", dropOrder: 3 },
-  { header: "REASON", flexible: true, minWidth: 12, dropOrder: 1 },
+  { header: "SIZE", align: "right", dropOrder: 3 },
+  { header: "TOOK", align: "right", dropOrder: 4 },
+  { header: "REASON", flexible: true, minWidth: 12, dropOrder: 2 },
 ];
 
 function recentRow(r: AccessRecord, style: Style, now: Date): string[] {

@@ -107,9 +107,16 @@ Deno.test("e2e stats: the dashboard as plain text when piped", async () => {
     for (const line of out.split("\n")) {
       assert.ok([...line].length <= 100, `fits 100 columns: ${line}`);
     }
-    const narrow = await netmonitor(["--data-dir", dir, "stats"], { COLUMNS: "60" });
-    for (const line of narrow.stdout.split("\n")) {
-      assert.ok([...line].length <= 60, `fits 60 columns: ${line}`);
+    for (const columns of [60, 50, 40]) {
+      const narrow = await netmonitor(["--data-dir", dir, "stats"], { COLUMNS: String(columns) });
+      for (const line of narrow.stdout.split("\n")) {
+        assert.ok([...line].length <= columns, `fits ${columns} columns: ${line}`);
+      }
+      // A split pane still shows what was requested: the URL goes last, after the details.
+      assert.match(narrow.stdout, /Recent requests {2}newest first\n {2}TIME +DECISION +.*URL\n/);
+      assert.match(narrow.stdout, new RegExp(`${seen("10:08:00")} +ALLOW +.*http://p`));
+      // And the hosts table its host names and counts.
+      assert.match(narrow.stdout, /HOST +REQS +ALLOW +DENY/);
     }
     const colour = await netmonitor(["--data-dir", dir, "stats"], { FORCE_COLOR: "1" });
     assert.ok(colour.stdout.includes("\x1b[32m"), "FORCE_COLOR turns colours on");

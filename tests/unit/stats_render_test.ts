@@ -114,6 +114,29 @@ Deno.test("render: tables fit the width, shrink the widest flexible column, then
   }
 });
 
+Deno.test("render: the flexible column a table is about shrinks before the last fixed ones go", () => {
+  const cols = [
+    { header: "TIME" },
+    { header: "DECISION" },
+    { header: "STATUS", align: "right" as const, dropOrder: 0 },
+    { header: "URL", flexible: true, minWidth: 30 },
+    { header: "SIZE", align: "right" as const, dropOrder: 1 },
+  ];
+  const rows = [["10:08:00", "ALLOW", "200", "http://example.test/some/long/path?x=1", "2 KiB"]];
+  const at = (width: number) => renderTable(cols, rows, { width, style: plain });
+  // Room for everything but SIZE and STATUS at the URL's minWidth: those go first.
+  assert.equal(at(52)[0], "  TIME      DECISION  URL");
+  // Narrower: the URL is cut below its minWidth rather than dropped.
+  assert.deepEqual(at(40), [
+    "  TIME      DECISION  URL",
+    "  10:08:00  ALLOW     http://example.te…",
+  ]);
+  // Narrower still: the rightmost fixed column goes before the URL.
+  assert.deepEqual(at(24), ["  TIME      URL", "  10:08:00  http://exam…"]);
+  assert.deepEqual(at(12), ["  URL", "  http://ex…"]);
+  for (const w of [52, 40, 24, 12]) for (const l of at(w)) assert.ok(visibleWidth(l) <= w, l);
+});
+
 Deno.test("render: cells of 64 KB and 200,000 rows still fit, column for column", () => {
   const cols = [
     { header: "METHOD", flexible: true, minWidth: 6 },
