@@ -34,7 +34,8 @@ export function registerPromptCommand(program: Command, ctx: CliContext): void {
         "0.4 s after a prompt appears are ignored (they were meant for the one before).\n" +
         "Ctrl-C detaches.\n" +
         "Exits 0 when detached or when the proxy stops, 1 when no proxy is running or it\n" +
-        "runs with --non-interactive.",
+        "runs non-interactively (--non-interactive, or started without a terminal; start it\n" +
+        "with --prompt-via socket to answer here).",
     )
     .action(async () => {
       // Answers go only to a socket in a safe data dir; a missing one means no proxy.
@@ -108,10 +109,14 @@ export async function promptLoop(
         : (await listProxies(proxiesDir).catch(() => [])).filter((p) => p.prompts === false);
       if (quiet.length > 0) {
         io.error(
-          `error: the netmonitor proxy (pid ${quiet.map((p) => p.pid).join(", ")}) runs with ` +
-            `--non-interactive: it answers every request by itself, so no prompt will come.\n`,
+          `error: the netmonitor proxy (pid ${quiet.map((p) => p.pid).join(", ")}) runs ` +
+            `non-interactively (--non-interactive, or no terminal on its standard input): it ` +
+            `answers every request by itself, so no prompt will come.\n`,
         );
-        io.error("Restart it without --non-interactive to answer its requests here.\n");
+        io.error(
+          "Restart it with --prompt-via socket to answer its requests here (and without " +
+            "--non-interactive, if it has that).\n",
+        );
         return 1;
       }
       io.error(`error: ${err.message}\n`);

@@ -296,8 +296,12 @@ Deno.test("e2e status: every proxy of the data dir, where it listens and whether
       assert.equal(prompt.code, 1);
       assert.match(
         prompt.stderr,
-        /runs with --non-interactive: it answers every request by itself/,
+        /runs non-interactively \(--non-interactive, or no terminal on its standard input\): it answers every request by itself/,
       );
+      // The way out works whichever made it so: a proxy started without a terminal
+      // (nohup, a service) never saw --non-interactive, so removing it is no advice.
+      assert.match(prompt.stderr, /\nRestart it with --prompt-via socket to answer its requests/);
+      assert.doesNotMatch(prompt.stderr, /Restart it without --non-interactive/);
       asking = await startRun(dir, ["--prompt-via", "socket", "--no-intercept"]);
       const text = await runCli(["status"], { dataDir: dir });
       assert.equal(text.code, 0, text.stderr);
