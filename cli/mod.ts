@@ -171,11 +171,33 @@ export async function main(args: string[], io: Partial<CliIo> = {}): Promise<num
     running = actionCommand;
   });
   try {
+    // Commander answers `help NAME` for a NAME it does not know with the main
+    // help and no word on why: say it, like `netmonitor NAME` does.
+    unknownHelpTopic(program, args);
     await program.parseAsync(args, { from: "user" });
     return ctx.exitCode;
   } catch (err) {
     return report(err, ctx);
   }
+}
+
+/** Throws commander's usage error for `[command...] help NAME` naming no subcommand. */
+function unknownHelpTopic(program: Command, args: string[]): void {
+  let cmd = program;
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === "help" && i + 1 < args.length && cmd.commands.length > 0) {
+      if (findCommand(cmd, args[i + 1])) return;
+      cmd.error(`error: unknown command '${args[i + 1]}'`, { code: "commander.unknownCommand" });
+    }
+    const next = findCommand(cmd, args[i]);
+    if (!next) return;
+    cmd = next;
+  }
+}
+
+/** The subcommand of `cmd` called `name` (or by that alias). */
+function findCommand(cmd: Command, name: string): Command | undefined {
+  return cmd.commands.find((c) => c.name() === name || c.aliases().includes(name));
 }
 
 function report(err: unknown, ctx: CliContext): number {

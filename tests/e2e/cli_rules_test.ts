@@ -61,6 +61,12 @@ Deno.test("usage errors exit 2 with the error and a hint", async () => {
       [["bogus"], /unknown command 'bogus'/, 'Run "netmonitor --help" for usage.'],
       [["--bogus"], /unknown option '--bogus'/, 'Run "netmonitor --help" for usage.'],
       [["rules", "lst"], /unknown command 'lst'/, 'Run "netmonitor rules --help" for usage.'],
+      [["help", "bogus"], /unknown command 'bogus'/, 'Run "netmonitor --help" for usage.'],
+      [
+        ["rules", "help", "lst"],
+        /unknown command 'lst'/,
+        'Run "netmonitor rules --help" for usage.',
+      ],
       [
         ["rules", "list", "--jsn"],
         /unknown option '--jsn'/,
