@@ -633,6 +633,8 @@ export class StdinLineReader implements LineReader {
   #raw = false;
   #line = "";
   #escape = 0;
+  /** The keys of the escape sequence being read, after its ESC. */
+  #sequence: string[] = [];
   /** Keys were typed for the read at the head since it began. */
   #typed = false;
   /** Throw keys away up to and including the next Enter. */
@@ -854,12 +856,28 @@ export class StdinLineReader implements LineReader {
     let guarded = head?.guardUntil !== undefined && this.#now() < head.guardUntil;
     let ignored = false;
     let discarded = false;
-    for (const ch of text) {
+    const chars = [...text];
+    for (let i = 0; i < chars.length; i++) {
+      const ch = chars[i];
       const code = ch.codePointAt(0)!;
       if (this.#escape > 0) {
         // Skip escape sequences (arrow keys...): ESC [ params final, or ESC O x.
-        if (this.#escape === 1) this.#escape = ch === "[" ? 2 : ch === "O" ? 3 : 0;
+        // Anything else after ESC (Esc pressed on its own, Alt-2), or a control
+        // key inside a sequence (Enter: a terminal never sends one there), ends
+        // it, and the keys it held are typed: a swallowed 2 would turn the
+        // operator's "2, Enter" into Enter alone, allow once.
+        if (
+          code < 0x20 || code === 0x7f || (this.#escape === 1 && ch !== "[" && ch !== "O")
+        ) {
+          chars.splice(i, 0, ...this.#sequence);
+          this.#escape = 0;
+          this.#sequence = [];
+          i--;
+          continue;
+        }
+        if (this.#escape === 1) this.#escape = ch === "[" ? 2 : 3;
         else if (this.#escape === 3 || (code >= 0x40 && code <= 0x7e)) this.#escape = 0;
+        this.#sequence = this.#escape === 0 ? [] : [...this.#sequence, ch];
         continue;
       }
       const enter = ch === "\r" || ch === "\n";

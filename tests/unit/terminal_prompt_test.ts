@@ -859,3 +859,35 @@ Deno.test("background: closing the reader ends a wait for the foreground", async
   await assert.rejects(asked, InputClosedError);
   await input.end();
 });
+
+Deno.test("a key typed after Esc is never swallowed: Esc, 2, Enter denies, it does not allow once", async () => {
+  // The reader skipped the key after a lone Esc as the end of an escape
+  // sequence, without echo: Esc (a vim habit, or to "cancel"), then 2 and
+  // Enter answered "" (allow once) instead of 2 (deny).
+  const { input, clock, lines, echoed } = guardedTerminal();
+  let out = "";
+  const prompter = createTerminalPrompter({ lines, write: (s) => out += s, inputGuardMs: 400 });
+  const answer = prompter.ask(designRequest, new AbortController().signal);
+  await until(() => out.endsWith("Your choice [1]: "));
+  clock.now = 5_000;
+  await input.type("\x1b");
+  await new Promise((r) => setTimeout(r, 5));
+  await input.type("2\r");
+  assert.equal(await answer, "deny-once");
+  assert.equal(echoed(), "2\r\n", "the 2 is echoed");
+  // Alt-2 (Esc and 2 in one read) types 2 too.
+  const alt = lines.readLine();
+  await input.type("\x1b2\r");
+  assert.equal(await alt, "2");
+  // A sequence cut short by a control key (a real terminal never sends one)
+  // gives back its keys: the line is not the empty default.
+  const cut = lines.readLine();
+  await input.type("\x1b[2\r");
+  assert.equal(await cut, "[2");
+  // Complete sequences (arrow keys, SS3 keys) are still skipped.
+  const arrows = lines.readLine();
+  await input.type("\x1b[A\x1bOB\x1b[3~4\r");
+  assert.equal(await arrows, "4");
+  await input.end();
+  await lines.close();
+});
