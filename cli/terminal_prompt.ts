@@ -66,6 +66,20 @@ export const INPUT_DISCARDED_ON_CLOSE_LINE =
 export const INPUT_DISCARDED_LINE =
   "(input discarded: it was begun before this request appeared; read it and choose again)";
 
+/**
+ * Most lines of other output ({@linkcode TerminalPrompter.printLine}) held
+ * while a question is open; they are printed when it closes, and the rest are
+ * only counted ({@linkcode heldLinesDroppedLine}).
+ */
+export const MAX_HELD_LINES = 200;
+
+/** Printed after the held lines when more were printed while a question was open. */
+export function heldLinesDroppedLine(n: number): string {
+  return `(${n} more line${n === 1 ? "" : "s"} printed while the prompt was open ${
+    n === 1 ? "is" : "are"
+  } not shown; every request is in the access log)`;
+}
+
 /** How often a prompt shown in the background checks whether the process is back in the foreground. */
 export const FOREGROUND_POLL_MS = 250;
 
@@ -293,8 +307,9 @@ export interface TerminalPrompter extends NamedPrompter {
   readonly name: string;
   /**
    * Prints one line of other output (e.g. `run`'s per-request line). While a
-   * question waits, the line goes above it and the question and what was
-   * typed so far are redrawn (on a terminal), so the two never mix.
+   * question waits, the line is held and printed once the prompt closes (at
+   * most {@linkcode MAX_HELD_LINES} of them), so that no output can push the
+   * prompt off the screen.
    */
   printLine(text: string): void;
 }
@@ -314,60 +329,92 @@ export class InputClosedError extends Error {
 export function createTerminalPrompter(io: PromptIO, name = "terminal"): TerminalPrompter {
   let asking = false;
   const guardMs = io.inputGuardMs ?? DEFAULT_INPUT_GUARD_MS;
-  const printLine = (text: string): void => {
+  /** The prompter's own notes about an open question: above it, at once. */
+  const above = (text: string): void => {
     if (!asking) io.write(`${text}\n`);
     else if (io.ansi) {
       io.write(`\r\x1b[2K${text}\n${CHOICE_QUESTION}${io.lines.partial ?? ""}`);
     } else io.write(`\n${text}\n${CHOICE_QUESTION}`);
   };
+  // Other output waits while a question is open: a client that makes lines
+  // (requests a rule denies) could otherwise scroll the prompt, and the line
+  // saying the one before closed, off the screen, leaving the operator to
+  // answer a request they never saw under a bare "Your choice [1]:".
+  let held: string[] = [];
+  let dropped = 0;
+  const printLine = (text: string): void => {
+    if (!asking) {
+      io.write(`${text}\n`);
+      return;
+    }
+    for (const line of text.split("\n")) {
+      if (held.length < MAX_HELD_LINES) held.push(line);
+      else dropped++;
+    }
+  };
+  const release = (): void => {
+    if (held.length === 0) return;
+    const text = held.join("\n") + "\n" + (dropped > 0 ? `${heldLinesDroppedLine(dropped)}\n` : "");
+    held = [];
+    dropped = 0;
+    io.write(text);
+  };
   return {
     name,
     printLine,
     async ask(req: PendingRequest, signal: AbortSignal): Promise<PromptAnswer> {
-      if (io.lines.inForeground?.() === false && io.lines.untilForeground) {
-        // Reading the terminal now would stop the whole process (SIGTTIN):
-        // say so in one line, and show the prompt once it is back in front.
-        io.write(`\n${backgroundLine(req)}\n`);
-        try {
-          await io.lines.untilForeground(signal);
-        } catch (err) {
-          if (signal.aborted) io.write(`${closedLine(signal.reason)}\n`);
-          throw err;
-        }
-      }
-      io.write("\n" + renderPrompt(req));
-      const onDiscarded = () => printLine(INPUT_DISCARDED_LINE);
-      // Only the first read of a new prompt is guarded: a choice asked again
-      // after an invalid one is about the same request.
-      let opts: ReadLineOptions = guardMs > 0
-        ? { guardMs, onIgnored: () => printLine(INPUT_IGNORED_LINE), onDiscarded }
-        : { onDiscarded };
-      for (;;) {
-        io.write(CHOICE_QUESTION);
-        let line: string | null;
-        asking = true;
-        try {
-          line = await io.lines.readLine(signal, opts);
-          opts = { onDiscarded };
-        } catch (err) {
-          if (signal.aborted) {
-            io.write(`\n${closedLine(signal.reason)}\n`);
-            if (io.lines.discarding) io.write(`${INPUT_DISCARDED_ON_CLOSE_LINE}\n`);
-          }
-          throw err;
-        } finally {
-          asking = false;
-        }
-        if (line === null) {
-          io.write("\n");
-          throw new InputClosedError("input closed");
-        }
-        const parsed = parseChoice(line, req);
-        if ("answer" in parsed) return parsed.answer;
-        io.write("view" in parsed ? renderFullPath(req) : `${parsed.error}\n`);
+      try {
+        return await askOnce(req, signal);
+      } finally {
+        release();
       }
     },
   };
+
+  async function askOnce(req: PendingRequest, signal: AbortSignal): Promise<PromptAnswer> {
+    if (io.lines.inForeground?.() === false && io.lines.untilForeground) {
+      // Reading the terminal now would stop the whole process (SIGTTIN):
+      // say so in one line, and show the prompt once it is back in front.
+      io.write(`\n${backgroundLine(req)}\n`);
+      try {
+        await io.lines.untilForeground(signal);
+      } catch (err) {
+        if (signal.aborted) io.write(`${closedLine(signal.reason)}\n`);
+        throw err;
+      }
+    }
+    io.write("\n" + renderPrompt(req));
+    const onDiscarded = () => above(INPUT_DISCARDED_LINE);
+    // Only the first read of a new prompt is guarded: a choice asked again
+    // after an invalid one is about the same request.
+    let opts: ReadLineOptions = guardMs > 0
+      ? { guardMs, onIgnored: () => above(INPUT_IGNORED_LINE), onDiscarded }
+      : { onDiscarded };
+    for (;;) {
+      io.write(CHOICE_QUESTION);
+      let line: string | null;
+      asking = true;
+      try {
+        line = await io.lines.readLine(signal, opts);
+        opts = { onDiscarded };
+      } catch (err) {
+        if (signal.aborted) {
+          io.write(`\n${closedLine(signal.reason)}\n`);
+          if (io.lines.discarding) io.write(`${INPUT_DISCARDED_ON_CLOSE_LINE}\n`);
+        }
+        throw err;
+      } finally {
+        asking = false;
+      }
+      if (line === null) {
+        io.write("\n");
+        throw new InputClosedError("input closed");
+      }
+      const parsed = parseChoice(line, req);
+      if ("answer" in parsed) return parsed.answer;
+      io.write("view" in parsed ? renderFullPath(req) : `${parsed.error}\n`);
+    }
+  }
 }
 
 /** Options for {@linkcode attachTerminal}. */

@@ -70,6 +70,11 @@ export class TmuxSession {
     return await this.#tmux("capture-pane", "-p", "-J", "-S", "-2000", "-t", "t");
   }
 
+  /** What the terminal shows now, without the scrollback. */
+  async visible(): Promise<string> {
+    return await this.#tmux("capture-pane", "-p", "-t", "t");
+  }
+
   /**
    * Waits until the screen matches `pattern` (and, with `after`, the match
    * starts at or after that offset in the screen text); returns the screen.

@@ -1085,3 +1085,88 @@ async function attackedPrompt(
   await tty.press("C-c");
   assert.equal(await tty.exitCode(), 0);
 }
+
+Deno.test({
+  name:
+    "e2e run: on a terminal, a flood of record lines cannot scroll the prompt being answered off the screen",
+  ignore: noCurl || !has("tmux"),
+  async fn() {
+    // The review's repro: the operator reads a.test; its client resets the
+    // connection, b.test takes its place, and the container at once sends
+    // requests a rule denies. Their record lines, printed above the open
+    // question, scrolled b.test's prompt and "Prompt closed" away: the
+    // screen showed only record lines and "Your choice [1]:", and the
+    // operator's "1", meant for a.test, allowed b.test.
+    const { TmuxSession } = await import("./_tmux.ts");
+    const origin = await startOrigin();
+    await withDataDir(async (dir) => {
+      const p = origin.port;
+      await Deno.writeTextFile(
+        rulesFile(dir),
+        '{ "ok.test": "allow-domain", "denied.test": "deny-domain" }',
+      );
+      await using tty = await TmuxSession.start({
+        cmd: [
+          ...RUN_ON_PORT_0,
+          "--no-intercept",
+          ...["ok.test", "a.test", "b.test", "denied.test"].flatMap((h) => [
+            "--resolve",
+            `${h}:${p}:127.0.0.1`,
+          ]),
+        ],
+        cwd: dir,
+        env: { NETMONITOR_DATA_DIR: dir, NO_COLOR: "1" },
+        height: 40,
+      });
+      const screen = await tty.waitFor(/Listening on http:\/\/127\.0\.0\.1:(\d+)/);
+      const port = Number(screen.match(/Listening on http:\/\/127\.0\.0\.1:(\d+)/)![1]);
+      // As in the test above: killing this client resets the a.test connection.
+      const script = join(dir, "attacker.ts");
+      await Deno.writeTextFile(
+        script,
+        `const c = await Deno.connect({ hostname: "127.0.0.1", port: ${port} });
+const enc = new TextEncoder();
+await c.write(enc.encode("GET http://ok.test:${p}/hello HTTP/1.1\\r\\nHost: ok.test:${p}\\r\\n\\r\\n"));
+await new Promise((r) => setTimeout(r, 300));
+await c.write(enc.encode("GET http://a.test:${p}/harmless HTTP/1.1\\r\\nHost: a.test:${p}\\r\\n\\r\\n"));
+await new Promise((r) => setTimeout(r, 60_000));
+`,
+      );
+      const harmless = new Deno.Command(Deno.execPath(), {
+        args: ["run", "--allow-net=127.0.0.1", script],
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      try {
+        await tty.waitFor(/Host: a\.test:\d+\n[^]*Your choice \[1\]:/);
+        const exfiltrate = curl(port, ["-w", " %{http_code}", `http://b.test:${p}/exfiltrate`]);
+        await new Promise((r) => setTimeout(r, 300));
+        harmless.kill("SIGKILL");
+        await tty.waitFor(/Host: b\.test:\d+\n[^]*Your choice \[1\]:/);
+        for (let i = 0; i < 45; i++) {
+          assert.match((await curl(port, [`http://denied.test:${p}/x${i}`])).stdout, /denied/);
+        }
+        // Give the record lines time to reach the terminal (they are batched).
+        await new Promise((r) => setTimeout(r, 500));
+        const visible = await tty.visible();
+        assert.match(visible, /Host: b\.test:\d+\nMethod: GET\nPath: \/exfiltrate\n/);
+        assert.match(visible, /Your choice \[1\]: *\n*$/);
+        assert.doesNotMatch(visible, /denied\.test/);
+        await tty.type("2");
+        await tty.press("Enter");
+        assert.match((await exfiltrate).stdout, / 403$/);
+        // The lines held while the prompt was open follow its answer.
+        await tty.waitFor(/DENY\s+GET\s+403 http:\/\/denied\.test:\d+\/x44/);
+        await tty.press("C-c");
+        assert.equal(await tty.exitCode(), 0);
+      } finally {
+        try {
+          harmless.kill("SIGKILL");
+        } catch { /* already killed */ }
+        await harmless.status;
+      }
+      assert.equal(origin.requests.some((q) => q.path.startsWith("/exfiltrate")), false);
+    });
+    await origin.close();
+  },
+});

@@ -476,7 +476,7 @@ Deno.test("formatBrokerEvent: a saved exact-URL rule's secrets are redacted, as 
   }
 });
 
-Deno.test("printLine: other output goes above an open question, which is redrawn", async () => {
+Deno.test("printLine: other output waits while a question is open, and follows its answer", async () => {
   const input = typed();
   const lines = new StdinLineReader({
     input: input.readable,
@@ -496,9 +496,11 @@ Deno.test("printLine: other output goes above an open question, which is redrawn
   await until(() => lines.partial === "3");
   out = "";
   prompter.printLine("GET http://other.test/ 200");
-  assert.equal(out, "\r\x1b[2KGET http://other.test/ 200\nYour choice [1]: 3");
+  prompter.printLine("GET http://other.test/2 200");
+  assert.equal(out, "", "the question stays right under its prompt");
   await input.type("\r");
   assert.equal(await answer, "allow-domain");
+  assert.equal(out, "GET http://other.test/ 200\nGET http://other.test/2 200\n");
   out = "";
   prompter.printLine("after");
   assert.equal(out, "after\n");
@@ -890,4 +892,67 @@ Deno.test("a key typed after Esc is never swallowed: Esc, 2, Enter denies, it do
   assert.equal(await arrows, "4");
   await input.end();
   await lines.close();
+});
+
+Deno.test("output printed while a prompt is open cannot push that prompt off the screen", async () => {
+  // The review's repro on a real terminal: the operator reads a.test; its
+  // client resets the connection, b.test takes its place, and at once the
+  // container sends requests a rule denies: their record lines, printed above
+  // the open question, scrolled b.test's banner (and "Prompt closed") away,
+  // and the operator's "1", meant for a.test, allowed b.test.
+  const dir = await Deno.makeTempDir({ prefix: "nm-term-" });
+  const { input, clock, lines } = guardedTerminal();
+  const broker = new DecisionBroker({ rules: new RulesStore(`${dir}/network-rules.json`) });
+  let out = "";
+  const term = attachTerminal(broker, {
+    lines,
+    write: (s) => out += s,
+    ansi: true,
+    inputGuardMs: 400,
+  });
+  const req = (host: string, path: string) => ({
+    target: { scheme: "http" as const, host, port: 80, path },
+    method: "GET",
+    client: "127.0.0.1:1",
+  });
+  try {
+    const gone = new AbortController();
+    const a = broker.decide(req("a.test", "/docs"), gone.signal);
+    const b = broker.decide(req("b.test", "/upload?secret=1"));
+    await until(() => out.includes("Host: a.test") && out.endsWith("Your choice [1]: "));
+    clock.now = 5_000;
+    gone.abort();
+    await a;
+    await until(() => out.includes("Host: b.test") && out.endsWith("Your choice [1]: "));
+    for (let i = 0; i < 30; i++) {
+      term.printLine(`12:00:00.000 DENY  GET 403 http://denied.test/x${i} (a)`);
+    }
+    term.printLine(Array.from({ length: 300 }, (_, i) => `denied line ${i} (b)`).join("\n"));
+    // The operator still sees b.test's prompt right above the question.
+    assert.ok(!out.includes("(a)") && !out.includes("(b)"), "nothing printed while it is open");
+    const shown = out.slice(out.lastIndexOf("Network Access Request"));
+    assert.ok(shown.startsWith("Network Access Request\nHost: b.test\n"));
+    assert.ok(shown.endsWith("  6. Always deny this exact URL\n\nYour choice [1]: "));
+    clock.now = 6_000;
+    await input.type("2\r");
+    assert.equal((await b).action, "deny");
+    // The held lines follow the answer, in order; a flood is cut short.
+    const after = out.slice(out.lastIndexOf("Your choice [1]: "));
+    assert.match(after, /x0 \(a\)\n[^]*x29 \(a\)\ndenied line 0 \(b\)\n/);
+    assert.equal(
+      after.split("\n").filter((l) => l.endsWith("(a)") || l.endsWith("(b)")).length,
+      200,
+    );
+    assert.match(after, /\(130 more lines printed while the prompt was open are not shown/);
+    // Once no question is open, lines go out at once again.
+    out = "";
+    term.printLine("later");
+    assert.equal(out, "later\n");
+  } finally {
+    broker.close();
+    await term.close();
+    await input.end();
+    await lines.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
