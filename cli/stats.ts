@@ -318,7 +318,7 @@ export function renderStats(
       ...wrap(
         `${
           frame.rulesMissing ? "No rules file yet" : "No rules"
-        }: every request that is not covered is asked about.`,
+        }: every request is asked about (or, where the proxy does not ask, gets its --default).`,
         width,
       ),
     );
