@@ -737,7 +737,32 @@ export class HttpSession implements Live {
       !carriesBody(framing) && up.reader.buffered === 0 && !up.reader.eof && !this.ctx.closing;
     if (reusable) this.#pool(up);
     else closeQuietly(up.conn);
+    if (closeClient) await this.#endWrite();
     return !closeClient;
+  }
+
+  /**
+   * Ends the client connection's write side after a complete response that
+   * closes it. In a decrypted tunnel that sends TLS close_notify: a body that
+   * ends with the connection (no length) is complete only with it, and a
+   * connection merely dropped is how a truncated body ends (which is what the
+   * client gets when the origin's body was cut short). A client that does not
+   * take it within `ERROR_WRITE_MS` is cut.
+   */
+  async #endWrite(): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        this.conn.closeWrite(),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error("client does not read")), ERROR_WRITE_MS);
+        }),
+      ]);
+    } catch {
+      closeQuietly(this.conn);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**

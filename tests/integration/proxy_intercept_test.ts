@@ -9,8 +9,15 @@
 import assert from "node:assert/strict";
 import { createCa } from "../../lib/tls/ca.ts";
 import { createInterceptor } from "../../lib/tls/intercept.ts";
+import { terminateTls } from "../../lib/tls/terminate.ts";
 import type { TunnelInterceptor } from "../../lib/proxy/mod.ts";
-import { startOrigin, startRawOrigin, TEST_CA_PEM } from "../_helpers/origin.ts";
+import {
+  ORIGIN_CERT_PEM,
+  ORIGIN_KEY_PEM,
+  startOrigin,
+  startRawOrigin,
+  TEST_CA_PEM,
+} from "../_helpers/origin.ts";
 import { RawClient, rulesDecider, startTestProxy } from "../_helpers/proxy.ts";
 
 const enc = new TextEncoder();
@@ -221,6 +228,73 @@ Deno.test("intercept: an upstream with a certificate we do not trust is a 502 in
     assert.deepEqual([r.decision, r.status], ["allow", 502]);
     assert.match(r.error!, /TLS to origin\.test/);
   } finally {
+    await proxy.close();
+    await origin.close();
+  }
+});
+
+Deno.test("intercept: a response that ends with the origin's close ends with close_notify, a truncated one without", async () => {
+  // A TLS origin (the test certificate) answering without a length: the body
+  // ends where the connection does. "/clean" ends it with close_notify,
+  // "/cut" drops the connection without one (a truncation).
+  const bodyArrived = Promise.withResolvers<void>();
+  const leaf = {
+    host: "origin.test",
+    certPem: ORIGIN_CERT_PEM,
+    keyPem: ORIGIN_KEY_PEM,
+    notBefore: new Date(0),
+    notAfter: new Date(0),
+  };
+  const origin = startRawOrigin(async (conn) => {
+    const tls = await terminateTls(conn, new Uint8Array(0), { leaf });
+    let head = "";
+    const buf = new Uint8Array(4096);
+    while (!head.includes("\r\n\r\n")) {
+      const n = await tls.read(buf);
+      if (n === null) return;
+      head += dec.decode(buf.subarray(0, n));
+    }
+    await tls.write(enc.encode("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nthe whole body"));
+    if (head.startsWith("GET /clean ")) await tls.closeWrite();
+    else await bodyArrived.promise; // then dropped, once the client has the body
+    tls.close();
+  });
+  const p = origin.port;
+  const proxy = await startTestProxy({
+    rules: { "origin.test": "allow-domain" },
+    resolve: [["origin.test", p, "127.0.0.1"]],
+    intercept: await interceptor(),
+  });
+  /** Everything the client reads, and how the stream ended. */
+  const fetchThrough = async (path: string) => {
+    const tls = await tlsThroughProxy(proxy.port, `origin.test:${p}`, "origin.test", ca.certPem);
+    await tls.write(enc.encode(`GET ${path} HTTP/1.1\r\nHost: origin.test:${p}\r\n\r\n`));
+    let text = "";
+    let end = "clean";
+    const buf = new Uint8Array(4096);
+    try {
+      while (true) {
+        const n = await tls.read(buf);
+        if (n === null) break;
+        text += dec.decode(buf.subarray(0, n));
+        if (path === "/cut" && text.endsWith("the whole body")) bodyArrived.resolve();
+      }
+    } catch (e) {
+      end = e instanceof Error ? e.message : String(e);
+    } finally {
+      tls.close();
+    }
+    return { text, end };
+  };
+  try {
+    const clean = await fetchThrough("/clean");
+    assert.match(clean.text, /^HTTP\/1\.1 200 [^]*\r\n\r\nthe whole body$/);
+    assert.equal(clean.end, "clean", "a complete body must end with close_notify");
+    const cut = await fetchThrough("/cut");
+    assert.match(cut.text, /the whole body$/);
+    assert.match(cut.end, /close_notify/, "a truncated body must not be made to look complete");
+  } finally {
+    bodyArrived.resolve();
     await proxy.close();
     await origin.close();
   }
