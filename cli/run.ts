@@ -504,8 +504,9 @@ export async function runProxy(
         port: config.port,
         resolve: config.resolve,
         decide: (input, signal) =>
-          (config.intercept ? undefined : refuseUndecryptable(rules.current, input)) ??
-            broker.decide(input, signal),
+          config.intercept
+            ? broker.decide(input, signal)
+            : decideUndecrypted(rules, input, (i) => broker.decide(i, signal)),
         // A tunnel that turned passthrough since `intercepts()` is decided like
         // any relayed tunnel (rules, then the prompt).
         decideTunnel: (input, signal) =>
@@ -692,6 +693,25 @@ export function refuseUndecryptable(
     reason: `deny URL rule "${rule.pattern}" needs HTTPS decrypted, and --no-intercept is set ` +
       `(fail closed)`,
   });
+}
+
+/**
+ * The decision with `--no-intercept`: {@linkcode refuseUndecryptable}, then
+ * `decide` (rules, the prompt), then `refuseUndecryptable` again for an
+ * allowed CONNECT, since the rules may have changed while it waited (a prompt
+ * takes up to a minute): a deny URL rule that landed meanwhile still denies
+ * the tunnel, which would otherwise be relayed with it in force.
+ */
+export async function decideUndecrypted(
+  rules: { readonly current: RuleSet },
+  input: DecideInput,
+  decide: (input: DecideInput) => Promise<FinalDecision>,
+): Promise<FinalDecision> {
+  const refused = refuseUndecryptable(rules.current, input);
+  if (refused) return refused;
+  const d = await decide(input);
+  if (d.action !== "allow") return d;
+  return await (refuseUndecryptable(rules.current, input) ?? d);
 }
 
 /** What to tell the operator about the tunnels {@linkcode refuseUndecryptable} denies. */

@@ -117,7 +117,11 @@ export async function serveConnect(s: HttpSession, head: RequestHead, ex: Exchan
     const hello = await readClientHello(s, ex, host);
     if (!hello) return;
 
-    if (interceptor && known !== false) {
+    // The rules may have changed since `intercepts()` said to relay (a prompt
+    // takes up to a minute, a ClientHello up to its timeout): a tunnel that
+    // must be decrypted by now (a deny URL rule for its host and port landed)
+    // is, whatever its CONNECT was decided as. Each request in it is decided.
+    if (interceptor && (known !== false || interceptor.intercepts?.(host, port) === true)) {
       handedOver = true;
       await intercept(s, ex, host, port, hello, dialled, exempt);
       return;

@@ -299,3 +299,44 @@ Deno.test("intercept: a response that ends with the origin's close ends with clo
     await origin.close();
   }
 });
+
+Deno.test("intercept: a tunnel that must be decrypted by the time its CONNECT is allowed is decrypted", async () => {
+  // origin.test is passthrough when its CONNECT arrives; while that CONNECT
+  // waits for its decision (a prompt may take a minute), the rules change so
+  // that its tunnels must be decrypted (a deny URL rule for it landed).
+  const origin = await startOrigin({ tls: true });
+  const p = origin.port;
+  let passthrough = true;
+  const inner = await createInterceptor({
+    ca,
+    upstreamCaCerts: [TEST_CA_PEM],
+    passthrough: () => passthrough,
+  });
+  const rules = rulesDecider({
+    "origin.test": "allow-domain",
+    [`https://origin.test:${p}/secret`]: "deny",
+  });
+  const proxy = await startTestProxy({
+    decide: (input) => {
+      if (input.method === "CONNECT") passthrough = false; // the rules changed meanwhile
+      return rules(input);
+    },
+    resolve: [["origin.test", p, "127.0.0.1"]],
+    intercept: { intercepts: () => !passthrough, intercept: (req) => inner.intercept(req) },
+  });
+  try {
+    // Trusting only netmonitor's CA: the handshake works only if the tunnel is decrypted.
+    const tls = await tlsThroughProxy(proxy.port, `origin.test:${p}`, "origin.test", ca.certPem);
+    const text = await exchange(tls, `GET /secret HTTP/1.1\r\nHost: origin.test:${p}\r\n\r\n`, 1);
+    tls.close();
+    assert.match(text, /^HTTP\/1\.1 403 /);
+    assert.deepEqual(proxy.decided.map((d) => d.url), [
+      undefined,
+      `https://origin.test:${p}/secret`,
+    ]);
+    assert.equal(origin.requests.length, 0, "the denied request never reached the origin");
+  } finally {
+    await proxy.close();
+    await origin.close();
+  }
+});

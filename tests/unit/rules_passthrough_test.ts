@@ -4,7 +4,7 @@
  * combines it with `--passthrough` (TunnelPassthrough, decideInterceptedTunnel).
  */
 import assert from "node:assert/strict";
-import { decideInterceptedTunnel, TunnelPassthrough } from "../../cli/run.ts";
+import { decideInterceptedTunnel, decideUndecrypted, TunnelPassthrough } from "../../cli/run.ts";
 import type { DecideInput } from "../../lib/proxy/mod.ts";
 import {
   ACTION_LIST,
@@ -332,4 +332,35 @@ Deno.test("decideInterceptedTunnel: a passthrough host is decided by its rule, n
     "allow",
     "policy",
   ]);
+});
+
+Deno.test("decideUndecrypted (--no-intercept): a deny URL rule that lands while a CONNECT waits still denies it", async () => {
+  const rules = liveRules({});
+  const input = connectInput("pinned.test");
+  // The CONNECT waits for a prompt; meanwhile a deny URL rule for its host is added.
+  const answered = await decideUndecrypted(rules, input, () => {
+    rules.current = ruleSet({ "https://pinned.test/secret": "deny" });
+    return Promise.resolve({ action: "allow", source: "prompt", reason: "allowed once" });
+  });
+  assert.equal(answered.action, "deny");
+  assert.equal(answered.source, "policy");
+  assert.match(
+    answered.reason,
+    /deny URL rule "https:\/\/pinned\.test\/secret" needs HTTPS decrypted/,
+  );
+  // Without such a rule the answer stands; a rule there from the start denies without asking.
+  rules.current = ruleSet({});
+  const allowed = await decideUndecrypted(
+    rules,
+    input,
+    () => Promise.resolve({ action: "allow", source: "prompt", reason: "allowed once" }),
+  );
+  assert.equal(allowed.action, "allow");
+  rules.current = ruleSet({ "https://pinned.test/secret": "deny" });
+  let asked = false;
+  const refused = await decideUndecrypted(rules, input, () => {
+    asked = true;
+    return Promise.resolve({ action: "allow", source: "prompt", reason: "allowed once" });
+  });
+  assert.deepEqual([refused.action, asked], ["deny", false]);
 });
