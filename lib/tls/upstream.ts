@@ -151,7 +151,7 @@ export function describeUpstreamTlsError(
   }
   if (/invalid peer certificate/i.test(text)) {
     return new UpstreamTlsError(
-      `certificate of ${where} is invalid: ${text.replace(/^.*invalid peer certificate:\s*/i, "")}`,
+      `certificate of ${where} ${invalidReason(text)}`,
       "invalid-certificate",
       cause,
     );
@@ -161,6 +161,27 @@ export function describeUpstreamTlsError(
     "handshake-failed",
     cause,
   );
+}
+
+/**
+ * Why rustls found a certificate invalid, in words for the common cases; its
+ * own name otherwise (without the list of algorithms some of them carry).
+ */
+function invalidReason(text: string): string {
+  const what = text.replace(/^.*invalid peer certificate:\s*/i, "");
+  if (/CaUsedAsEndEntity/.test(what)) {
+    return "is a CA certificate, not a server's (a self-signed certificate made with CA:TRUE, " +
+      "as openssl req -x509 does by default?): the server needs a certificate of its own, " +
+      "issued by a CA (trust a private one with --upstream-ca FILE)";
+  }
+  if (/UnsupportedSignatureAlgorithm/.test(what)) {
+    return "is signed with an algorithm that is no longer accepted (such as SHA-1)";
+  }
+  if (/EndEntityUsedAsCa/.test(what)) {
+    return "was issued by a certificate that is not a CA's";
+  }
+  const name = /^(?:Other\(OtherError\()?(\w+)/.exec(what)?.[1];
+  return `is invalid: ${name && what.length > 200 ? name : what}`;
 }
 
 /** `DnsName("a.test"), IpAddress(10.0.0.1)` -> `a.test, 10.0.0.1`. */

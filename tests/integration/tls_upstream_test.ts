@@ -11,7 +11,7 @@ import {
   loadUpstreamCaCerts,
   UpstreamTlsError,
 } from "../../lib/tls/upstream.ts";
-import { generateRsaKey } from "../../lib/tls/_x509.ts";
+import { generateRsaKey, loadForge, randomSerial } from "../../lib/tls/_x509.ts";
 
 const DAY = 86_400_000;
 const originCa = await createCa({ hostname: "origin-ca" });
@@ -259,5 +259,60 @@ Deno.test("loadUpstreamCaCerts: PEM bundles, clear errors for missing or empty f
     }
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("upstream: a CA certificate as the server's and a SHA-1 signature are refused with a plain reason", async () => {
+  // `openssl req -x509` makes self-signed certificates with CA:TRUE by default.
+  const caAsLeaf: LeafCertificate = {
+    host: "origin.test",
+    certPem: strangerCa.certPem,
+    keyPem: strangerCa.key.privateKeyPem,
+    notBefore: strangerCa.notBefore,
+    notAfter: strangerCa.notAfter,
+  };
+  // A leaf for origin.test signed by the trusted CA, but with SHA-1.
+  const { pki, md } = await loadForge();
+  const cert = pki.createCertificate();
+  cert.publicKey = key.publicKey;
+  cert.serialNumber = randomSerial();
+  cert.validity.notBefore = valid.notBefore;
+  cert.validity.notAfter = valid.notAfter;
+  cert.setSubject([{ name: "commonName", value: "origin.test" }]);
+  cert.setIssuer(originCa.cert.subject.attributes);
+  cert.setExtensions([
+    { name: "basicConstraints", cA: false },
+    { name: "extKeyUsage", serverAuth: true },
+    { name: "subjectAltName", altNames: [{ type: 2, value: "origin.test" }] },
+  ]);
+  cert.sign(pki.privateKeyFromPem(originCa.key.privateKeyPem), md.sha1.create());
+  const sha1: LeafCertificate = {
+    ...caAsLeaf,
+    certPem: pki.certificateToPem(cert),
+    keyPem: key.privateKeyPem,
+  };
+  const cases = [
+    {
+      leaf: caAsLeaf,
+      message: /^certificate of origin\.test:\d+ is a CA certificate, not a server's/,
+    },
+    {
+      leaf: sha1,
+      message:
+        /^certificate of origin\.test:\d+ is signed with an algorithm that is no longer accepted \(such as SHA-1\)$/,
+    },
+  ];
+  for (const c of cases) {
+    const origin = startOrigin(c.leaf);
+    try {
+      const err = await connectUpstreamTls(await dial(origin), "origin.test", origin.port, {
+        caCerts: [originCa.certPem, strangerCa.certPem],
+      }).catch((e) => e);
+      assert.ok(err instanceof UpstreamTlsError, String(err));
+      assert.equal(err.failure, "invalid-certificate");
+      assert.match(err.message, c.message);
+    } finally {
+      await origin.close();
+    }
   }
 });
