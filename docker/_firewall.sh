@@ -20,6 +20,9 @@
 # data dir's proxy that made it refuse (return 2).
 NM_FIREWALL_ERROR=""
 NM_FIREWALL_FOREIGN_PORT=""
+# How the last nm_firewall_apply refused IPv6 from the bridge, for nm_firewall_check: "rules"
+# (ip6tables), "off" (the host's IPv6 is off on the bridge).
+NM_FIREWALL_IPV6=""
 
 # Fills NM_ROOT (empty, or sudo -n), NM_IPT, NM_IPT_RESTORE and NM_IP6T (empty when ip6tables
 # is missing); returns 1, with NM_FIREWALL_ERROR set, when we cannot change the firewall.
@@ -91,10 +94,14 @@ nm_firewall_ipv6() {
         break
       }
     done
-    [ -n "$ip6_error" ] || return 0
+    if [ -z "$ip6_error" ]; then
+      NM_FIREWALL_IPV6=rules
+      return 0
+    fi
   else
     ip6_error="ip6tables is not installed"
   fi
+  NM_FIREWALL_IPV6=off
   nm_ipv6_on "$bridge" || return 0
   printf '1\n' | "${NM_ROOT[@]}" tee "/proc/sys/net/ipv6/conf/$bridge/disable_ipv6" >/dev/null 2>&1
   if nm_ipv6_on "$bridge"; then
@@ -145,6 +152,7 @@ nm_firewall_apply() {
   local bridge=$1 gateway=$2 port=$3 owns=${4:-} chain ports p
   NM_FIREWALL_ERROR=""
   NM_FIREWALL_FOREIGN_PORT=""
+  NM_FIREWALL_IPV6=""
   chain=$(nm_firewall_chain "$bridge")
   nm_firewall_tools || return 1
   ports=("$port")
@@ -201,6 +209,68 @@ nm_firewall_apply() {
       nm_fw "${NM_IPT[@]}" -I FORWARD 1 "$dir" "$bridge" -j REJECT || return 1
   done
   nm_firewall_ipv6 "$bridge"
+}
+
+# True when LISTING (iptables -S output between newlines) has line $2, alone or followed by more
+# words (REJECT's default --reject-with, which iptables prints).
+nm_listed() {
+  [[ $1 == *$'\n'"$2"[$' \n']* ]]
+}
+
+# nm_firewall_check BRIDGE GATEWAY [PORT]: prints what of the last nm_firewall_apply for BRIDGE
+# is no longer in place (a firewall reload or flush took it away), one part a line; nothing when
+# all is there. PORT: its accept rule is checked too, while a netmonitor answers there. Cheap enough to run every second: one
+# `iptables -S`, and one `ip6tables -S` when IPv6 is refused with ip6tables (with the host's IPv6
+# switched off on the bridge instead, that flag is read). A rule not found in the listing is asked
+# for with `-C` before it counts as missing, so a listing printed in an unexpected format costs a
+# few more calls, never a false alarm. A listing that cannot be read counts as everything missing.
+nm_firewall_check() {
+  local bridge=$1 gateway=$2 port=${3:-} chain listing listing6 item
+  chain=$(nm_firewall_chain "$bridge")
+  listing=$'\n'$("${NM_IPT[@]}" -S 2>/dev/null)$'\n' || listing=""
+  # description|chain and rule as iptables -S prints them|the same rule for iptables -C
+  local items=(
+    "the INPUT jump from $bridge to $chain|INPUT -i $bridge -j $chain|INPUT -i $bridge -j $chain"
+    "the INPUT jump for $gateway to $chain|INPUT -d $gateway/32 -j $chain|INPUT -d $gateway -j $chain"
+    "the rejects in $chain|$chain -i $bridge -p tcp -j REJECT --reject-with tcp-reset|$chain -i $bridge -p tcp -j REJECT --reject-with tcp-reset"
+    "the rejects in $chain|$chain -i $bridge -j REJECT --reject-with icmp-admin-prohibited|$chain -i $bridge -j REJECT --reject-with icmp-admin-prohibited"
+    "the rejects in $chain|$chain -p tcp -j REJECT --reject-with tcp-reset|$chain -p tcp -j REJECT --reject-with tcp-reset"
+    "the rejects in $chain|$chain -j REJECT --reject-with icmp-admin-prohibited|$chain -j REJECT --reject-with icmp-admin-prohibited"
+    "the FORWARD reject from $bridge|FORWARD -i $bridge -j REJECT|FORWARD -i $bridge -j REJECT"
+    "the FORWARD reject to $bridge|FORWARD -o $bridge -j REJECT|FORWARD -o $bridge -j REJECT"
+  )
+  # (Taken away while no netmonitor answers there, by another run's cleanup: not missing.)
+  [ -z "$port" ] ||
+    items+=("the accept of port $port in $chain|$chain -d $gateway/32 -i $bridge -p tcp -m tcp --dport $port -j ACCEPT|$chain $(nm_firewall_accept_rule "$bridge" "$gateway" "$port")")
+  local desc listed check said=""
+  for item in "${items[@]}"; do
+    desc=${item%%|*} check=${item#*|}
+    listed=${check%%|*} check=${check#*|}
+    [ "$desc" != "$said" ] || continue
+    nm_listed "$listing" "-A $listed" && continue
+    # shellcheck disable=SC2086  # the rule's words
+    [ -n "$listing" ] && "${NM_IPT[@]}" -C $check 2>/dev/null && continue
+    [[ $listed != *" --dport "* ]] || nm_is_netmonitor "$gateway" "$port" || continue
+    printf '%s\n' "$desc"
+    said=$desc
+  done
+  case $NM_FIREWALL_IPV6 in
+    rules)
+      listing6=$'\n'$("${NM_IP6T[@]}" -S 2>/dev/null)$'\n' || listing6=""
+      for item in INPUT FORWARD; do
+        nm_listed "$listing6" "-A $item -i $bridge -j REJECT" && continue
+        [ -n "$listing6" ] && "${NM_IP6T[@]}" -C "$item" -i "$bridge" -j REJECT 2>/dev/null && continue
+        printf '%s\n' "the ip6tables $item reject from $bridge"
+      done
+      ;;
+    off)
+      # (read, not cat: no process every second)
+      local flag=""
+      [ -d /proc/sys/net/ipv6/conf ] || return 0
+      read -r flag <"/proc/sys/net/ipv6/conf/$bridge/disable_ipv6" 2>/dev/null || true
+      [ "$flag" = 1 ] || printf '%s\n' "IPv6 switched off on $bridge"
+      ;;
+  esac
 }
 
 # nm_firewall_close_port BRIDGE GATEWAY PORT: takes back PORT's accept rule, for a network that

@@ -22,8 +22,10 @@ network whose only way out is the netmonitor proxy on the host:
     communication off (com.docker.network.bridge.enable_icc=false), so its containers reach
     neither the outside nor each other; on the host, only the proxy port of the gateway is
     open to it (iptables: needs root or sudo -n, and the script refuses to run the container
-    when the rules cannot be added). One network serves one data dir: a network that another
-    data dir's runs created or use, or on which containers reach each other, is refused;
+    when the rules cannot be added). While the container runs, the rules are checked every
+    second: rules a firewall reload or flush took away are written again (with a warning), and
+    when that fails the container is stopped. One network serves one data dir: a network that
+    another data dir's runs created or use, or on which containers reach each other, is refused;
   - sets HTTP_PROXY, HTTPS_PROXY, http_proxy, https_proxy, NO_PROXY and no_proxy;
   - mounts the netmonitor CA read-only and makes it trusted: SSL_CERT_FILE, REQUESTS_CA_BUNDLE,
     CURL_CA_BUNDLE, PIP_CERT, GIT_SSL_CAINFO (the image's CA bundle plus the netmonitor CA,
@@ -162,10 +164,12 @@ probe=""
 
 # Runs of one data dir take turns where they share state (the network, its firewall rules,
 # the proxy and its pid file): from creating the network until the proxy listens, and in the
-# cleanup. Polled (flock -n, which BusyBox has too), so that a signal is handled at once.
-# Returns 1 after 300 s.
+# cleanup, and while a firewall watcher restores the rules. Polled (flock -n, which BusyBox has
+# too), so that a signal is handled at once. Returns 1 after 300 s, or after $1 tries (0.2 s
+# apart, quietly).
 lock_fd=""
 take_lock() {
+  local max=${1:-1500}
   [ -z "$lock_fd" ] || return 0
   # Never a symlink: the lock file is opened (and created) through it.
   [ ! -L "$lock_file" ] || rm -f -- "$lock_file"
@@ -176,8 +180,8 @@ take_lock() {
   fi
   local tries=0
   until flock -n "$lock_fd"; do
-    [ "$tries" != 5 ] || nm_info "waiting for another run of $data_dir to finish setting up"
-    [ "$tries" -lt 1500 ] || return 1
+    [ "$tries" != 5 ] || [ -n "${1:-}" ] || nm_info "waiting for another run of $data_dir to finish setting up"
+    [ "$tries" -lt "$max" ] || return 1
     tries=$((tries + 1))
     sleep 0.2
   done
@@ -279,6 +283,13 @@ cleanup() {
   trap - EXIT
   trap '' INT TERM HUP
   set +e
+  # The watcher first, and wait until it is gone: it must not restore rules that this cleanup
+  # removes. (It finishes the firewall command it is running, if any, then exits.)
+  if [ -n "$watcher_pid" ]; then
+    kill -TERM "$watcher_pid" 2>/dev/null
+    wait "$watcher_pid" 2>/dev/null
+    watcher_pid=""
+  fi
   [ -n "$tmp_dir" ] && rm -rf "$tmp_dir"
   [ -n "$probe" ] && docker rm -f "$probe" >/dev/null 2>&1
   [ -n "$gateway" ] || exit "$status"
@@ -363,6 +374,7 @@ on_signal() {
   exit "$1"
 }
 docker_pid=""
+watcher_pid=""
 trap cleanup EXIT
 trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
@@ -608,7 +620,77 @@ else
   nm_warn "no netmonitor CA found (netmonitor ca path): HTTPS clients in the container will not trust the proxy"
 fi
 
-# 6. The container.
+# 6. The firewall watcher. A firewall reload or flush (firewall-cmd --reload, ufw reload,
+# netfilter-persistent reload, iptables -F) takes the rules away, and nothing else puts them back
+# (Docker restores only its own): while the container runs, every second, check that they are
+# all there (nm_firewall_check: one or two listings), and when they are not, write them again
+# whole (nm_firewall_apply) and say so. When that fails: fail closed, stop the container.
+
+# True while this script runs. The watcher ($BASHPID) is its child until it dies; a SIGKILL skips
+# the cleanup that stops the watcher, which must not outlive the run.
+# shellcheck disable=SC2317  # called by the watcher
+script_alive() {
+  local stat fields
+  if read -r stat <"/proc/$BASHPID/stat" 2>/dev/null; then
+    read -r -a fields <<<"${stat##*) }"
+    [ "${fields[1]:-}" = "$$" ]
+  else
+    kill -0 "$$" 2>/dev/null
+  fi
+}
+# The marker the watcher leaves when it stopped the container.
+firewall_failed=""
+# shellcheck disable=SC2317  # run in the background
+watch_firewall() {
+  set +e
+  trap - EXIT
+  # Ctrl-C and a hangup are the script's: it stops the container, then this watcher (TERM).
+  trap '' INT HUP
+  local sleeper="" missing
+  trap '[ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null; exit 0' TERM
+  while script_alive; do
+    missing=$(nm_firewall_check "$bridge" "$gateway" "$port")
+    if [ -n "$missing" ]; then
+      # Other runs of the data dir change the shared chain while they set up and clean up: take
+      # turns with them (a cleanup then never sees its removal undone, nor a port it closed
+      # reopened), but wait 2 s at most: a host left open matters more.
+      take_lock 10 || true
+      script_alive || break
+      # Another run's watcher may have restored the rules meanwhile.
+      missing=$(nm_firewall_check "$bridge" "$gateway" "$port")
+    fi
+    if [ -n "$missing" ]; then
+      missing=${missing//$'\n'/, }
+      # The proxies of the data dir, asked again: one may have started since the run began.
+      proxies_read=0
+      if nm_firewall_apply "$bridge" "$gateway" "$port" owns_port; then
+        nm_warn "the host firewall of network $network was changed from outside (a firewall reload or flush?), missing: $missing. Restored the rules"
+      else
+        release_lock
+        : >"$firewall_failed"
+        printf 'netmonitor: error: %s\n' "the host firewall of network $network was changed from outside (missing: $missing), and restoring it failed: $NM_FIREWALL_ERROR. Stopping container $name: without the rules, every service on this host that listens on all addresses is reachable from it" >&2
+        # (Until it is there: the watcher starts just before `docker run`.)
+        until docker kill "$name" >/dev/null 2>&1; do
+          script_alive || exit 1
+          sleep 0.5
+        done
+        exit 1
+      fi
+    fi
+    release_lock
+    sleep 1 &
+    sleeper=$!
+    wait "$sleeper"
+    sleeper=""
+  done
+}
+if [ "$host_firewall" = 1 ]; then
+  firewall_failed="$tmp_dir/firewall-failed"
+  watch_firewall </dev/null >&2 &
+  watcher_pid=$!
+fi
+
+# 7. The container.
 proxy_url="http://$gateway:$port"
 no_proxy="localhost,127.0.0.1,::1"
 tty_args=(-i)
@@ -639,4 +721,7 @@ docker run --rm --pull "$pull" "${tty_args[@]}" \
 docker_pid=$!
 wait "$docker_pid" || status=$?
 docker_pid=""
+if [ -n "$firewall_failed" ] && [ -e "$firewall_failed" ]; then
+  nm_die "container $name was stopped: its host firewall rules were taken away and could not be restored (see above)"
+fi
 exit "$status"

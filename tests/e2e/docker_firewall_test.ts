@@ -11,7 +11,11 @@
  * - the proxy port is closed again when no netmonitor listens there (the
  *   proxy exited at start);
  * - the rules stay while the network does (a container joined just before
- *   the cleanup removed it).
+ *   the cleanup removed it);
+ * - while a container runs, rules taken away from outside (a firewall reload
+ *   or flush) are restored, for every run that shares the network, and the
+ *   last run still removes them all; when they cannot be restored, the
+ *   container is stopped.
  *
  * Failing iptables/ip6tables are simulated by commands of those names placed
  * first on PATH. Only listeners, containers and networks this test created
@@ -35,6 +39,7 @@ import {
   setupMonitored,
   TEST_IMAGE,
   uniqueName,
+  waitFor,
 } from "../_helpers/docker.ts";
 
 const unavailable = await dockerUnavailable();
@@ -563,6 +568,325 @@ Deno.test({
       await exec("docker", ["rm", "-f", control]);
       await m.cleanup([name, `${name}-raw`]);
       await exec("docker", ["network", "rm", otherNet]);
+    }
+  },
+});
+
+/** A run of run-monitored.sh in the background, its output collected as it comes. */
+interface BackgroundRun {
+  name: string;
+  readonly stderr: string;
+  /** The script's exit status and output, once it exited. */
+  done: Promise<{ code: number; stdout: string; stderr: string }>;
+  kill(signal: Deno.Signal): void;
+}
+
+/**
+ * Starts a monitored container that waits until /tmp/stop exists in it (`docker exec NAME touch
+ * /tmp/stop`), then exits with `code`; SIGTERM ends it at once.
+ */
+function startRun(
+  m: Monitored,
+  name: string,
+  env: Record<string, string> = {},
+  code = 0,
+): BackgroundRun {
+  const script = `trap 'exit 0' TERM; until [ -e /tmp/stop ]; do sleep 0.2; done; exit ${code}`;
+  const child = new Deno.Command("bash", {
+    args: [`${REPO}/docker/run-monitored.sh`, "--name", name, TEST_IMAGE, "sh", "-c", script],
+    env: { ...m.env, ...env },
+    cwd: REPO,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let stderr = "";
+  const collect = (async () => {
+    for await (const text of child.stderr.pipeThrough(new TextDecoderStream())) stderr += text;
+  })();
+  const stdout = new Response(child.stdout).text();
+  const done = (async () => {
+    const status = await child.status;
+    await collect;
+    return { code: status.code, stdout: await stdout, stderr };
+  })();
+  return {
+    name,
+    get stderr() {
+      return stderr;
+    },
+    done,
+    kill(signal) {
+      try {
+        child.kill(signal);
+      } catch { /* exited */ }
+    },
+  };
+}
+
+/** The run's result, once it ended; throws after `timeoutMs`. */
+async function ended(run: BackgroundRun, timeoutMs = 60_000) {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`${run.name}: the run did not end:\n${run.stderr}`)),
+      timeoutMs,
+    );
+  });
+  try {
+    return await Promise.race([run.done, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Waits until the run's container runs; fails with the script's output if the script ends. */
+async function waitRunning(run: BackgroundRun): Promise<void> {
+  let ended = false;
+  run.done.then(() => ended = true);
+  await waitFor(`container ${run.name} running`, async () => {
+    if (ended) throw new Error(`the run ended early:\n${run.stderr}`);
+    const res = await exec("docker", ["inspect", "--format", "{{.State.Running}}", run.name]);
+    return res.stdout.trim() === "true";
+  }, 120_000);
+}
+
+/** The pids of the script's processes (the script and its watcher) for container `name`. */
+async function scriptProcesses(name: string): Promise<number[]> {
+  const pids: number[] = [];
+  for await (const entry of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    const cmdline = await Deno.readTextFile(`/proc/${entry.name}/cmdline`).catch(() => "");
+    const args = cmdline.split("\0");
+    if (
+      /(^|\/)bash$/.test(args[0]) && args[1]?.endsWith("/run-monitored.sh") && args.includes(name)
+    ) {
+      pids.push(Number(entry.name));
+    }
+  }
+  return pids;
+}
+
+/** The rules that mention `bridge`, from iptables-save and ip6tables-save. */
+async function bridgeRules(bridge: string): Promise<string[]> {
+  const lines: string[] = [];
+  for (const cmd of ["iptables-save", "ip6tables-save"]) {
+    const res = await exec(cmd, []);
+    lines.push(...res.stdout.split("\n").filter((l) => l.includes(bridge)));
+  }
+  return lines;
+}
+
+/** True when every rule the script adds for the bridge (and its proxy port) is there. */
+async function firewallIntact(bridge: string, gateway: string, port: number): Promise<boolean> {
+  const chain = `NETMONITOR-${bridge}`;
+  const checks = [
+    ["iptables", "INPUT", "-i", bridge, "-j", chain],
+    ["iptables", "INPUT", "-d", gateway, "-j", chain],
+    ["iptables", chain, "-i", bridge, "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"],
+    ["iptables", chain, "-i", bridge, "-p", "tcp", "-d", gateway, "--dport", String(port)]
+      .concat(["-j", "ACCEPT"]),
+    ["iptables", "FORWARD", "-i", bridge, "-j", "REJECT"],
+    ["iptables", "FORWARD", "-o", bridge, "-j", "REJECT"],
+    ["ip6tables", "INPUT", "-i", bridge, "-j", "REJECT"],
+    ["ip6tables", "FORWARD", "-i", bridge, "-j", "REJECT"],
+  ];
+  for (const [cmd, ...rule] of checks) {
+    if ((await exec(cmd, ["-w", "-C", ...rule])).code !== 0) return false;
+  }
+  return true;
+}
+
+Deno.test({
+  name:
+    "docker firewall: rules taken away while containers run (a firewall reload) are restored, and removed by the last run",
+  ignore: unavailable !== null || !ROOT,
+  sanitizeResources: false,
+  async fn() {
+    const m = await setupMonitored({ names: ["allowed.test"], runArgs: ["--non-interactive"] });
+    const first = startRun(m, uniqueName("watch-a"));
+    let second: BackgroundRun | undefined;
+    // A service on all the host's addresses, the gateway among them.
+    const host = countingListener("0.0.0.0");
+    let bridge = "";
+    try {
+      await waitRunning(first);
+      // A second run on the same network shares the chain and the proxy.
+      second = startRun(m, uniqueName("watch-b"), {}, 3);
+      await waitRunning(second);
+      const runs = [first, second];
+      bridge = (await networkBridge(m.network))!;
+      const gateway = await networkGateway(m.network);
+      const chain = `NETMONITOR-${bridge}`;
+      const ipt = async (...args: string[]) => {
+        const res = await exec("iptables", ["-w", ...args]);
+        assert.equal(res.code, 0, res.stderr);
+      };
+      assert.ok(await firewallIntact(bridge, gateway, m.port), await iptablesRules());
+      for (const run of runs) {
+        assert.ok((await scriptProcesses(run.name)).length >= 2, "no watcher");
+      }
+
+      /** The container is fenced in: the host port refused, the proxy port open. */
+      const assertFenced = async (run: BackgroundRun) => {
+        const probe = await exec("docker", [
+          "exec",
+          run.name,
+          "sh",
+          "-c",
+          ncProbe(gateway, host.port),
+        ]);
+        assert.notEqual(tcpStatus(probe.stdout), 0, probe.stdout + probe.stderr);
+        // Any answer of the proxy (a 403: no rule allows it) shows the port is open.
+        const viaProxy = await exec("docker", [
+          "exec",
+          run.name,
+          "sh",
+          "-c",
+          "curl -s -o /dev/null -w '%{http_code}' -m 10 http://allowed.test/",
+        ]);
+        assert.match(viaProxy.stdout, /^[1-5]\d\d$/, viaProxy.stdout + viaProxy.stderr);
+      };
+      /** Each run's warnings that its watcher restored the rules. */
+      const warnings = (run: BackgroundRun) =>
+        run.stderr.split("\n").filter((l) => l.includes("was changed from outside"));
+      /** Takes rules away; waits for a watcher to put them back and say what was missing. */
+      const tamper = async (what: RegExp, action: () => Promise<void>) => {
+        const seen = runs.map((run) => warnings(run).length);
+        const since = () => runs.flatMap((run, i) => warnings(run).slice(seen[i])).join("\n");
+        await action();
+        await waitFor(
+          `the rules restored after: ${what}`,
+          async () => await firewallIntact(bridge, gateway, m.port) && what.test(since()),
+          30_000,
+        );
+        assert.match(since(), /Restored the rules/);
+        for (const run of runs) await assertFenced(run);
+      };
+      for (const run of runs) await assertFenced(run);
+
+      // The jumps to the chain go (what a reload of INPUT does).
+      await tamper(new RegExp(`missing: the INPUT jump from ${bridge} to ${chain}`), async () => {
+        await ipt("-D", "INPUT", "-i", bridge, "-j", chain);
+        await ipt("-D", "INPUT", "-d", gateway, "-j", chain);
+      });
+      // The chain is emptied (iptables -F flushes every chain).
+      await tamper(
+        new RegExp(`missing: the rejects in ${chain}, the accept of port ${m.port}`),
+        () => ipt("-F", chain),
+      );
+      // A FORWARD reject and an ip6tables reject go.
+      await tamper(
+        new RegExp(
+          `the FORWARD reject from ${bridge}[\\s\\S]*the ip6tables INPUT reject from ${bridge}`,
+        ),
+        async () => {
+          await ipt("-D", "FORWARD", "-i", bridge, "-j", "REJECT");
+          const res = await exec("ip6tables", ["-w", "-D", "INPUT", "-i", bridge, "-j", "REJECT"]);
+          assert.equal(res.code, 0, res.stderr);
+        },
+      );
+      // All of it, chain and all (a reload that writes the whole table).
+      await tamper(
+        new RegExp(`missing: the INPUT jump from ${bridge}[\\s\\S]*the rejects in ${chain}`),
+        () => removeFirewall(m.network),
+      );
+
+      // The first run ends (SIGTERM): its watcher goes with it; the rules stay for the second.
+      first.kill("SIGTERM");
+      const firstDone = await ended(first);
+      assert.equal(firstDone.code, 143, firstDone.stderr);
+      assert.deepEqual(await scriptProcesses(first.name), [], "a process of the first run is left");
+      assert.ok(await firewallIntact(bridge, gateway, m.port), await iptablesRules());
+      runs.splice(0, 1);
+      await tamper(new RegExp(`missing: the rejects in ${chain}`), () => ipt("-F", chain));
+      assert.match(second.stderr, /Restored the rules/);
+
+      // The last run ends (its container fails): everything it added is gone, watcher too.
+      await docker(["exec", second.name, "touch", "/tmp/stop"]);
+      const secondDone = await ended(second);
+      assert.equal(secondDone.code, 3, secondDone.stderr);
+      assert.match(secondDone.stderr, /removed network/);
+      assert.deepEqual(await scriptProcesses(second.name), [], "a process of the run is left");
+      assert.deepEqual(await bridgeRules(bridge), []);
+      assert.doesNotMatch(await iptablesRules(), new RegExp(chain));
+      assert.equal(host.accepted, 0, "a container reached a host port");
+
+      // Without the host firewall, there is nothing to watch: no watcher.
+      const unfenced = startRun(m, uniqueName("watch-none"), { NETMONITOR_HOST_FIREWALL: "0" });
+      try {
+        await waitRunning(unfenced);
+        assert.equal((await scriptProcesses(unfenced.name)).length, 1);
+      } finally {
+        await exec("docker", ["exec", unfenced.name, "touch", "/tmp/stop"]);
+        const res = await ended(unfenced);
+        assert.equal(res.code, 0, res.stderr);
+        assert.doesNotMatch(res.stderr, /changed from outside/);
+      }
+    } finally {
+      for (const run of [first, second]) {
+        if (!run) continue;
+        run.kill("SIGTERM");
+        await run.done;
+      }
+      await host.close();
+      await m.cleanup([first.name, ...(second ? [second.name] : [])]);
+    }
+  },
+});
+
+Deno.test({
+  name: "docker firewall: when the rules cannot be restored, the container is stopped",
+  ignore: unavailable !== null || !ROOT,
+  sanitizeResources: false,
+  async fn() {
+    const m = await setupMonitored({ names: ["allowed.test"], runArgs: ["--non-interactive"] });
+    // iptables-restore (each name the script may pick) works once, for the run's setup, and
+    // then fails: a firewall that can no longer be written.
+    const bin = `${m.dir}/once-bin`;
+    await Deno.mkdir(bin);
+    for (const tool of ["iptables-restore", "iptables-nft-restore", "iptables-legacy-restore"]) {
+      const real = (await exec("sh", ["-c", `PATH=$PATH:/usr/sbin:/sbin command -v ${tool}`]))
+        .stdout.trim();
+      if (!real) continue;
+      await Deno.writeTextFile(
+        `${bin}/${tool}`,
+        `#!/bin/sh
+mkdir "${bin}/applied" 2>/dev/null && exec "${real}" "$@"
+echo "${tool}: Permission denied (you must be root)" >&2
+exit 4
+`,
+        { mode: 0o755 },
+      );
+    }
+    const run = startRun(m, uniqueName("watch-fail"), { PATH: `${bin}:${Deno.env.get("PATH")}` });
+    let bridge = "";
+    try {
+      await waitRunning(run);
+      bridge = (await networkBridge(m.network))!;
+      const chain = `NETMONITOR-${bridge}`;
+      const del = await exec("iptables", ["-w", "-D", "INPUT", "-i", bridge, "-j", chain]);
+      assert.equal(del.code, 0, del.stderr);
+      const res = await ended(run);
+      assert.equal(res.code, 1, res.stderr);
+      assert.match(
+        res.stderr,
+        new RegExp(
+          `missing: the INPUT jump from ${bridge} to ${chain}\\), and restoring it failed: .*` +
+            `Permission denied.*Stopping container ${run.name}`,
+        ),
+      );
+      assert.match(res.stderr, /was stopped: its host firewall rules were taken away/);
+      assert.doesNotMatch(res.stderr, /Restored the rules/);
+      assert.notEqual((await exec("docker", ["inspect", run.name])).code, 0, "container left");
+      assert.deepEqual(await scriptProcesses(run.name), [], "a process of the run is left");
+      // The cleanup still removed the rest (and the network).
+      assert.match(res.stderr, /removed network/);
+      assert.deepEqual(await bridgeRules(bridge), []);
+    } finally {
+      run.kill("SIGTERM");
+      await run.done;
+      await m.cleanup([run.name]);
     }
   },
 });
