@@ -186,7 +186,7 @@ function unknownHelpTopic(program: Command, args: string[]): void {
   let cmd = program;
   for (let i = 0; i < args.length; i++) {
     if (args[i] === "help" && i + 1 < args.length && cmd.commands.length > 0) {
-      if (findCommand(cmd, args[i + 1])) return;
+      if (args[i + 1] === "help" || findCommand(cmd, args[i + 1])) return;
       cmd.error(`error: unknown command '${args[i + 1]}'`, { code: "commander.unknownCommand" });
     }
     const next = findCommand(cmd, args[i]);

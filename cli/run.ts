@@ -358,6 +358,13 @@ export async function runProxy(
   // through this one queue, in order.
   const out = new Batcher<string>((lines) => printLine(lines.join("\n")), 20);
   const say = (text: string) => out.push(text);
+  // Lines about the operator's own answers (a rule saved, or not): shown at
+  // once, above an open prompt, where other lines wait until it closes.
+  let printUrgent = (text: string) => printLine(text);
+  const sayUrgent = (text: string) => {
+    out.flush();
+    printUrgent(text);
+  };
   // Warnings quote the rules file and the log's errors: no raw control characters.
   const warn = (text: string) => io.stderr(`warning: ${safeLines(text)}\n`);
 
@@ -391,7 +398,7 @@ export async function runProxy(
       : undefined,
     onEvent: (e) => {
       const line = formatBrokerEvent(e);
-      if (line !== undefined) say(line);
+      if (line !== undefined) sayUrgent(line);
     },
   });
 
@@ -563,10 +570,12 @@ export async function runProxy(
       },
     });
     printLine = (text) => terminal.printLine(text);
+    printUrgent = (text) => terminal.printLine(text, { urgent: true });
     cleanup.push(async () => {
       terminalAsks = false;
       out.flush();
       printLine = (text) => io.stdout(text + "\n");
+      printUrgent = (text) => printLine(text);
       await terminal.close();
     });
   }

@@ -309,9 +309,17 @@ export interface TerminalPrompter extends NamedPrompter {
    * Prints one line of other output (e.g. `run`'s per-request line). While a
    * question waits, the line is held and printed once the prompt closes (at
    * most {@linkcode MAX_HELD_LINES} of them), so that no output can push the
-   * prompt off the screen.
+   * prompt off the screen. An `urgent` line (about the operator's own
+   * answers: a rule saved or not saved; a client cannot make many) goes above
+   * the open question at once instead.
    */
-  printLine(text: string): void;
+  printLine(text: string, opts?: PrintLineOptions): void;
+}
+
+/** Options for {@linkcode TerminalPrompter.printLine}. */
+export interface PrintLineOptions {
+  /** Shown at once, above an open question, instead of held until it closes. */
+  urgent?: boolean;
 }
 
 /** The operator's input ended (Ctrl-D, or stdin closed). */
@@ -342,9 +350,13 @@ export function createTerminalPrompter(io: PromptIO, name = "terminal"): Termina
   // answer a request they never saw under a bare "Your choice [1]:".
   let held: string[] = [];
   let dropped = 0;
-  const printLine = (text: string): void => {
+  const printLine = (text: string, opts?: PrintLineOptions): void => {
     if (!asking) {
       io.write(`${text}\n`);
+      return;
+    }
+    if (opts?.urgent) {
+      above(text);
       return;
     }
     for (const line of text.split("\n")) {
@@ -441,7 +453,7 @@ export interface AttachTerminalOptions {
 export function attachTerminal(
   broker: { addPrompter(p: NamedPrompter): () => void },
   opts: AttachTerminalOptions = {},
-): { close(): Promise<void>; printLine(text: string): void } {
+): { close(): Promise<void>; printLine(text: string, opts?: PrintLineOptions): void } {
   const own = opts.lines ? undefined : new StdinLineReader();
   const lines = opts.lines ?? own!;
   const enc = new TextEncoder();
@@ -469,7 +481,7 @@ export function attachTerminal(
     },
   });
   return {
-    printLine: (text) => inner.printLine(text),
+    printLine: (text, printOpts) => inner.printLine(text, printOpts),
     async close() {
       if (!detached) {
         detached = true;

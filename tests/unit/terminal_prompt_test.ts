@@ -933,6 +933,15 @@ Deno.test("output printed while a prompt is open cannot push that prompt off the
     const shown = out.slice(out.lastIndexOf("Network Access Request"));
     assert.ok(shown.startsWith("Network Access Request\nHost: b.test\n"));
     assert.ok(shown.endsWith("  6. Always deny this exact URL\n\nYour choice [1]: "));
+    // A line about the operator's own answer (a rule not saved) is not held:
+    // it goes above the question at once, which is redrawn below it.
+    term.printLine('Could not save rule "a.test": allow-domain (disk full)', { urgent: true });
+    assert.ok(
+      out.endsWith(
+        '\r\x1b[2KCould not save rule "a.test": allow-domain (disk full)\nYour choice [1]: ',
+      ),
+      JSON.stringify(out.slice(-120)),
+    );
     clock.now = 6_000;
     await input.type("2\r");
     assert.equal((await b).action, "deny");
