@@ -44,40 +44,10 @@ export class TunnelHelloError extends Error {
 const RECORD_HANDSHAKE = 22;
 const HANDSHAKE_SERVER_HELLO = 2;
 /** SHA-256("HelloRetryRequest"), the random of a HelloRetryRequest (RFC 8446 4.1.3). */
-const HRR_RANDOM = [
-  0xcf,
-  0x21,
-  0xad,
-  0x74,
-  0xe5,
-  0x9a,
-  0x61,
-  0x11,
-  0xbe,
-  0x1d,
-  0x8c,
-  0x02,
-  0x1e,
-  0x65,
-  0xb8,
-  0x91,
-  0xc2,
-  0xa2,
-  0x11,
-  0x16,
-  0x7a,
-  0xbb,
-  0x8c,
-  0x5e,
-  0x07,
-  0x9e,
-  0x09,
-  0xe2,
-  0xc8,
-  0xa8,
-  0x33,
-  0x9c,
-];
+const HRR_RANDOM = Uint8Array.from(
+  "cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c".match(/../g)!,
+  (h) => parseInt(h, 16),
+);
 /** Handshake type, length, legacy_version, random: what tells a HelloRetryRequest apart. */
 const SERVER_HELLO_HEAD = 4 + 2 + 32;
 

@@ -9,6 +9,7 @@ import {
   attempt,
   clientHello,
   concat,
+  HRR_RANDOM,
   latin1,
   newRecords,
   type RecordingOrigin,
@@ -558,42 +559,6 @@ Deno.test("attack connect: a tunnel that turns passthrough after its CONNECT is 
 });
 
 // ------------------------------------------------ a second ClientHello
-
-/** SHA-256("HelloRetryRequest"): the random of a TLS 1.3 HelloRetryRequest (RFC 8446 4.1.3). */
-const HRR_RANDOM = [
-  0xcf,
-  0x21,
-  0xad,
-  0x74,
-  0xe5,
-  0x9a,
-  0x61,
-  0x11,
-  0xbe,
-  0x1d,
-  0x8c,
-  0x02,
-  0x1e,
-  0x65,
-  0xb8,
-  0x91,
-  0xc2,
-  0xa2,
-  0x11,
-  0x16,
-  0x7a,
-  0xbb,
-  0x8c,
-  0x5e,
-  0x07,
-  0x9e,
-  0x09,
-  0xe2,
-  0xc8,
-  0xa8,
-  0x33,
-  0x9c,
-];
 
 /** A ServerHello record (a HelloRetryRequest when `hrr`), then a change_cipher_spec record. */
 function serverHello(hrr: boolean): Uint8Array {

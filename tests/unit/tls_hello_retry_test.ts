@@ -1,42 +1,7 @@
 import assert from "node:assert/strict";
 import { parseClientHello } from "../../lib/tls/client_hello.ts";
 import { TunnelHelloError, TunnelHelloGuard } from "../../lib/tls/hello_retry.ts";
-import { clientHello, concat, tlsRecords } from "../_helpers/attack.ts";
-
-const HRR_RANDOM = [
-  0xcf,
-  0x21,
-  0xad,
-  0x74,
-  0xe5,
-  0x9a,
-  0x61,
-  0x11,
-  0xbe,
-  0x1d,
-  0x8c,
-  0x02,
-  0x1e,
-  0x65,
-  0xb8,
-  0x91,
-  0xc2,
-  0xa2,
-  0x11,
-  0x16,
-  0x7a,
-  0xbb,
-  0x8c,
-  0x5e,
-  0x07,
-  0x9e,
-  0x09,
-  0xe2,
-  0xc8,
-  0xa8,
-  0x33,
-  0x9c,
-];
+import { clientHello, concat, HRR_RANDOM, tlsRecords } from "../_helpers/attack.ts";
 
 function serverHello(hrr: boolean): Uint8Array {
   const random = hrr ? HRR_RANDOM : new Array(32).fill(0x42);
