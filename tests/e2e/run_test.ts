@@ -981,6 +981,36 @@ Deno.test({
   },
 });
 
+/**
+ * An attacker's client of the proxy on `port`: a request to ok.test (on the
+ * origin port `originPort`) whose response it never reads, then a harmless
+ * request to a.test that waits for a prompt. Killing it resets the a.test
+ * connection (RST: unread bytes), which withdraws that prompt.
+ */
+async function spawnHarmlessClient(
+  dir: string,
+  port: number,
+  originPort: number,
+): Promise<Deno.ChildProcess> {
+  const p = originPort;
+  const script = join(dir, "attacker.ts");
+  await Deno.writeTextFile(
+    script,
+    `const c = await Deno.connect({ hostname: "127.0.0.1", port: ${port} });
+const enc = new TextEncoder();
+await c.write(enc.encode("GET http://ok.test:${p}/hello HTTP/1.1\\r\\nHost: ok.test:${p}\\r\\n\\r\\n"));
+await new Promise((r) => setTimeout(r, 300));
+await c.write(enc.encode("GET http://a.test:${p}/harmless HTTP/1.1\\r\\nHost: a.test:${p}\\r\\n\\r\\n"));
+await new Promise((r) => setTimeout(r, 60_000));
+`,
+  );
+  return new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net=127.0.0.1", script],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+}
+
 Deno.test({
   name:
     "e2e run: on a terminal, a half-typed answer to a withdrawn prompt does not let a later Enter allow the next",
@@ -1008,24 +1038,8 @@ Deno.test({
       const screen = await tty.waitFor(/Listening on http:\/\/127\.0\.0\.1:(\d+)/);
       const port = Number(screen.match(/Listening on http:\/\/127\.0\.0\.1:(\d+)/)![1]);
       // The attacker's client: a harmless request, and the one it wants allowed
-      // queued behind. The harmless one follows a response left unread, so
-      // that when the client is killed its connection is reset (RST).
-      const script = join(dir, "attacker.ts");
-      await Deno.writeTextFile(
-        script,
-        `const c = await Deno.connect({ hostname: "127.0.0.1", port: ${port} });
-const enc = new TextEncoder();
-await c.write(enc.encode("GET http://ok.test:${p}/hello HTTP/1.1\\r\\nHost: ok.test:${p}\\r\\n\\r\\n"));
-await new Promise((r) => setTimeout(r, 300));
-await c.write(enc.encode("GET http://a.test:${p}/harmless HTTP/1.1\\r\\nHost: a.test:${p}\\r\\n\\r\\n"));
-await new Promise((r) => setTimeout(r, 60_000));
-`,
-      );
-      const harmless = new Deno.Command(Deno.execPath(), {
-        args: ["run", "--allow-net=127.0.0.1", script],
-        stdout: "null",
-        stderr: "null",
-      }).spawn();
+      // queued behind (see spawnHarmlessClient).
+      const harmless = await spawnHarmlessClient(dir, port, p);
       try {
         await attackedPrompt(tty, harmless, port, p);
       } finally {
@@ -1121,22 +1135,7 @@ Deno.test({
       const screen = await tty.waitFor(/Listening on http:\/\/127\.0\.0\.1:(\d+)/);
       const port = Number(screen.match(/Listening on http:\/\/127\.0\.0\.1:(\d+)/)![1]);
       // As in the test above: killing this client resets the a.test connection.
-      const script = join(dir, "attacker.ts");
-      await Deno.writeTextFile(
-        script,
-        `const c = await Deno.connect({ hostname: "127.0.0.1", port: ${port} });
-const enc = new TextEncoder();
-await c.write(enc.encode("GET http://ok.test:${p}/hello HTTP/1.1\\r\\nHost: ok.test:${p}\\r\\n\\r\\n"));
-await new Promise((r) => setTimeout(r, 300));
-await c.write(enc.encode("GET http://a.test:${p}/harmless HTTP/1.1\\r\\nHost: a.test:${p}\\r\\n\\r\\n"));
-await new Promise((r) => setTimeout(r, 60_000));
-`,
-      );
-      const harmless = new Deno.Command(Deno.execPath(), {
-        args: ["run", "--allow-net=127.0.0.1", script],
-        stdout: "null",
-        stderr: "null",
-      }).spawn();
+      const harmless = await spawnHarmlessClient(dir, port, p);
       try {
         await tty.waitFor(/Host: a\.test:\d+\n[^]*Your choice \[1\]:/);
         const exfiltrate = curl(port, ["-w", " %{http_code}", `http://b.test:${p}/exfiltrate`]);
