@@ -225,17 +225,22 @@ export class LogTail {
       // Where to resume: the file we stopped in, found by identity (it may
       // have been renamed to .1, .2 ... by rotations since).
       let start = 0;
+      let lost = false;
       if (cur) {
         const i = cur.ino === null
           ? (files.at(-1)?.current && files.at(-1)!.size >= cur.offset ? files.length - 1 : -1)
           : files.findIndex((f) => f.ino === cur.ino);
         if (i >= 0) start = i;
         else if (cur.ino === null) start = Math.max(0, files.length - 1);
+        else lost = true;
       }
       for (let i = start; i < files.length; i++) {
         const f = files[i];
-        // Rotated files already read to their end (when we lost our place).
-        if (f.ino !== null && this.#done.has(f.ino)) continue;
+        // Rotated files already read to their end, when we lost our place.
+        // Not otherwise: the files after ours are newer, never read, and one
+        // may have the inode number of a read file rotation deleted (ext4
+        // hands it to the file created next).
+        if (lost && f.ino !== null && this.#done.has(f.ino)) continue;
         const resuming = cur !== null && i === start &&
           (f.ino === null ? f.current : f.ino === cur.ino);
         const isNewest = i === files.length - 1;

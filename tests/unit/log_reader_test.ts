@@ -258,6 +258,39 @@ Deno.test("tail: a reader polling while the writer rotates sees every line once,
   }
 });
 
+Deno.test("tail: a new file that reuses the inode of a rotated file read before is read", async () => {
+  // Rotation deletes the oldest file and then creates the current one: on
+  // ext4 the new file usually gets the deleted one's inode number.
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "network-access.log");
+    const lines = (a: number, b: number) =>
+      Array.from({ length: b - a }, (_, i) => serialiseRecord(rec(a + i)) + "\n").join("");
+    await Deno.writeTextFile(rotatedPath(path, 1), lines(0, 2));
+    await Deno.writeTextFile(path, lines(2, 4));
+    const tail = new LogTail(path, { maxRotated: 1 });
+    const next = async () => {
+      const got: number[] = [];
+      for await (const batch of tail.read()) got.push(...batch.map((r) => r.bytesDown));
+      return got;
+    };
+    assert.deepEqual(await next(), [0, 1, 2, 3]);
+    // A rotation with --log-keep 1, the deleted .1's inode coming back as the new file.
+    const oldRotated = rotatedPath(path, 1);
+    await Deno.rename(path, join(dir, "moving"));
+    await Deno.writeTextFile(oldRotated, lines(4, 6)); // same inode, new contents
+    await Deno.rename(oldRotated, path);
+    await Deno.rename(join(dir, "moving"), rotatedPath(path, 1));
+    assert.equal((await Deno.stat(path)).ino !== null, true);
+    assert.deepEqual(await next(), [4, 5]);
+    await Deno.writeTextFile(path, lines(6, 7), { append: true });
+    assert.deepEqual(await next(), [6]);
+    assert.equal(tail.badLines, 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("reader: since counts records by start, though a long tunnel is written when it ends", async () => {
   const dir = await Deno.makeTempDir();
   try {
