@@ -14,8 +14,8 @@ export type DecisionSource =
   | "prompt" //     the operator answered a prompt (any of the six answers)
   | "timeout" //    nobody answered within --prompt-timeout: --default decided once
   | "default" //    --non-interactive: --default answered
-  | "policy" //     built-in policy: destination protection, SNI/Host mismatch, malformed input
-  | "error"; //     the request failed before a decision (bad framing, client gone)
+  | "policy" //     built-in: destination protection, SNI/Host mismatch, non-TLS tunnel, limits
+  | "error"; //     the request failed before a decision (bad framing, 400/408/414/431, client gone)
 
 export interface AccessRecord {
   /** ISO 8601 with milliseconds, UTC: `2026-11-28T00:11:17.123Z`. */
