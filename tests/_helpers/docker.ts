@@ -256,6 +256,30 @@ export async function containerIp(container: string, network: string): Promise<s
   ]);
 }
 
+/**
+ * "Outside" for a leak test: a web server container `name` on a new ordinary
+ * bridge network `network`, answering `target-reached` on port 80. Returns its
+ * address there; the caller removes both.
+ */
+export async function startTargetServer(name: string, network: string): Promise<string> {
+  await docker(["network", "create", network]);
+  await docker([
+    "run",
+    "-d",
+    "--pull",
+    "never",
+    "--name",
+    name,
+    "--network",
+    network,
+    TEST_IMAGE,
+    "sh",
+    "-c",
+    "mkdir -p /w && echo target-reached >/w/index.html && exec httpd -f -p 80 -h /w",
+  ]);
+  return await containerIp(name, network);
+}
+
 /** A free TCP port on `hostname` (bound and released: a race is possible but harmless here). */
 export function freePort(hostname = "127.0.0.1"): number {
   const l = Deno.listen({ hostname, port: 0 });

@@ -25,7 +25,6 @@
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
 import {
-  containerIp,
   countingListener,
   docker,
   dockerUnavailable,
@@ -37,6 +36,7 @@ import {
   REPO,
   runScript,
   setupMonitored,
+  startTargetServer,
   TEST_IMAGE,
   uniqueName,
   waitFor,
@@ -392,22 +392,7 @@ Deno.test({
     const undo: string[][] = [];
     try {
       // "Outside": a web server on an ordinary bridge network.
-      await docker(["network", "create", bridgeNet]);
-      await docker([
-        "run",
-        "-d",
-        "--pull",
-        "never",
-        "--name",
-        target,
-        "--network",
-        bridgeNet,
-        TEST_IMAGE,
-        "sh",
-        "-c",
-        "mkdir -p /w && echo target-reached >/w/index.html && exec httpd -f -p 80 -h /w",
-      ]);
-      const targetIp = await containerIp(target, bridgeNet);
+      const targetIp = await startTargetServer(target, bridgeNet);
       // The network as Docker leaves it when it does not manage iptables (dockerd
       // --iptables=false, a common setup beside ufw, where FORWARD accepts), or after a
       // firewall reload dropped its rules: Docker's isolation rules of this --internal network

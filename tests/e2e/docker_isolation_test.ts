@@ -10,7 +10,6 @@
 
 import assert from "node:assert/strict";
 import {
-  containerIp,
   countingListener,
   docker,
   dockerCleanup,
@@ -20,6 +19,7 @@ import {
   removeFirewall,
   runScript,
   setupMonitored,
+  startTargetServer,
   TEST_IMAGE,
   uniqueName,
   waitFor,
@@ -49,22 +49,7 @@ Deno.test({
     const listeners: ReturnType<typeof countingListener>[] = [];
     try {
       // "Outside": a web server in a container on an ordinary bridge network.
-      await docker(["network", "create", bridgeNet]);
-      await docker([
-        "run",
-        "-d",
-        "--pull",
-        "never",
-        "--name",
-        target,
-        "--network",
-        bridgeNet,
-        TEST_IMAGE,
-        "sh",
-        "-c",
-        "mkdir -p /w && echo target-reached >/w/index.html && exec httpd -f -p 80 -h /w",
-      ]);
-      const targetIp = await containerIp(target, bridgeNet);
+      const targetIp = await startTargetServer(target, bridgeNet);
       // Control: from the same ordinary bridge, the target answers.
       const control = await exec("docker", [
         "run",
